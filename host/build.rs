@@ -1,0 +1,107 @@
+//! Builds the bundled default policy (`policies/default`) for `wasm32-wasip2` from source and
+//! hands its path to `include_bytes!` through `VIGIL_DEFAULT_POLICY_WASM`.
+//!
+//! The guest builds in its own target dir (`target/policies`) so it never waits on the outer
+//! build's lock. If the wasm target is missing, it is installed with rustup (the project's own
+//! files install what a fresh machine lacks); if that is impossible the build fails with one line
+//! saying how to install it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ sits in the workspace root")
+        .to_path_buf();
+    for watched in ["policies/default", "policies/sdk", "wit", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+
+    ensure_target_installed();
+
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"))
+        .join("policies");
+    let wasm = build_guest(
+        &root,
+        &target_dir,
+        "vigil-policy-default",
+        "vigil_policy_default",
+    );
+    println!(
+        "cargo:rustc-env=VIGIL_DEFAULT_POLICY_WASM={}",
+        wasm.display()
+    );
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("cargo sets {name}"))
+}
+
+/// Fails with one clear line when the wasm target can't be had.
+fn ensure_target_installed() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = |s: &Option<PathBuf>| {
+        s.as_ref()
+            .is_some_and(|s| s.join("lib/rustlib").join(TARGET).is_dir())
+    };
+    if installed(&sysroot) {
+        return;
+    }
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !added || !installed(&sysroot) {
+        panic!("the {TARGET} target is missing: run `rustup target add {TARGET}`");
+    }
+}
+
+fn build_guest(root: &Path, target_dir: &Path, package: &str, artifact: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            TARGET,
+            "-p",
+            package,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir);
+    // The outer build's wrappers and flags (clippy, coverage, ...) are for native code.
+    for var in [
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("cargo runs");
+    if !status.success() {
+        panic!("building the {package} policy for {TARGET} failed (see the output above)");
+    }
+    target_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{artifact}.wasm"))
+}

@@ -1,0 +1,56 @@
+//! HTTP interface (axum): the agent, directory and admin routers and their shared state.
+//!
+//! [`app`] builds the whole router from an [`AppState`], so tests drive the real router without
+//! a network. Handlers translate between HTTP and the engine/store; they hold no logic of
+//! their own beyond request shape.
+
+pub mod admin;
+pub mod agent;
+pub mod directory;
+pub mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::config::Config;
+use crate::engine::EngineHandle;
+use crate::store::Store;
+pub use error::ApiError;
+
+/// Everything a handler needs. Cheap to clone (all handles).
+#[derive(Clone)]
+pub struct AppState {
+    /// The writer path.
+    pub engine: EngineHandle,
+    /// Reads.
+    pub store: Arc<dyn Store>,
+    /// The configuration in force.
+    pub config: Arc<Config>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+/// The whole HTTP API.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/agent/heartbeat", post(agent::heartbeat))
+        .route("/v1/servers", get(directory::list_servers))
+        .route("/v1/servers/{id}", get(directory::get_server))
+        .route("/v1/servers/{id}/heartbeats", get(directory::heartbeats))
+        .route("/v1/servers/{id}/transitions", get(directory::transitions))
+        .route("/v1/policies", get(directory::policies))
+        .route("/v1/admin/servers", post(admin::add_server))
+        .route("/v1/admin/servers/{id}/verify", post(admin::verify_server))
+        .route("/healthz", get(directory::healthz))
+        .route("/readyz", get(directory::readyz))
+        .fallback(|| async { ApiError::not_found("this route") })
+        .with_state(state)
+}

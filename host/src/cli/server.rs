@@ -1,0 +1,117 @@
+//! `vigil server …`: register, verify and list servers through the admin API.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::ingest::signature::public_key_of;
+
+/// Where the admin API is and how to authenticate.
+#[derive(Debug, Args)]
+pub struct AdminTarget {
+    /// The host's base URL.
+    #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The admin bearer token.
+    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `vigil server` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Register a server with its agent's public key.
+    Add {
+        /// The server's identifier.
+        server_id: String,
+        /// The agent's public key (base64), as printed by `vigil keygen`.
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        public_key: Option<String>,
+        /// Or the agent's private key file, to take its public half.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Human-friendly name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Cluster.
+        #[arg(long)]
+        cluster_id: Option<String>,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Mark a server as verified by an operator.
+    Verify {
+        /// The server's identifier.
+        server_id: String,
+        /// Withdraw verification instead.
+        #[arg(long)]
+        revoke: bool,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List servers (public directory).
+    List {
+        /// The host's base URL.
+        #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+}
+
+fn post(target: &AdminTarget, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+    let token = target
+        .token
+        .as_deref()
+        .context("an admin token is needed: --token or VIGIL_ADMIN_TOKEN")?;
+    Ok(reqwest::Client::new()
+        .post(format!("{}{path}", target.url.trim_end_matches('/')))
+        .bearer_auth(token))
+}
+
+/// Runs a `vigil server` subcommand.
+pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
+    let answer = match command {
+        ServerCommand::Add {
+            server_id,
+            public_key,
+            key,
+            display_name,
+            cluster_id,
+            target,
+        } => {
+            let public_key = match (public_key, key) {
+                (Some(k), _) => k,
+                (None, Some(path)) => public_key_of(&super::keys::read_key(&path)?).to_base64(),
+                (None, None) => anyhow::bail!("--public-key or --key is required"),
+            };
+            let body = serde_json::json!({
+                "server_id": server_id, "public_key": public_key,
+                "display_name": display_name, "cluster_id": cluster_id,
+            });
+            super::read_response(
+                post(&target, "/v1/admin/servers")?
+                    .json(&body)
+                    .send()
+                    .await?,
+            )
+            .await?
+        }
+        ServerCommand::Verify {
+            server_id,
+            revoke,
+            target,
+        } => {
+            let path = format!("/v1/admin/servers/{server_id}/verify");
+            let body = serde_json::json!({ "verified": !revoke });
+            super::read_response(post(&target, &path)?.json(&body).send().await?).await?
+        }
+        ServerCommand::List { url } => {
+            let url = format!("{}/v1/servers", url.trim_end_matches('/'));
+            super::read_response(reqwest::get(&url).await?).await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}

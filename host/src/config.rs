@@ -1,0 +1,236 @@
+//! Configuration: one TOML file (`vigil.toml`) turned into a typed [`Config`].
+//!
+//! Every key has a default, so an empty file (or none) is a valid configuration. Unknown keys are
+//! an error that names the key. Secrets may come from the environment (`VIGIL_ADMIN_TOKEN`).
+//! This module only parses and validates; it never opens sockets or files other than the config.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The whole configuration of a Vigil host.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`: where to listen.
+    pub server: ServerConfig,
+    /// `[storage]`: which database.
+    pub storage: StorageConfig,
+    /// `[admin]`: the admin API.
+    pub admin: AdminConfig,
+    /// `[trust]`: signature, verification and replay rules.
+    pub trust: TrustConfig,
+    /// `[policy]`: the scoring policy and its limits.
+    pub policy: PolicyConfig,
+    /// `[ingest]`: the writer path.
+    pub ingest: IngestConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Database URL. Default `sqlite://vigil.db` (created if missing).
+    pub url: String,
+    /// Maximum number of pooled connections for reads.
+    pub max_connections: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://vigil.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for `/v1/admin/…`. `VIGIL_ADMIN_TOKEN` overrides it. When neither is set
+    /// the admin API answers 503 `admin_disabled`.
+    pub token: Option<String>,
+}
+
+/// `[trust]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// Refuse (403) heartbeats from servers an operator has not verified. Default false.
+    pub require_verified: bool,
+    /// How far (seconds) a heartbeat's timestamp may be from the host clock. Default 300.
+    pub max_clock_skew_seconds: u64,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            require_verified: false,
+            max_clock_skew_seconds: 300,
+        }
+    }
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// A policy component (`.wasm`) to run instead of the bundled default policy.
+    pub component: Option<std::path::PathBuf>,
+    /// Parameters passed to the policy (numbers, strings, booleans). Names the policy does not
+    /// declare are refused at start-up.
+    pub params: BTreeMap<String, toml::Value>,
+    /// Fuel per evaluation (a deterministic instruction budget). Default 10,000,000.
+    pub fuel: u64,
+    /// Linear memory cap per evaluation, in bytes. Default 16 MiB.
+    pub memory_bytes: usize,
+    /// Largest state a policy may return, in bytes. Default 64 KiB.
+    pub max_state_bytes: usize,
+    /// Largest assessment (scores, badges, signals) a policy may return, in bytes. Default 64 KiB.
+    pub max_output_bytes: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            component: None,
+            params: BTreeMap::new(),
+            fuel: 10_000_000,
+            memory_bytes: 16 << 20,
+            max_state_bytes: 64 << 10,
+            max_output_bytes: 64 << 10,
+        }
+    }
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest number of events one group-commit batch holds. Default 512.
+    pub max_batch: usize,
+    /// Capacity of the queue in front of the writer; a full queue answers 503. Default 16384.
+    pub queue_capacity: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 512,
+            queue_capacity: 16_384,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a configuration from TOML text, then applies environment overrides and validates.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Ok(token) = std::env::var("VIGIL_ADMIN_TOKEN")
+            && !token.is_empty()
+        {
+            config.admin.token = Some(token);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a configuration file. A missing file is an error (say what to do);
+    /// use [`Config::default`] to run without one.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.ingest.max_batch >= 1,
+            "[ingest] max_batch must be at least 1"
+        );
+        anyhow::ensure!(
+            self.ingest.queue_capacity >= 1,
+            "[ingest] queue_capacity must be at least 1"
+        );
+        anyhow::ensure!(
+            self.policy.fuel >= 1000,
+            "[policy] fuel must be at least 1000"
+        );
+        anyhow::ensure!(
+            self.policy.memory_bytes >= 1 << 20,
+            "[policy] memory_bytes must be at least 1 MiB"
+        );
+        anyhow::ensure!(
+            self.trust.max_clock_skew_seconds <= 7 * 24 * 3600,
+            "[trust] max_clock_skew_seconds must be at most a week"
+        );
+        anyhow::ensure!(
+            self.storage.url.starts_with("sqlite:"),
+            "[storage] url: only sqlite: URLs are supported by this build (got {:?})",
+            self.storage.url
+        );
+        for (name, value) in &self.policy.params {
+            anyhow::ensure!(
+                matches!(
+                    value,
+                    toml::Value::Integer(_)
+                        | toml::Value::Float(_)
+                        | toml::Value::String(_)
+                        | toml::Value::Boolean(_)
+                ),
+                "[policy] params.{name}: must be a number, string or boolean"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::from_toml("").expect("empty config is valid");
+        assert_eq!(c.storage.url, "sqlite://vigil.db");
+        assert_eq!(c.trust.max_clock_skew_seconds, 300);
+        assert!(!c.trust.require_verified);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[trust]\nrequire_verifed = true\n").unwrap_err();
+        assert!(format!("{err:#}").contains("require_verifed"), "{err:#}");
+        let err = Config::from_toml("[trusts]\n").unwrap_err();
+        assert!(format!("{err:#}").contains("trusts"), "{err:#}");
+    }
+
+    #[test]
+    fn policy_params_accept_scalars_only() {
+        let c = Config::from_toml("[policy.params]\ngrace_seconds = 60\nname = \"x\"\n")
+            .expect("scalars are fine");
+        assert_eq!(c.policy.params.len(), 2);
+        assert!(Config::from_toml("[policy.params]\nbad = [1, 2]\n").is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! The fold: one event through the active policy into one server's snapshot.
+//!
+//! Shared by the live writer and by replay, so both compute byte-for-byte the same snapshot from
+//! the same history. Ticks are derived, not stored: before any event at `now`, every deadline the
+//! policy asked for that is `<= now` is folded first as a tick at exactly that deadline.
+
+use crate::ingest::decode::DecodedHeartbeat;
+use crate::policy::{LoadedPolicy, Outcome, PolicyError, PolicyEvent, ServerFacts};
+use crate::store::{PolicyRef, ServerRecord, Snapshot, TransitionRow};
+
+/// After a failed tick the host retries this much later (a failed tick must not stall the
+/// deadline queue, and the policy's last good deadline already passed).
+pub const TICK_RETRY_MS: i64 = 60_000;
+
+/// Upper bound of ticks folded in one catch-up (a policy asking for a deadline every
+/// millisecond must not stall the writer).
+const MAX_CATCH_UP_TICKS: usize = 10_000;
+
+/// What one fold produced besides the updated snapshot.
+#[derive(Debug, Default)]
+pub struct FoldEffects {
+    /// Status/confidence changes, in order.
+    pub transitions: Vec<TransitionRow>,
+    /// Signals raised (for alerts).
+    pub signals: Vec<String>,
+    /// Evaluations that failed.
+    pub errors: Vec<PolicyError>,
+    /// Evaluations run.
+    pub evaluations: u64,
+}
+
+/// The facts a policy sees about a server record.
+pub fn facts_of(server: &ServerRecord) -> ServerFacts {
+    ServerFacts {
+        server_id: server.server_id.clone(),
+        is_verified: server.is_verified,
+        key_version: server.key_version,
+        registered_at_ms: server.registered_at_ms,
+    }
+}
+
+/// The policy reference recorded in snapshots.
+pub fn policy_ref(policy: &LoadedPolicy) -> PolicyRef {
+    let d = policy.description();
+    PolicyRef {
+        name: d.name.clone(),
+        version: d.version.clone(),
+        digest: d.digest.clone(),
+    }
+}
+
+/// Folds every tick due at or before `now_ms`.
+pub fn catch_up(
+    policy: &LoadedPolicy,
+    server: &mut ServerRecord,
+    now_ms: i64,
+    effects: &mut FoldEffects,
+) {
+    for _ in 0..MAX_CATCH_UP_TICKS {
+        match server.snapshot.next_check_at_ms {
+            Some(at) if at <= now_ms => fold(policy, server, at, PolicyEvent::Tick, effects),
+            _ => return,
+        }
+    }
+    tracing::warn!(server_id = %server.server_id, "too many ticks due at once; deferring the rest");
+}
+
+/// Folds one event at `now_ms` (the caller ensures `now_ms >= evaluated_at_ms`). On failure the
+/// snapshot keeps its last good assessment and state; the failure is recorded in `effects` and
+/// counted in `policy_errors`.
+pub fn fold(
+    policy: &LoadedPolicy,
+    server: &mut ServerRecord,
+    now_ms: i64,
+    event: PolicyEvent<'_>,
+    effects: &mut FoldEffects,
+) {
+    effects.evaluations += 1;
+    let facts = facts_of(server);
+    let snapshot = &mut server.snapshot;
+    snapshot.evaluated_at_ms = Some(now_ms);
+    let result = policy.evaluate(&facts, snapshot.policy_state.as_deref(), now_ms, event);
+    match result {
+        Ok(outcome) => apply(
+            policy,
+            snapshot,
+            &server.server_id,
+            now_ms,
+            event,
+            outcome,
+            effects,
+        ),
+        Err(error) => {
+            snapshot.policy_errors += 1;
+            if matches!(event, PolicyEvent::Tick) {
+                snapshot.next_check_at_ms = Some(now_ms + TICK_RETRY_MS);
+            }
+            tracing::warn!(
+                server_id = %server.server_id,
+                policy = %policy.digest(),
+                event = event.cause(),
+                kind = error.kind(),
+                %error,
+                "policy evaluation failed; keeping the last good snapshot"
+            );
+            effects.errors.push(error);
+        }
+    }
+}
+
+fn apply(
+    policy: &LoadedPolicy,
+    snapshot: &mut Snapshot,
+    server_id: &str,
+    now_ms: i64,
+    event: PolicyEvent<'_>,
+    outcome: Outcome,
+    effects: &mut FoldEffects,
+) {
+    let v = outcome.verdict;
+    if snapshot.status != v.status || snapshot.confidence != v.confidence {
+        effects.transitions.push(TransitionRow {
+            server_id: server_id.to_owned(),
+            at_ms: now_ms,
+            cause: event.cause().to_owned(),
+            from_status: snapshot.status.clone(),
+            to_status: v.status.to_owned(),
+            from_confidence: snapshot.confidence.clone(),
+            to_confidence: v.confidence.to_owned(),
+            policy_digest: policy.digest().to_owned(),
+        });
+    }
+    snapshot.status = v.status.to_owned();
+    snapshot.confidence = v.confidence.to_owned();
+    snapshot.uptime_percent = v.uptime_percent;
+    snapshot.quality_score = v.quality_score;
+    snapshot.scores = v.scores;
+    snapshot.badges = v.badges;
+    snapshot.next_check_at_ms = v.next_check_at_ms;
+    snapshot.policy_state = Some(outcome.state);
+    snapshot.policy = Some(policy_ref(policy));
+    effects.signals.extend(v.signals);
+}
+
+/// Folds an accepted heartbeat: due ticks first, then the heartbeat as the next event.
+pub fn fold_heartbeat(
+    policy: &LoadedPolicy,
+    server: &mut ServerRecord,
+    now_ms: i64,
+    heartbeat: &DecodedHeartbeat,
+    signed: bool,
+    effects: &mut FoldEffects,
+) {
+    catch_up(policy, server, now_ms, effects);
+    let s = &mut server.snapshot;
+    s.event_seq += 1;
+    s.last_seen_at_ms = Some(now_ms);
+    s.last_sent_at_ms = Some(heartbeat.sent_at_ms);
+    s.last_signature = Some(heartbeat.signature.clone());
+    s.players_current = heartbeat.players_current;
+    s.players_capacity = heartbeat.players_capacity;
+    s.map_name.clone_from(&heartbeat.map_name);
+    s.agent_version.clone_from(&heartbeat.agent_version);
+    let event = PolicyEvent::Heartbeat {
+        received_at_ms: now_ms,
+        signed,
+        heartbeat,
+    };
+    fold(policy, server, now_ms, event, effects);
+}
+
+/// Folds a refused request that named this server: due ticks first, then the rejection.
+pub fn fold_rejection(
+    policy: &LoadedPolicy,
+    server: &mut ServerRecord,
+    now_ms: i64,
+    code: &str,
+    effects: &mut FoldEffects,
+) {
+    catch_up(policy, server, now_ms, effects);
+    server.snapshot.event_seq += 1;
+    fold(
+        policy,
+        server,
+        now_ms,
+        PolicyEvent::Rejected {
+            received_at_ms: now_ms,
+            code,
+        },
+        effects,
+    );
+}

@@ -1,0 +1,405 @@
+//! Decoding a heartbeat body (wire contract v1) into a [`DecodedHeartbeat`].
+//!
+//! Owns the shape rules: size, JSON, I-JSON numbers, known top-level members, field types and
+//! lengths. It never looks at keys, servers or clocks (that is [`super`]'s job).
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Largest accepted body, in bytes (64 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Largest integer magnitude a body may carry: JCS compares numbers as IEEE doubles, so two
+/// bodies differing beyond 2^53 would share one signature (RFC 7493, I-JSON).
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// Deepest nesting accepted inside `metrics`, `os_info` and `payload`.
+const MAX_DEPTH: usize = 16;
+
+/// Top-level members a heartbeat may carry.
+const KNOWN_FIELDS: &[&str] = &[
+    "server_id",
+    "key_version",
+    "timestamp",
+    "signature",
+    "public_key",
+    "status",
+    "map_name",
+    "players_current",
+    "players_capacity",
+    "agent_version",
+    "mode",
+    "interval_seconds",
+    "uptime_seconds",
+    "metrics",
+    "os_info",
+    "payload",
+];
+
+/// Why a body was refused; `code` is the stable problem code (all answered 422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct DecodeError {
+    /// Stable machine-readable code: `malformed_json`, `unknown_field`, `missing_field`,
+    /// `invalid_field` or `number_out_of_range`.
+    pub code: &'static str,
+    /// Human-readable explanation naming the member at fault.
+    pub detail: String,
+    /// The `server_id` the body claimed, when it could be read (for the rejection log).
+    pub claimed_server: Option<String>,
+}
+
+impl DecodeError {
+    fn new(code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            claimed_server: None,
+        }
+    }
+}
+
+/// A numeric metric an agent reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricValue {
+    /// The metric's name.
+    pub name: String,
+    /// Its value (finite).
+    pub value: f64,
+}
+
+/// A heartbeat body that passed every shape rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedHeartbeat {
+    /// The body exactly as received (the signed object, including `signature`).
+    pub body: Map<String, Value>,
+    /// The claimed server.
+    pub server_id: String,
+    /// The claimed key version.
+    pub key_version: u32,
+    /// The agent's timestamp, milliseconds since the Unix epoch.
+    pub sent_at_ms: i64,
+    /// The base64 signature as sent.
+    pub signature: String,
+    /// A public key offered for open registration.
+    pub public_key: Option<String>,
+    /// Agent-claimed status.
+    pub status: Option<String>,
+    /// Map or world name.
+    pub map_name: Option<String>,
+    /// Current players.
+    pub players_current: Option<u32>,
+    /// Player capacity.
+    pub players_capacity: Option<u32>,
+    /// Agent software version.
+    pub agent_version: Option<String>,
+    /// Agent mode (`emergency`, `idle`, `sleep`, ...).
+    pub mode: Option<String>,
+    /// Declared interval between heartbeats, seconds.
+    pub interval_seconds: Option<u32>,
+    /// Uptime of the agent's host or process, seconds.
+    pub uptime_seconds: Option<u64>,
+    /// Numeric members of `metrics`, sorted by name.
+    pub metrics: Vec<MetricValue>,
+}
+
+/// Decodes and checks a body. The caller already enforced [`MAX_BODY_BYTES`].
+pub fn decode(bytes: &[u8]) -> Result<DecodedHeartbeat, DecodeError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| DecodeError::new("malformed_json", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(body) = value else {
+        return Err(DecodeError::new(
+            "malformed_json",
+            "body must be a JSON object",
+        ));
+    };
+    let claimed = body
+        .get("server_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    decode_object(body).map_err(|mut e| {
+        e.claimed_server = claimed;
+        e
+    })
+}
+
+/// Decodes an already-parsed body object (used by replay, which stores the body as received).
+pub fn decode_object(body: Map<String, Value>) -> Result<DecodedHeartbeat, DecodeError> {
+    if let Some(unknown) = body.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+        return Err(DecodeError::new(
+            "unknown_field",
+            format!("unknown member `{unknown}`"),
+        ));
+    }
+    check_numbers(&Value::Object(body.clone()), "", 0)?;
+
+    let server_id = required_str(&body, "server_id")?;
+    if !valid_server_id(server_id) {
+        return Err(invalid(
+            "server_id",
+            "must match ^[a-z0-9][a-z0-9._-]{0,127}$ or be a UUID",
+        ));
+    }
+    let key_version = match body.get("key_version") {
+        None | Some(Value::Null) => return Err(missing("key_version")),
+        Some(v) => v
+            .as_u64()
+            .filter(|&n| (1..=u64::from(u32::MAX)).contains(&n))
+            .ok_or_else(|| invalid("key_version", "must be an integer from 1 to 4294967295"))?
+            as u32,
+    };
+    let timestamp = required_str(&body, "timestamp")?;
+    let sent_at_ms = parse_rfc3339_ms(timestamp)
+        .ok_or_else(|| invalid("timestamp", "must be an RFC 3339 date-time"))?;
+    let signature = required_str(&body, "signature")?.to_owned();
+
+    let decoded = DecodedHeartbeat {
+        server_id: server_id.to_owned(),
+        key_version,
+        sent_at_ms,
+        signature,
+        public_key: optional_str(&body, "public_key", 64)?,
+        status: optional_str(&body, "status", 32)?,
+        map_name: optional_str(&body, "map_name", 256)?,
+        players_current: optional_u32(&body, "players_current")?,
+        players_capacity: optional_u32(&body, "players_capacity")?,
+        agent_version: optional_str(&body, "agent_version", 64)?,
+        mode: optional_str(&body, "mode", 32)?,
+        interval_seconds: optional_u32(&body, "interval_seconds")?
+            .map(|n| {
+                if (1..=7 * 24 * 3600).contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(invalid("interval_seconds", "must be from 1 to 604800"))
+                }
+            })
+            .transpose()?,
+        uptime_seconds: match body.get("uptime_seconds") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| invalid("uptime_seconds", "must be a non-negative integer"))?,
+            ),
+        },
+        metrics: metrics(&body)?,
+        body: Map::new(),
+    };
+    for member in ["os_info", "payload"] {
+        match body.get(member) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(_) => return Err(invalid(member, "must be an object")),
+        }
+    }
+    Ok(DecodedHeartbeat { body, ..decoded })
+}
+
+/// Parses an RFC 3339 timestamp to milliseconds since the Unix epoch.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC (millisecond precision).
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Whether `id` is a valid server identifier: `^[a-z0-9][a-z0-9._-]{0,127}$` or a UUID.
+pub fn valid_server_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    let slug = !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes.iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
+        });
+    slug || is_uuid(id)
+}
+
+fn is_uuid(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, &b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+fn missing(member: &str) -> DecodeError {
+    DecodeError::new("missing_field", format!("member `{member}` is required"))
+}
+
+fn invalid(member: &str, why: &str) -> DecodeError {
+    DecodeError::new("invalid_field", format!("member `{member}` {why}"))
+}
+
+fn required_str<'a>(body: &'a Map<String, Value>, member: &str) -> Result<&'a str, DecodeError> {
+    match body.get(member) {
+        None | Some(Value::Null) => Err(missing(member)),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(invalid(member, "must be a string")),
+    }
+}
+
+fn optional_str(
+    body: &Map<String, Value>,
+    member: &str,
+    max_chars: usize,
+) -> Result<Option<String>, DecodeError> {
+    match body.get(member) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= max_chars => Ok(Some(s.clone())),
+        Some(Value::String(_)) => Err(invalid(
+            member,
+            &format!("must be at most {max_chars} characters"),
+        )),
+        Some(_) => Err(invalid(member, "must be a string")),
+    }
+}
+
+fn optional_u32(body: &Map<String, Value>, member: &str) -> Result<Option<u32>, DecodeError> {
+    match body.get(member) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| invalid(member, "must be an integer from 0 to 4294967295")),
+    }
+}
+
+fn metrics(body: &Map<String, Value>) -> Result<Vec<MetricValue>, DecodeError> {
+    match body.get("metrics") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(map)) => {
+            // serde_json's default map is a BTreeMap, so this is already sorted by name.
+            Ok(map
+                .iter()
+                .filter_map(|(name, v)| {
+                    v.as_f64().map(|value| MetricValue {
+                        name: name.clone(),
+                        value,
+                    })
+                })
+                .collect())
+        }
+        Some(_) => Err(invalid("metrics", "must be an object")),
+    }
+}
+
+/// Refuses integers beyond ±(2^53−1) anywhere, and nesting deeper than [`MAX_DEPTH`].
+fn check_numbers(value: &Value, path: &str, depth: usize) -> Result<(), DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::new(
+            "invalid_field",
+            format!("`{path}` nests deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    match value {
+        Value::Number(n) => {
+            let too_big = if let Some(i) = n.as_i64() {
+                i.unsigned_abs() > MAX_SAFE_INTEGER as u64
+            } else if n.is_u64() {
+                true
+            } else {
+                let f = n.as_f64().unwrap_or(f64::INFINITY);
+                f.abs() > MAX_SAFE_INTEGER && f.fract() == 0.0
+            };
+            if too_big {
+                return Err(DecodeError::new(
+                    "number_out_of_range",
+                    format!("`{path}`: integers must be within ±(2^53−1) (I-JSON, RFC 7493)"),
+                ));
+            }
+            Ok(())
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| check_numbers(v, &format!("{path}[{i}]"), depth + 1)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            let child = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            check_numbers(v, &child, depth + 1)
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(extra: &str) -> Vec<u8> {
+        format!(
+            r#"{{"server_id":"eu-1","key_version":1,"timestamp":"2026-01-22T21:05:00Z","signature":"x"{extra}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn minimal_body_decodes() {
+        let d = decode(&body("")).expect("valid");
+        assert_eq!(d.server_id, "eu-1");
+        assert_eq!(d.sent_at_ms, 1_769_115_900_000);
+    }
+
+    #[test]
+    fn rules_give_stable_codes() {
+        let code = |b: &[u8]| decode(b).unwrap_err().code;
+        assert_eq!(code(b"{"), "malformed_json");
+        assert_eq!(code(b"[1]"), "malformed_json");
+        assert_eq!(code(&body(r#","extra":1"#)), "unknown_field");
+        assert_eq!(
+            code(&body(r#","players_current":9007199254740993"#)),
+            "number_out_of_range"
+        );
+        assert_eq!(
+            code(&body(r#","payload":{"n":-9007199254740993}"#)),
+            "number_out_of_range"
+        );
+        assert_eq!(
+            code(&body(r#","payload":{"n":1e300}"#)),
+            "number_out_of_range"
+        );
+        assert_eq!(code(&body(r#","players_current":-1"#)), "invalid_field");
+        assert_eq!(code(&body(r#","metrics":[1]"#)), "invalid_field");
+        assert_eq!(
+            code(br#"{"server_id":"a","timestamp":"2026-01-22T21:05:00Z","signature":"x"}"#),
+            "missing_field"
+        );
+        assert_eq!(
+            code(br#"{"server_id":"A!","key_version":1,"timestamp":"2026-01-22T21:05:00Z","signature":"x"}"#),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(br#"{"server_id":"a","key_version":1,"timestamp":"yesterday","signature":"x"}"#),
+            "invalid_field"
+        );
+    }
+
+    #[test]
+    fn largest_safe_integer_passes_and_deep_nesting_fails() {
+        assert!(decode(&body(r#","payload":{"n":9007199254740991, "f": 0.5}"#)).is_ok());
+        let deep = format!(r#","payload":{}1{}"#, "[".repeat(20), "]".repeat(20));
+        assert_eq!(decode(&body(&deep)).unwrap_err().code, "invalid_field");
+    }
+
+    #[test]
+    fn server_ids() {
+        assert!(valid_server_id("eu-island-01"));
+        assert!(valid_server_id("0.a_b-c"));
+        assert!(valid_server_id("123e4567-e89b-12d3-a456-426614174000"));
+        assert!(!valid_server_id(""));
+        assert!(!valid_server_id("-a"));
+        assert!(!valid_server_id("Upper"));
+        assert!(!valid_server_id(&"a".repeat(129)));
+    }
+}

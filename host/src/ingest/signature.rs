@@ -1,0 +1,157 @@
+//! Agent identity: ed25519 keys, fingerprints and the signed-heartbeat message (wire v1).
+//!
+//! The signed message is `vigil-heartbeat-v1\n` followed by the RFC 8785 (JCS) canonical JSON of
+//! the received body object with its `signature` member removed. This module canonicalises the
+//! received `serde_json::Value` (never a re-serialised typed struct), so an explicit `null` or any
+//! member order is signed exactly as sent.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Domain-separation prefix of every signed heartbeat.
+pub const HEARTBEAT_PREFIX: &[u8] = b"vigil-heartbeat-v1\n";
+
+/// Why a key or signature was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The public key is not base64 of 32 bytes, or not a valid curve point.
+    #[error("public key must be standard base64 of a 32-byte ed25519 key")]
+    BadKey,
+    /// The signature is not base64 of 64 bytes.
+    #[error("signature must be standard base64 (with padding) of 64 bytes")]
+    Malformed,
+    /// The signature does not verify against the key.
+    #[error("signature does not verify")]
+    Mismatch,
+    /// The body could not be canonicalised.
+    #[error("body cannot be canonicalised: {0}")]
+    Canonical(String),
+}
+
+/// An agent's ed25519 public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// Parses standard base64 (with padding) of a raw 32-byte key.
+    pub fn from_base64(text: &str) -> Result<Self, SignatureError> {
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|_| SignatureError::BadKey)?;
+        let raw: [u8; 32] = bytes.try_into().map_err(|_| SignatureError::BadKey)?;
+        let key = VerifyingKey::from_bytes(&raw).map_err(|_| SignatureError::BadKey)?;
+        if key.is_weak() {
+            return Err(SignatureError::BadKey);
+        }
+        Ok(Self(key))
+    }
+
+    /// Standard base64 of the raw key.
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0.as_bytes())
+    }
+
+    /// OpenSSH-style fingerprint: `SHA256:` + unpadded base64 of SHA-256(raw key).
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "SHA256:{}",
+            STANDARD_NO_PAD.encode(Sha256::digest(self.0.as_bytes()))
+        )
+    }
+
+    /// Verifies `signature` over `message` (strict: refuses malleable signatures).
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
+        self.0
+            .verify_strict(message, signature)
+            .map_err(|_| SignatureError::Mismatch)
+    }
+}
+
+/// Decodes a base64 signature field.
+pub fn parse_signature(text: &str) -> Result<Signature, SignatureError> {
+    let bytes = STANDARD
+        .decode(text)
+        .map_err(|_| SignatureError::Malformed)?;
+    let raw: [u8; 64] = bytes.try_into().map_err(|_| SignatureError::Malformed)?;
+    Ok(Signature::from_bytes(&raw))
+}
+
+/// The exact bytes an agent signs for `body` (the `signature` member, if any, is left out).
+pub fn signed_message(body: &Map<String, Value>) -> Result<Vec<u8>, SignatureError> {
+    let mut unsigned = body.clone();
+    unsigned.remove("signature");
+    let canonical = serde_json_canonicalizer::to_vec(&Value::Object(unsigned))
+        .map_err(|e| SignatureError::Canonical(e.to_string()))?;
+    let mut message = Vec::with_capacity(HEARTBEAT_PREFIX.len() + canonical.len());
+    message.extend_from_slice(HEARTBEAT_PREFIX);
+    message.extend_from_slice(&canonical);
+    Ok(message)
+}
+
+/// Signs `body` (without its `signature` member) and returns the base64 signature, as an agent
+/// does. Used by `vigil send`, the load generator and tests.
+pub fn sign_body(key: &SigningKey, body: &Map<String, Value>) -> Result<String, SignatureError> {
+    let message = signed_message(body)?;
+    Ok(STANDARD.encode(key.sign(&message).to_bytes()))
+}
+
+/// Reads a private key file as written by `vigil keygen`: base64 of the 32-byte seed.
+pub fn signing_key_from_base64(text: &str) -> Result<SigningKey, SignatureError> {
+    let bytes = STANDARD
+        .decode(text.trim())
+        .map_err(|_| SignatureError::BadKey)?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| SignatureError::BadKey)?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// The public half of a signing key.
+pub fn public_key_of(key: &SigningKey) -> PublicKey {
+    PublicKey(key.verifying_key())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_leaves_out_signature_and_sorts_keys() {
+        let body: Map<String, Value> =
+            serde_json::from_str(r#"{"b":1,"signature":"x","a":null}"#).expect("valid json");
+        let message = signed_message(&body).expect("canonicalises");
+        assert_eq!(message, b"vigil-heartbeat-v1\n{\"a\":null,\"b\":1}");
+    }
+
+    #[test]
+    fn sign_then_verify_round_trips_and_tamper_fails() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut body: Map<String, Value> =
+            serde_json::from_str(r#"{"server_id":"a","key_version":1}"#).expect("valid json");
+        let sig = sign_body(&key, &body).expect("signs");
+        let public = public_key_of(&key);
+        let parsed = parse_signature(&sig).expect("decodes");
+        public
+            .verify(&signed_message(&body).expect("ok"), &parsed)
+            .expect("verifies");
+        body.insert("key_version".into(), Value::from(2));
+        assert_eq!(
+            public.verify(&signed_message(&body).expect("ok"), &parsed),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn bad_keys_and_signatures_are_refused() {
+        assert_eq!(PublicKey::from_base64("AAAA"), Err(SignatureError::BadKey));
+        assert_eq!(
+            PublicKey::from_base64("not base64!"),
+            Err(SignatureError::BadKey)
+        );
+        assert!(matches!(
+            parse_signature("AAAA"),
+            Err(SignatureError::Malformed)
+        ));
+    }
+}

@@ -1,0 +1,622 @@
+//! The policy runtime: loads WebAssembly policy components and evaluates them under limits.
+//!
+//! One [`PolicyRuntime`] owns the wasmtime `Engine` (pooling allocator, fuel metering) and a
+//! `Linker` that defines nothing: every import a guest declares (WASI clocks, random, files,
+//! ...) traps when called, so a policy has no ambient authority and stays deterministic.
+//! A [`LoadedPolicy`] is one compiled version (an `InstancePre`). Every evaluation gets a fresh
+//! `Store` and instance (a few µs with the pooling allocator), a fuel budget, a memory cap and
+//! output checks; a trap, exhausted fuel or invalid output fails that evaluation only.
+//! This module never touches storage or HTTP.
+
+pub mod bindings;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+
+use crate::config::PolicyConfig;
+use crate::ingest::decode::DecodedHeartbeat;
+use bindings::{PolicyPre, vigil::policy::types as wit};
+
+/// Why a policy could not be loaded or an evaluation failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    /// The bytes are not a loadable component for this host (bad bytes, wrong world major).
+    #[error("policy cannot be loaded: {0}")]
+    Load(String),
+    /// A configured parameter is unknown to the policy or has the wrong type.
+    #[error("policy parameter: {0}")]
+    Params(String),
+    /// The guest trapped (panic, unreachable, memory limit, ...).
+    #[error("policy trapped: {0}")]
+    Trap(String),
+    /// The guest used up its fuel (a loop, or too much work for one event).
+    #[error("policy ran out of fuel")]
+    OutOfFuel,
+    /// The guest returned `err`.
+    #[error("policy returned an error: {0}")]
+    Guest(String),
+    /// The guest returned something out of range (NaN, > 100, oversized state, ...).
+    #[error("policy returned invalid output: {0}")]
+    InvalidOutput(String),
+}
+
+impl PolicyError {
+    /// A short stable label for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PolicyError::Load(_) => "load",
+            PolicyError::Params(_) => "params",
+            PolicyError::Trap(_) => "trap",
+            PolicyError::OutOfFuel => "out_of_fuel",
+            PolicyError::Guest(_) => "guest_error",
+            PolicyError::InvalidOutput(_) => "invalid_output",
+        }
+    }
+}
+
+/// Limits applied to every evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyLimits {
+    /// Fuel per call.
+    pub fuel: u64,
+    /// Linear memory cap, bytes.
+    pub memory_bytes: usize,
+    /// Largest returned state, bytes.
+    pub max_state_bytes: usize,
+    /// Largest returned assessment (names of scores, badges, signals), bytes.
+    pub max_output_bytes: usize,
+}
+
+impl From<&PolicyConfig> for PolicyLimits {
+    fn from(c: &PolicyConfig) -> Self {
+        Self {
+            fuel: c.fuel,
+            memory_bytes: c.memory_bytes,
+            max_state_bytes: c.max_state_bytes,
+            max_output_bytes: c.max_output_bytes,
+        }
+    }
+}
+
+/// A declared parameter, for the directory and operators.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParamDescription {
+    /// Name.
+    pub name: String,
+    /// What it changes.
+    pub description: String,
+    /// Default value.
+    pub default: serde_json::Value,
+}
+
+/// What a policy says about itself (`describe()`), plus its digest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyDescription {
+    /// Name.
+    pub name: String,
+    /// Semantic version.
+    pub version: String,
+    /// `sha256:<hex>` of the component.
+    pub digest: String,
+    /// History a replay needs, seconds (0 = all).
+    pub history_window_seconds: u64,
+    /// Declared parameters.
+    pub params: Vec<ParamDescription>,
+}
+
+/// What the host knows about a server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerFacts {
+    /// Identifier.
+    pub server_id: String,
+    /// Operator-verified.
+    pub is_verified: bool,
+    /// Current key version.
+    pub key_version: u32,
+    /// Registration time.
+    pub registered_at_ms: i64,
+}
+
+/// An event to fold.
+#[derive(Debug, Clone, Copy)]
+pub enum PolicyEvent<'a> {
+    /// An accepted heartbeat.
+    Heartbeat {
+        /// Host receive time.
+        received_at_ms: i64,
+        /// Whether its signature was verified.
+        signed: bool,
+        /// The decoded body.
+        heartbeat: &'a DecodedHeartbeat,
+    },
+    /// A refused request naming the server.
+    Rejected {
+        /// Host receive time.
+        received_at_ms: i64,
+        /// The problem code answered.
+        code: &'a str,
+    },
+    /// A deadline the policy asked for passed.
+    Tick,
+}
+
+impl PolicyEvent<'_> {
+    /// `heartbeat`, `rejected` or `tick`.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            PolicyEvent::Heartbeat { .. } => "heartbeat",
+            PolicyEvent::Rejected { .. } => "rejected",
+            PolicyEvent::Tick => "tick",
+        }
+    }
+}
+
+/// A validated assessment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// `online`, `offline` or `unknown`.
+    pub status: &'static str,
+    /// `green`, `yellow` or `red`.
+    pub confidence: &'static str,
+    /// 0–100.
+    pub uptime_percent: f64,
+    /// 0–100.
+    pub quality_score: f64,
+    /// Named scores.
+    pub scores: BTreeMap<String, f64>,
+    /// Badges.
+    pub badges: Vec<String>,
+    /// Signals raised by this event.
+    pub signals: Vec<String>,
+    /// When to tick.
+    pub next_check_at_ms: Option<i64>,
+}
+
+/// A validated evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// New opaque state.
+    pub state: Vec<u8>,
+    /// The assessment.
+    pub verdict: Verdict,
+}
+
+/// Per-store data: only the resource limiter.
+struct GuestCtx {
+    limits: StoreLimits,
+}
+
+/// The wasmtime engine and linker shared by every loaded policy. Cheap to clone.
+#[derive(Clone)]
+pub struct PolicyRuntime {
+    engine: Engine,
+    limits: PolicyLimits,
+}
+
+impl std::fmt::Debug for PolicyRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyRuntime")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(71);
+    out.push_str("sha256:");
+    for b in Sha256::digest(bytes) {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+impl PolicyRuntime {
+    /// Builds the engine: fuel metering, pooling allocator sized to the memory cap.
+    pub fn new(limits: PolicyLimits) -> Result<Self, PolicyError> {
+        let mut pool = PoolingAllocationConfig::default();
+        // Slots bound how many evaluations run at once; the reservation per slot is the memory
+        // cap, so many engines (tests) fit in the address space.
+        pool.total_component_instances(64)
+            .total_core_instances(128)
+            .total_memories(128)
+            .total_tables(128)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .max_wasm_stack(512 << 10)
+            .memory_reservation(limits.memory_bytes as u64)
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| PolicyError::Load(format!("{e:#}")))?;
+        Ok(Self { engine, limits })
+    }
+
+    /// The limits every evaluation runs under.
+    pub fn limits(&self) -> PolicyLimits {
+        self.limits
+    }
+
+    /// Compiles a component, checks its world, runs `describe()` and resolves `params` against
+    /// the declared parameters (defaults filled in, unknown names refused).
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        params: &BTreeMap<String, toml::Value>,
+    ) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        let digest = digest_of(bytes);
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PolicyError::Load(format!("not a valid component: {e:#}")))?;
+        let mut linker: Linker<GuestCtx> = Linker::new(&self.engine);
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| PolicyError::Load(format!("{e:#}")))?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| PolicyError::Load(format!("{e:#}")))?;
+        let pre = PolicyPre::new(instance_pre).map_err(|e| {
+            PolicyError::Load(format!(
+                "component does not implement vigil:policy@1: {e:#}"
+            ))
+        })?;
+        let mut policy = LoadedPolicy {
+            description: PolicyDescription {
+                name: String::new(),
+                version: String::new(),
+                digest,
+                history_window_seconds: 0,
+                params: Vec::new(),
+            },
+            pre,
+            params: Vec::new(),
+            limits: self.limits,
+        };
+        let info = policy.describe()?;
+        policy.params = resolve_params(&info.params, params)?;
+        policy.description.name = info.name;
+        policy.description.version = info.version;
+        policy.description.history_window_seconds = info.history_window_seconds;
+        policy.description.params = info.params.iter().map(describe_param).collect();
+        Ok(Arc::new(policy))
+    }
+}
+
+fn describe_param(spec: &wit::ParamSpec) -> ParamDescription {
+    ParamDescription {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        default: match &spec.default {
+            wit::ParamValue::Number(n) => serde_json::json!(n),
+            wit::ParamValue::Text(t) => serde_json::json!(t),
+            wit::ParamValue::Flag(b) => serde_json::json!(b),
+        },
+    }
+}
+
+fn resolve_params(
+    declared: &[wit::ParamSpec],
+    configured: &BTreeMap<String, toml::Value>,
+) -> Result<Vec<wit::Param>, PolicyError> {
+    if let Some(unknown) = configured
+        .keys()
+        .find(|k| !declared.iter().any(|d| &d.name == *k))
+    {
+        let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+        return Err(PolicyError::Params(format!(
+            "`{unknown}` is not a parameter of this policy (it has: {})",
+            names.join(", ")
+        )));
+    }
+    declared
+        .iter()
+        .map(|spec| {
+            let value = match (configured.get(&spec.name), &spec.default) {
+                (None, default) => default.clone(),
+                (Some(toml::Value::Integer(i)), wit::ParamValue::Number(_)) => {
+                    wit::ParamValue::Number(*i as f64)
+                }
+                (Some(toml::Value::Float(f)), wit::ParamValue::Number(_)) if f.is_finite() => {
+                    wit::ParamValue::Number(*f)
+                }
+                (Some(toml::Value::String(s)), wit::ParamValue::Text(_)) => {
+                    wit::ParamValue::Text(s.clone())
+                }
+                (Some(toml::Value::Boolean(b)), wit::ParamValue::Flag(_)) => {
+                    wit::ParamValue::Flag(*b)
+                }
+                (Some(other), default) => {
+                    let want = match default {
+                        wit::ParamValue::Number(_) => "a finite number",
+                        wit::ParamValue::Text(_) => "a string",
+                        wit::ParamValue::Flag(_) => "a boolean",
+                    };
+                    return Err(PolicyError::Params(format!(
+                        "`{}` must be {want}, got {other}",
+                        spec.name
+                    )));
+                }
+            };
+            Ok(wit::Param {
+                name: spec.name.clone(),
+                value,
+            })
+        })
+        .collect()
+}
+
+/// One compiled policy version, ready to instantiate.
+pub struct LoadedPolicy {
+    description: PolicyDescription,
+    pre: PolicyPre<GuestCtx>,
+    params: Vec<wit::Param>,
+    limits: PolicyLimits,
+}
+
+impl std::fmt::Debug for LoadedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPolicy")
+            .field("description", &self.description)
+            .finish()
+    }
+}
+
+fn classify(e: wasmtime::Error) -> PolicyError {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::OutOfFuel) => PolicyError::OutOfFuel,
+        Some(trap) => PolicyError::Trap(trap.to_string()),
+        None => PolicyError::Trap(format!("{e:#}")),
+    }
+}
+
+impl LoadedPolicy {
+    /// Name, version, digest, window and parameters.
+    pub fn description(&self) -> &PolicyDescription {
+        &self.description
+    }
+
+    /// `sha256:<hex>` of the component.
+    pub fn digest(&self) -> &str {
+        &self.description.digest
+    }
+
+    fn store(&self) -> Result<Store<GuestCtx>, PolicyError> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(16)
+            .tables(16)
+            .memories(16)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(self.pre.engine(), GuestCtx { limits });
+        store.limiter(|ctx| &mut ctx.limits);
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| PolicyError::Trap(format!("{e:#}")))?;
+        Ok(store)
+    }
+
+    fn describe(&self) -> Result<wit::PolicyInfo, PolicyError> {
+        let mut store = self.store()?;
+        let instance = self.pre.instantiate(&mut store).map_err(classify)?;
+        let info = instance.call_describe(&mut store).map_err(classify)?;
+        let valid_name = !info.name.is_empty()
+            && info.name.len() <= 64
+            && info
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_name {
+            return Err(PolicyError::InvalidOutput(format!(
+                "describe(): name {:?} must be [a-z0-9-]{{1,64}}",
+                info.name
+            )));
+        }
+        if !is_semver(&info.version) {
+            return Err(PolicyError::InvalidOutput(format!(
+                "describe(): version {:?} is not semver (MAJOR.MINOR.PATCH)",
+                info.version
+            )));
+        }
+        Ok(info)
+    }
+
+    /// Folds one event. Never panics; every guest failure is a [`PolicyError`].
+    pub fn evaluate(
+        &self,
+        facts: &ServerFacts,
+        state: Option<&[u8]>,
+        now_ms: i64,
+        event: PolicyEvent<'_>,
+    ) -> Result<Outcome, PolicyError> {
+        let wit_facts = wit::Facts {
+            server_id: facts.server_id.clone(),
+            is_verified: facts.is_verified,
+            key_version: facts.key_version,
+            registered_at_ms: facts.registered_at_ms,
+        };
+        let wit_event = match event {
+            PolicyEvent::Heartbeat {
+                received_at_ms,
+                signed,
+                heartbeat: h,
+            } => wit::Event::Heartbeat(wit::Heartbeat {
+                received_at_ms,
+                sent_at_ms: h.sent_at_ms,
+                signed,
+                status: h.status.clone(),
+                mode: h.mode.clone(),
+                interval_seconds: h.interval_seconds,
+                uptime_seconds: h.uptime_seconds,
+                players_current: h.players_current,
+                players_capacity: h.players_capacity,
+                agent_version: h.agent_version.clone(),
+                metrics: h
+                    .metrics
+                    .iter()
+                    .map(|m| wit::Metric {
+                        name: m.name.clone(),
+                        value: m.value,
+                    })
+                    .collect(),
+            }),
+            PolicyEvent::Rejected {
+                received_at_ms,
+                code,
+            } => wit::Event::Rejected(wit::Rejection {
+                received_at_ms,
+                code: code.to_owned(),
+            }),
+            PolicyEvent::Tick => wit::Event::Tick,
+        };
+        let mut store = self.store()?;
+        let instance = self.pre.instantiate(&mut store).map_err(classify)?;
+        let result = instance
+            .call_evaluate(
+                &mut store,
+                &self.params,
+                &wit_facts,
+                state,
+                now_ms,
+                &wit_event,
+            )
+            .map_err(classify)?;
+        let evaluation = result.map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
+        self.validate(evaluation, now_ms)
+    }
+
+    fn validate(&self, e: wit::Evaluation, now_ms: i64) -> Result<Outcome, PolicyError> {
+        let bad = |msg: String| Err(PolicyError::InvalidOutput(msg));
+        if e.state.len() > self.limits.max_state_bytes {
+            return bad(format!(
+                "state is {} bytes, the limit is {}",
+                e.state.len(),
+                self.limits.max_state_bytes
+            ));
+        }
+        let a = e.assessment;
+        for (what, v) in [
+            ("uptime-percent", a.uptime_percent),
+            ("quality-score", a.quality_score),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return bad(format!("{what} is {v}, must be a number from 0 to 100"));
+            }
+        }
+        let mut output_bytes = 0usize;
+        let mut scores = BTreeMap::new();
+        for s in a.scores {
+            if !s.value.is_finite() {
+                return bad(format!("score {:?} is {}, must be finite", s.name, s.value));
+            }
+            output_bytes += s.name.len() + 8;
+            scores.insert(s.name, s.value);
+        }
+        output_bytes += a
+            .badges
+            .iter()
+            .chain(&a.signals)
+            .map(String::len)
+            .sum::<usize>();
+        if output_bytes > self.limits.max_output_bytes {
+            return bad(format!(
+                "assessment is {output_bytes} bytes, the limit is {}",
+                self.limits.max_output_bytes
+            ));
+        }
+        if let Some(at) = a.next_check_at_ms
+            && at <= now_ms
+        {
+            return bad(format!("next-check-at-ms {at} is not after now ({now_ms})"));
+        }
+        Ok(Outcome {
+            state: e.state,
+            verdict: Verdict {
+                status: match a.status {
+                    wit::Status::Online => "online",
+                    wit::Status::Offline => "offline",
+                    wit::Status::Unknown => "unknown",
+                },
+                confidence: match a.confidence {
+                    wit::Confidence::Green => "green",
+                    wit::Confidence::Yellow => "yellow",
+                    wit::Confidence::Red => "red",
+                },
+                uptime_percent: a.uptime_percent,
+                quality_score: a.quality_score,
+                scores,
+                badges: a.badges,
+                signals: a.signals,
+                next_check_at_ms: a.next_check_at_ms,
+            },
+        })
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn is_semver(v: &str) -> bool {
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The bundled default policy component, built from `policies/default` by the build script.
+pub static DEFAULT_POLICY: &[u8] = include_bytes!(env!("VIGIL_DEFAULT_POLICY_WASM"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semver_and_digest() {
+        assert!(is_semver("1.0.0"));
+        assert!(is_semver("1.2.3-rc.1"));
+        assert!(!is_semver("1.0"));
+        assert_eq!(digest_of(b"").len(), 71);
+    }
+
+    #[test]
+    fn garbage_is_refused_at_load() {
+        let runtime = PolicyRuntime::new(PolicyLimits::from(&PolicyConfig::default()))
+            .expect("engine builds");
+        let err = runtime.load(b"not wasm", &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.kind(), "load");
+    }
+
+    #[test]
+    fn bundled_default_policy_loads_and_describes_itself() {
+        let runtime = PolicyRuntime::new(PolicyLimits::from(&PolicyConfig::default()))
+            .expect("engine builds");
+        let policy = runtime
+            .load(DEFAULT_POLICY, &BTreeMap::new())
+            .expect("default loads");
+        assert_eq!(policy.description().name, "default");
+        let mut bad = BTreeMap::new();
+        bad.insert("no_such_param".to_owned(), toml::Value::Integer(1));
+        assert_eq!(
+            runtime.load(DEFAULT_POLICY, &bad).unwrap_err().kind(),
+            "params"
+        );
+    }
+}

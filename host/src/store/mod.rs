@@ -1,0 +1,387 @@
+//! Storage: the narrow [`Store`] trait and its backends.
+//!
+//! History (heartbeats, rejections, transitions, key history, policy activations) can only be
+//! appended: there is no method to edit or delete it, and the database refuses it too. The
+//! `servers` snapshot is a cache the engine overwrites as a whole ([`SnapshotRow`]). Reads never
+//! evaluate a policy. One [`WriteBatch`] is one transaction (group commit).
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row with the same key exists (e.g. registering a known server).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The database refused or failed the operation.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be decoded.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// Which policy version computed a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyRef {
+    /// The policy's name from `describe()`.
+    pub name: String,
+    /// Its semantic version.
+    pub version: String,
+    /// `sha256:<hex>` of the component bytes.
+    pub digest: String,
+}
+
+/// A server's identity, as registered by an operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewServer {
+    /// The server's identifier.
+    pub server_id: String,
+    /// Base64 raw ed25519 public key.
+    pub public_key: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// Optional human-friendly name.
+    pub display_name: Option<String>,
+    /// Optional cluster the server belongs to.
+    pub cluster_id: Option<String>,
+    /// Registration time, ms since the epoch.
+    pub registered_at_ms: i64,
+    /// Who registered it (`admin`, `open-registration`, ...).
+    pub added_by: String,
+}
+
+/// The derived state of one server: everything in `servers` the engine writes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    /// `online`, `offline` or `unknown`.
+    pub status: String,
+    /// `green`, `yellow` or `red`.
+    pub confidence: String,
+    /// 0–100.
+    pub uptime_percent: f64,
+    /// 0–100.
+    pub quality_score: f64,
+    /// Extra named scores.
+    pub scores: BTreeMap<String, f64>,
+    /// Badges.
+    pub badges: Vec<String>,
+    /// Host receive time of the last accepted heartbeat.
+    pub last_seen_at_ms: Option<i64>,
+    /// Agent timestamp of the last accepted heartbeat (replay rule).
+    pub last_sent_at_ms: Option<i64>,
+    /// Signature of the last accepted heartbeat (idempotent repeats).
+    pub last_signature: Option<String>,
+    /// Last reported players.
+    pub players_current: Option<u32>,
+    /// Last reported capacity.
+    pub players_capacity: Option<u32>,
+    /// Last reported map.
+    pub map_name: Option<String>,
+    /// Last reported agent version.
+    pub agent_version: Option<String>,
+    /// Events folded so far (heartbeats and rejections); the next event gets `event_seq + 1`.
+    pub event_seq: i64,
+    /// `now-ms` of the last evaluation.
+    pub evaluated_at_ms: Option<i64>,
+    /// The policy that computed this snapshot.
+    pub policy: Option<PolicyRef>,
+    /// The policy's opaque state.
+    pub policy_state: Option<Vec<u8>>,
+    /// When the engine must send a tick.
+    pub next_check_at_ms: Option<i64>,
+    /// Evaluations of this server that failed (trap, timeout, invalid output).
+    pub policy_errors: i64,
+}
+
+impl Snapshot {
+    /// The snapshot of a server never seen.
+    pub fn unseen() -> Self {
+        Self {
+            status: "unknown".into(),
+            confidence: "yellow".into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// One row of `servers`: identity plus snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerRecord {
+    /// The server's identifier.
+    pub server_id: String,
+    /// Optional human-friendly name.
+    pub display_name: Option<String>,
+    /// Optional cluster.
+    pub cluster_id: Option<String>,
+    /// Base64 raw ed25519 public key of `key_version`.
+    pub public_key: String,
+    /// Current key version.
+    pub key_version: u32,
+    /// Set by an operator only.
+    pub is_verified: bool,
+    /// Registration time.
+    pub registered_at_ms: i64,
+    /// Derived state.
+    pub snapshot: Snapshot,
+}
+
+/// An accepted heartbeat to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatRow {
+    /// The server.
+    pub server_id: String,
+    /// The server's event sequence number.
+    pub seq: i64,
+    /// Host receive time.
+    pub received_at_ms: i64,
+    /// Agent timestamp.
+    pub sent_at_ms: i64,
+    /// Key version it was signed with.
+    pub key_version: u32,
+    /// Base64 signature.
+    pub signature: String,
+    /// The body exactly as received (JSON text).
+    pub body: String,
+    /// The policy that folded it.
+    pub policy_digest: String,
+}
+
+/// A refused request to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectionRow {
+    /// Host receive time.
+    pub received_at_ms: i64,
+    /// Stable problem code.
+    pub code: String,
+    /// HTTP status answered.
+    pub http_status: u16,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The claimed server, if readable.
+    pub claimed_server_id: Option<String>,
+    /// The server's event sequence number when folded into its policy.
+    pub seq: Option<i64>,
+    /// Client address.
+    pub source_ip: Option<String>,
+    /// `sha256:<hex>` of the body.
+    pub body_sha256: Option<String>,
+}
+
+/// A change of status or confidence to append.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransitionRow {
+    /// The server.
+    pub server_id: String,
+    /// When (the evaluation's now-ms).
+    pub at_ms: i64,
+    /// `heartbeat`, `rejected` or `tick`.
+    pub cause: String,
+    /// Previous status.
+    pub from_status: String,
+    /// New status.
+    pub to_status: String,
+    /// Previous confidence.
+    pub from_confidence: String,
+    /// New confidence.
+    pub to_confidence: String,
+    /// The policy that decided it.
+    pub policy_digest: String,
+}
+
+/// The snapshot of one server to overwrite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRow {
+    /// The server.
+    pub server_id: String,
+    /// Its new derived state.
+    pub snapshot: Snapshot,
+}
+
+/// Everything one group commit writes, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    /// Accepted heartbeats.
+    pub heartbeats: Vec<HeartbeatRow>,
+    /// Refused requests.
+    pub rejections: Vec<RejectionRow>,
+    /// Status/confidence transitions.
+    pub transitions: Vec<TransitionRow>,
+    /// Latest snapshot of every server the batch touched (one per server).
+    pub snapshots: Vec<SnapshotRow>,
+}
+
+impl WriteBatch {
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.heartbeats.is_empty()
+            && self.rejections.is_empty()
+            && self.transitions.is_empty()
+            && self.snapshots.is_empty()
+    }
+}
+
+/// A stored heartbeat, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredHeartbeat {
+    /// Row id.
+    pub id: i64,
+    /// The row as appended.
+    pub row: HeartbeatRow,
+}
+
+/// A stored transition, as read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredTransition {
+    /// Row id (monotonic).
+    pub id: i64,
+    /// The row as appended.
+    #[serde(flatten)]
+    pub row: TransitionRow,
+}
+
+/// One folded event of a server's history, in sequence order (for replay).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryEvent {
+    /// An accepted heartbeat.
+    Heartbeat(HeartbeatRow),
+    /// A refused request that was folded into the server's policy.
+    Rejected {
+        /// The server's event sequence number.
+        seq: i64,
+        /// Host receive time.
+        received_at_ms: i64,
+        /// Stable problem code.
+        code: String,
+    },
+}
+
+impl HistoryEvent {
+    /// The event's sequence number.
+    pub fn seq(&self) -> i64 {
+        match self {
+            HistoryEvent::Heartbeat(h) => h.seq,
+            HistoryEvent::Rejected { seq, .. } => *seq,
+        }
+    }
+}
+
+/// Sort orders of the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerSort {
+    /// Highest quality first.
+    Quality,
+    /// Highest uptime first.
+    Uptime,
+    /// Most players first.
+    Players,
+    /// Most recently seen first.
+    LastSeen,
+    /// By id.
+    Id,
+}
+
+/// A directory query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerQuery {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this confidence.
+    pub confidence: Option<String>,
+    /// Only verified (true) or unverified (false) servers.
+    pub verified: Option<bool>,
+    /// Order.
+    pub sort: ServerSort,
+    /// Page size.
+    pub limit: u32,
+    /// Keyset cursor: the sort value and id of the last row of the previous page.
+    pub after: Option<(f64, String)>,
+}
+
+/// A policy component stored content-addressed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRecord {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// From `describe()`.
+    pub name: String,
+    /// From `describe()`.
+    pub version: String,
+    /// The component bytes.
+    pub component: Vec<u8>,
+    /// Who stored it.
+    pub uploaded_by: String,
+    /// When.
+    pub uploaded_at_ms: i64,
+    /// Author key fingerprint, when signed.
+    pub signer: Option<String>,
+}
+
+/// An activation to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationRow {
+    /// When.
+    pub at_ms: i64,
+    /// Who.
+    pub who: String,
+    /// Previous active digest.
+    pub from_digest: Option<String>,
+    /// New active digest.
+    pub to_digest: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The storage backend. Append-only for history; the snapshot is overwritten only through
+/// [`Store::commit`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Every registered server with its snapshot (the engine's working set at start-up).
+    async fn load_servers(&self) -> Result<Vec<ServerRecord>, StoreError>;
+    /// Registers a server and appends its first key. `Conflict` if the id exists.
+    async fn insert_server(&self, server: &NewServer) -> Result<(), StoreError>;
+    /// Sets the operator's verified flag. `false` if the server is unknown.
+    async fn set_verified(&self, server_id: &str, verified: bool) -> Result<bool, StoreError>;
+    /// Writes one group commit in one transaction.
+    async fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+    /// One server.
+    async fn get_server(&self, server_id: &str) -> Result<Option<ServerRecord>, StoreError>;
+    /// A page of the directory.
+    async fn list_servers(&self, query: &ServerQuery) -> Result<Vec<ServerRecord>, StoreError>;
+    /// A page of a server's heartbeats, newest first, with `seq < before_seq`.
+    async fn heartbeats(
+        &self,
+        server_id: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredHeartbeat>, StoreError>;
+    /// A page of a server's transitions, newest first, with `id < before_id`.
+    async fn transitions(
+        &self,
+        server_id: &str,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredTransition>, StoreError>;
+    /// A server's folded events with `received_at_ms >= since_ms`, in sequence order.
+    async fn history(
+        &self,
+        server_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<HistoryEvent>, StoreError>;
+    /// Stores a policy component (no-op if the digest is known).
+    async fn save_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError>;
+    /// Appends an activation.
+    async fn append_activation(&self, activation: &ActivationRow) -> Result<(), StoreError>;
+    /// The digest of the most recent activation.
+    async fn active_policy_digest(&self) -> Result<Option<String>, StoreError>;
+    /// Cheap liveness probe of the database.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,487 @@
+//! The embedded SQLite backend (WAL, `synchronous = FULL`: an acknowledged batch survives a
+//! power cut). Multi-row statements keep the per-statement cost (~65 µs in sqlx) off each row.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+// Dynamic SQL here is built only from constant column lists and fixed sort keys; every value
+// is bound.
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
+
+use super::{
+    ActivationRow, HeartbeatRow, HistoryEvent, NewServer, PolicyRecord, PolicyRef, ServerQuery,
+    ServerRecord, ServerSort, Snapshot, Store, StoreError, StoredHeartbeat, StoredTransition,
+    TransitionRow, WriteBatch,
+};
+
+/// Rows per multi-row statement (SQLite allows 32,766 bound variables; snapshots bind 22).
+const ROWS_PER_STATEMENT: usize = 500;
+
+const SERVER_COLUMNS: &str = "server_id, display_name, cluster_id, public_key, key_version, \
+    is_verified, registered_at_ms, status, confidence, uptime_percent, quality_score, scores, \
+    badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, players_capacity, \
+    map_name, agent_version, event_seq, evaluated_at_ms, policy_name, policy_version, \
+    policy_digest, policy_state, next_check_at_ms, policy_errors";
+
+/// A SQLite database holding Vigil's tables.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// sqlx pools are cheap-clone handles; WAL lets readers run beside the single writer.
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` and runs the migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool (tests use it to inspect tables directly).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn server_from_row(row: &SqliteRow) -> Result<ServerRecord, StoreError> {
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let scores: String = row.try_get("scores")?;
+    let badges: String = row.try_get("badges")?;
+    let policy_digest: Option<String> = row.try_get("policy_digest")?;
+    let policy = match policy_digest {
+        Some(digest) => Some(PolicyRef {
+            name: row
+                .try_get::<Option<String>, _>("policy_name")?
+                .unwrap_or_default(),
+            version: row
+                .try_get::<Option<String>, _>("policy_version")?
+                .unwrap_or_default(),
+            digest,
+        }),
+        None => None,
+    };
+    let opt_u32 = |name: &str| -> Result<Option<u32>, StoreError> {
+        Ok(row
+            .try_get::<Option<i64>, _>(name)?
+            .and_then(|v| u32::try_from(v).ok()))
+    };
+    Ok(ServerRecord {
+        server_id: row.try_get("server_id")?,
+        display_name: row.try_get("display_name")?,
+        cluster_id: row.try_get("cluster_id")?,
+        public_key: row.try_get("public_key")?,
+        key_version: u32::try_from(row.try_get::<i64, _>("key_version")?)
+            .map_err(|e| corrupt("key_version", &e))?,
+        is_verified: row.try_get("is_verified")?,
+        registered_at_ms: row.try_get("registered_at_ms")?,
+        snapshot: Snapshot {
+            status: row.try_get("status")?,
+            confidence: row.try_get("confidence")?,
+            uptime_percent: row.try_get("uptime_percent")?,
+            quality_score: row.try_get("quality_score")?,
+            scores: serde_json::from_str(&scores).map_err(|e| corrupt("scores", &e))?,
+            badges: serde_json::from_str(&badges).map_err(|e| corrupt("badges", &e))?,
+            last_seen_at_ms: row.try_get("last_seen_at_ms")?,
+            last_sent_at_ms: row.try_get("last_sent_at_ms")?,
+            last_signature: row.try_get("last_signature")?,
+            players_current: opt_u32("players_current")?,
+            players_capacity: opt_u32("players_capacity")?,
+            map_name: row.try_get("map_name")?,
+            agent_version: row.try_get("agent_version")?,
+            event_seq: row.try_get("event_seq")?,
+            evaluated_at_ms: row.try_get("evaluated_at_ms")?,
+            policy,
+            policy_state: row.try_get("policy_state")?,
+            next_check_at_ms: row.try_get("next_check_at_ms")?,
+            policy_errors: row.try_get("policy_errors")?,
+        },
+    })
+}
+
+fn heartbeat_from_row(row: &SqliteRow) -> Result<HeartbeatRow, StoreError> {
+    Ok(HeartbeatRow {
+        server_id: row.try_get("server_id")?,
+        seq: row.try_get("seq")?,
+        received_at_ms: row.try_get("received_at_ms")?,
+        sent_at_ms: row.try_get("sent_at_ms")?,
+        key_version: u32::try_from(row.try_get::<i64, _>("key_version")?)
+            .map_err(|e| StoreError::Corrupt(format!("key_version: {e}")))?,
+        signature: row.try_get("signature")?,
+        body: row.try_get("body")?,
+        policy_digest: row.try_get("policy_digest")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn load_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SERVER_COLUMNS} FROM servers"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(server_from_row).collect()
+    }
+
+    async fn insert_server(&self, server: &NewServer) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO servers (server_id, display_name, cluster_id, public_key, key_version, \
+             is_verified, registered_at_ms) VALUES (?, ?, ?, ?, 1, 0, ?)",
+        )
+        .bind(&server.server_id)
+        .bind(&server.display_name)
+        .bind(&server.cluster_id)
+        .bind(&server.public_key)
+        .bind(server.registered_at_ms)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!("server {}", server.server_id)));
+            }
+            other => other?,
+        };
+        sqlx::query(
+            "INSERT INTO server_keys (server_id, key_version, public_key, fingerprint, \
+             added_at_ms, added_by) VALUES (?, 1, ?, ?, ?, ?)",
+        )
+        .bind(&server.server_id)
+        .bind(&server.public_key)
+        .bind(&server.fingerprint)
+        .bind(server.registered_at_ms)
+        .bind(&server.added_by)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_verified(&self, server_id: &str, verified: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE servers SET is_verified = ? WHERE server_id = ?")
+            .bind(verified)
+            .bind(server_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in batch.heartbeats.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO heartbeats (server_id, seq, received_at_ms, sent_at_ms, key_version, \
+                 signature, body, policy_digest) ",
+            );
+            q.push_values(chunk, |mut b, h| {
+                b.push_bind(&h.server_id)
+                    .push_bind(h.seq)
+                    .push_bind(h.received_at_ms)
+                    .push_bind(h.sent_at_ms)
+                    .push_bind(i64::from(h.key_version))
+                    .push_bind(&h.signature)
+                    .push_bind(&h.body)
+                    .push_bind(&h.policy_digest);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in batch.rejections.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO rejections (received_at_ms, code, http_status, detail, \
+                 claimed_server_id, seq, source_ip, body_sha256) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.received_at_ms)
+                    .push_bind(&r.code)
+                    .push_bind(i64::from(r.http_status))
+                    .push_bind(&r.detail)
+                    .push_bind(&r.claimed_server_id)
+                    .push_bind(r.seq)
+                    .push_bind(&r.source_ip)
+                    .push_bind(&r.body_sha256);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in batch.transitions.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO status_transitions (server_id, at_ms, cause, from_status, to_status, \
+                 from_confidence, to_confidence, policy_digest) ",
+            );
+            q.push_values(chunk, |mut b, t| {
+                b.push_bind(&t.server_id)
+                    .push_bind(t.at_ms)
+                    .push_bind(&t.cause)
+                    .push_bind(&t.from_status)
+                    .push_bind(&t.to_status)
+                    .push_bind(&t.from_confidence)
+                    .push_bind(&t.to_confidence)
+                    .push_bind(&t.policy_digest);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in batch.snapshots.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "WITH v(server_id, status, confidence, uptime_percent, quality_score, scores, \
+                 badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
+                 players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, \
+                 policy_name, policy_version, policy_digest, policy_state, next_check_at_ms, \
+                 policy_errors) AS (",
+            );
+            q.push_values(chunk, |mut b, row| {
+                let s = &row.snapshot;
+                b.push_bind(&row.server_id)
+                    .push_bind(&s.status)
+                    .push_bind(&s.confidence)
+                    .push_bind(s.uptime_percent)
+                    .push_bind(s.quality_score)
+                    .push_bind(serde_json::to_string(&s.scores).unwrap_or_else(|_| "{}".into()))
+                    .push_bind(serde_json::to_string(&s.badges).unwrap_or_else(|_| "[]".into()))
+                    .push_bind(s.last_seen_at_ms)
+                    .push_bind(s.last_sent_at_ms)
+                    .push_bind(&s.last_signature)
+                    .push_bind(s.players_current.map(i64::from))
+                    .push_bind(s.players_capacity.map(i64::from))
+                    .push_bind(&s.map_name)
+                    .push_bind(&s.agent_version)
+                    .push_bind(s.event_seq)
+                    .push_bind(s.evaluated_at_ms)
+                    .push_bind(s.policy.as_ref().map(|p| p.name.clone()))
+                    .push_bind(s.policy.as_ref().map(|p| p.version.clone()))
+                    .push_bind(s.policy.as_ref().map(|p| p.digest.clone()))
+                    .push_bind(&s.policy_state)
+                    .push_bind(s.next_check_at_ms)
+                    .push_bind(s.policy_errors);
+            });
+            q.push(
+                ") UPDATE servers SET status = v.status, confidence = v.confidence, \
+                 uptime_percent = v.uptime_percent, quality_score = v.quality_score, \
+                 scores = v.scores, badges = v.badges, last_seen_at_ms = v.last_seen_at_ms, \
+                 last_sent_at_ms = v.last_sent_at_ms, last_signature = v.last_signature, \
+                 players_current = v.players_current, players_capacity = v.players_capacity, \
+                 map_name = v.map_name, agent_version = v.agent_version, \
+                 event_seq = v.event_seq, evaluated_at_ms = v.evaluated_at_ms, \
+                 policy_name = v.policy_name, policy_version = v.policy_version, \
+                 policy_digest = v.policy_digest, policy_state = v.policy_state, \
+                 next_check_at_ms = v.next_check_at_ms, policy_errors = v.policy_errors \
+                 FROM v WHERE servers.server_id = v.server_id",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_server(&self, server_id: &str) -> Result<Option<ServerRecord>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SERVER_COLUMNS} FROM servers WHERE server_id = ?"
+        )))
+        .bind(server_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(server_from_row).transpose()
+    }
+
+    async fn list_servers(&self, query: &ServerQuery) -> Result<Vec<ServerRecord>, StoreError> {
+        // Sort keys are numbers (NULLs ranked as -1) so one keyset cursor shape serves all.
+        let key = match query.sort {
+            ServerSort::Quality => "quality_score",
+            ServerSort::Uptime => "uptime_percent",
+            ServerSort::Players => "COALESCE(players_current, -1)",
+            ServerSort::LastSeen => "COALESCE(last_seen_at_ms, -1)",
+            ServerSort::Id => "0",
+        };
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {SERVER_COLUMNS} FROM servers WHERE 1 = 1"
+        ));
+        if let Some(status) = &query.status {
+            q.push(" AND status = ").push_bind(status.clone());
+        }
+        if let Some(confidence) = &query.confidence {
+            q.push(" AND confidence = ").push_bind(confidence.clone());
+        }
+        if let Some(verified) = query.verified {
+            q.push(" AND is_verified = ").push_bind(verified);
+        }
+        if let Some((value, id)) = &query.after {
+            q.push(format!(" AND ({key} < "))
+                .push_bind(*value)
+                .push(format!(" OR ({key} = "))
+                .push_bind(*value)
+                .push(" AND server_id > ")
+                .push_bind(id.clone())
+                .push("))");
+        }
+        q.push(format!(" ORDER BY {key} DESC, server_id ASC LIMIT "))
+            .push_bind(i64::from(query.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(server_from_row).collect()
+    }
+
+    async fn heartbeats(
+        &self,
+        server_id: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredHeartbeat>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, server_id, seq, received_at_ms, sent_at_ms, key_version, signature, body, \
+             policy_digest FROM heartbeats WHERE server_id = ? AND seq < ? \
+             ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(server_id)
+        .bind(before_seq.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredHeartbeat {
+                    id: r.try_get("id")?,
+                    row: heartbeat_from_row(r)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn transitions(
+        &self,
+        server_id: &str,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredTransition>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, server_id, at_ms, cause, from_status, to_status, from_confidence, \
+             to_confidence, policy_digest FROM status_transitions \
+             WHERE server_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(server_id)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredTransition {
+                    id: r.try_get("id")?,
+                    row: TransitionRow {
+                        server_id: r.try_get("server_id")?,
+                        at_ms: r.try_get("at_ms")?,
+                        cause: r.try_get("cause")?,
+                        from_status: r.try_get("from_status")?,
+                        to_status: r.try_get("to_status")?,
+                        from_confidence: r.try_get("from_confidence")?,
+                        to_confidence: r.try_get("to_confidence")?,
+                        policy_digest: r.try_get("policy_digest")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn history(
+        &self,
+        server_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        let heartbeats = sqlx::query(
+            "SELECT server_id, seq, received_at_ms, sent_at_ms, key_version, signature, body, \
+             policy_digest FROM heartbeats WHERE server_id = ? AND received_at_ms >= ? \
+             ORDER BY seq",
+        )
+        .bind(server_id)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let rejections = sqlx::query(
+            "SELECT seq, received_at_ms, code FROM rejections \
+             WHERE claimed_server_id = ? AND seq IS NOT NULL AND received_at_ms >= ? ORDER BY seq",
+        )
+        .bind(server_id)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = Vec::with_capacity(heartbeats.len() + rejections.len());
+        for row in &heartbeats {
+            events.push(HistoryEvent::Heartbeat(heartbeat_from_row(row)?));
+        }
+        for row in &rejections {
+            events.push(HistoryEvent::Rejected {
+                seq: row.try_get("seq")?,
+                received_at_ms: row.try_get("received_at_ms")?,
+                code: row.try_get("code")?,
+            });
+        }
+        events.sort_by_key(HistoryEvent::seq);
+        Ok(events)
+    }
+
+    async fn save_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO policies (digest, name, version, size_bytes, component, uploaded_by, \
+             uploaded_at_ms, signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(&policy.digest)
+        .bind(&policy.name)
+        .bind(&policy.version)
+        .bind(i64::try_from(policy.component.len()).unwrap_or(i64::MAX))
+        .bind(&policy.component)
+        .bind(&policy.uploaded_by)
+        .bind(policy.uploaded_at_ms)
+        .bind(&policy.signer)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn append_activation(&self, a: &ActivationRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO policy_activations (at_ms, who, from_digest, to_digest, reason) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(a.at_ms)
+        .bind(&a.who)
+        .bind(&a.from_digest)
+        .bind(&a.to_digest)
+        .bind(&a.reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn active_policy_digest(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT to_digest FROM policy_activations ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

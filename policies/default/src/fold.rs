@@ -1,0 +1,365 @@
+//! The fold: one event into the state, then the assessment from the state.
+//!
+//! The state after an evaluation depends only on the heartbeats and rejections folded so far
+//! and on the final `now_ms`, never on which ticks happened in between: a flip to offline is
+//! dated at the deadline whether a tick arrived then or not. So replaying the stored history
+//! (which has no ticks) rebuilds the same bytes.
+
+use vigil_policy_sdk::{
+    Assessment, Confidence, Evaluation, Event, Facts, Heartbeat, Rejection, Score, Status,
+};
+
+use crate::config::Config;
+use crate::ring::minute_of;
+use crate::state::{LastHeartbeat, MAX_FLIPS, MAX_SPOOFS, State};
+
+/// Signal: the agent's `uptime_seconds` went down since its previous heartbeat.
+pub const SIGNAL_RESTART: &str = "restart-detected";
+/// Signal: the agent entered mode `emergency`.
+pub const SIGNAL_EMERGENCY: &str = "emergency-mode";
+/// Signal: the server went offline (silence past its deadline, or a claimed `offline`).
+pub const SIGNAL_WENT_OFFLINE: &str = "went-offline";
+/// Signal: the server came online (first heartbeat, or back after being offline).
+pub const SIGNAL_CAME_ONLINE: &str = "came-online";
+/// Signal: a spoof-like rejection arrived.
+pub const SIGNAL_SPOOF: &str = "spoof-attempt";
+/// Signal: the heartbeat is inconsistent.
+pub const SIGNAL_INCONSISTENT: &str = "inconsistent";
+
+/// Folds one event into `state` (`None` for the first event) and assesses the server.
+pub fn evaluate(
+    config: &Config,
+    facts: &Facts,
+    state: Option<&[u8]>,
+    now_ms: i64,
+    event: &Event,
+) -> Result<Evaluation, String> {
+    let mut state = match state {
+        Some(bytes) => State::decode(bytes)?,
+        None => State::new(now_ms, config.uptime_window_minutes),
+    };
+    if now_ms < state.last_eval_ms {
+        return Err(format!(
+            "now_ms {now_ms} is earlier than the previous evaluation's {}",
+            state.last_eval_ms
+        ));
+    }
+    if state.ring.minutes() != config.uptime_window_minutes {
+        state.ring = state.ring.resized(config.uptime_window_minutes);
+    }
+    let mut signals = Vec::new();
+
+    // What silence did since the previous evaluation.
+    if let Some(last) = &state.last
+        && state.last_eval_ms < last.deadline_ms
+        && now_ms >= last.deadline_ms
+    {
+        state.flips.push(last.deadline_ms);
+        signals.push(SIGNAL_WENT_OFFLINE);
+    }
+    state.ring.advance_to(minute_of(now_ms));
+    mark_coverage(&mut state, now_ms);
+    state.last_eval_ms = now_ms;
+
+    match event {
+        Event::Heartbeat(heartbeat) => {
+            apply_heartbeat(config, facts, &mut state, now_ms, heartbeat, &mut signals);
+            mark_coverage(&mut state, now_ms);
+        }
+        Event::Rejected(Rejection { code, .. }) => {
+            if config.is_spoof_code(code) {
+                state.spoofs.push(now_ms);
+                signals.push(SIGNAL_SPOOF);
+            }
+        }
+        Event::Tick => {}
+    }
+
+    // Forget what fell out of the windows, keeping the lists bounded.
+    let flip_horizon =
+        now_ms.saturating_sub(config.uptime_window_ms().max(config.intermittent_window_ms));
+    retain_after(&mut state.flips, flip_horizon, MAX_FLIPS);
+    retain_after(
+        &mut state.spoofs,
+        now_ms.saturating_sub(config.spoof_window_ms),
+        MAX_SPOOFS,
+    );
+    if is_established(config, facts, now_ms) {
+        state.first_seen_ms = None;
+    }
+
+    let assessment = assess(config, facts, &state, now_ms, signals);
+    Ok(Evaluation {
+        state: state.encode(),
+        assessment,
+    })
+}
+
+/// Registered a whole uptime window ago: judged over the full window, never "new".
+fn is_established(config: &Config, facts: &Facts, now_ms: i64) -> bool {
+    facts.registered_at_ms <= now_ms.saturating_sub(config.uptime_window_ms())
+}
+
+/// Keeps the entries after `horizon`, and at most the newest `max` of them.
+fn retain_after(list: &mut Vec<i64>, horizon: i64, max: usize) {
+    list.retain(|at| *at > horizon);
+    let excess = list.len().saturating_sub(max);
+    if excess > 0 {
+        list.drain(..excess);
+    }
+}
+
+/// Marks the minutes the newest heartbeat kept the server online, up to `now_ms`.
+fn mark_coverage(state: &mut State, now_ms: i64) {
+    if let Some(last) = &state.last
+        && last.deadline_ms > last.at_ms
+    {
+        let end = last.deadline_ms.saturating_sub(1).min(now_ms);
+        if end >= last.at_ms {
+            state.ring.set_range(minute_of(last.at_ms), minute_of(end));
+        }
+    }
+}
+
+fn apply_heartbeat(
+    config: &Config,
+    facts: &Facts,
+    state: &mut State,
+    now_ms: i64,
+    heartbeat: &Heartbeat,
+    signals: &mut Vec<&'static str>,
+) {
+    let previous = state.last.clone();
+    let previous = previous.as_ref();
+    let online_before = previous.is_some_and(|last| now_ms < last.deadline_ms);
+    let claimed = heartbeat.status.as_deref();
+    let claims_offline = claimed == Some("offline");
+    let grace_ms = config.grace_ms(heartbeat.interval_seconds, heartbeat.mode.as_deref());
+
+    let previous_uptime = previous.and_then(|last| last.uptime_seconds);
+    let restarted = matches!(
+        (previous_uptime, heartbeat.uptime_seconds),
+        (Some(before), Some(now)) if now < before
+    );
+    if restarted {
+        signals.push(SIGNAL_RESTART);
+    }
+    let emergency = heartbeat.mode.as_deref() == Some("emergency");
+    if emergency && !previous.is_some_and(|last| last.emergency) {
+        signals.push(SIGNAL_EMERGENCY);
+    }
+
+    let skew_ms = config.max_clock_skew_ms;
+    let players_overflow = matches!(
+        (heartbeat.players_current, heartbeat.players_capacity),
+        (Some(current), Some(capacity)) if current > capacity
+    );
+    let clock_drift = heartbeat.sent_at_ms.abs_diff(now_ms) > skew_ms.unsigned_abs();
+    // Uptime cannot grow faster than the wall clock (beyond the allowed skew).
+    let uptime_ahead = match (previous, heartbeat.uptime_seconds) {
+        (Some(last), Some(now_uptime)) if !restarted => {
+            let elapsed_ms = now_ms.saturating_sub(last.at_ms);
+            let grown_ms = now_uptime
+                .saturating_sub(last.uptime_seconds.unwrap_or(now_uptime))
+                .saturating_mul(1000);
+            grown_ms > elapsed_ms.saturating_add(skew_ms).unsigned_abs()
+        }
+        _ => false,
+    };
+    let inconsistent = players_overflow || clock_drift || uptime_ahead;
+    if inconsistent {
+        signals.push(SIGNAL_INCONSISTENT);
+    }
+
+    let deadline_ms = if claims_offline {
+        if online_before {
+            state.flips.push(now_ms);
+            signals.push(SIGNAL_WENT_OFFLINE);
+        }
+        now_ms
+    } else {
+        match previous {
+            Some(_) if !online_before => {
+                state.flips.push(now_ms);
+                signals.push(SIGNAL_CAME_ONLINE);
+            }
+            None => signals.push(SIGNAL_CAME_ONLINE),
+            Some(_) => {}
+        }
+        now_ms.saturating_add(grace_ms)
+    };
+
+    if state.first_seen_ms.is_none()
+        && state.last.is_none()
+        && !is_established(config, facts, now_ms)
+    {
+        state.first_seen_ms = Some(now_ms);
+    }
+    state.last = Some(LastHeartbeat {
+        at_ms: now_ms,
+        deadline_ms,
+        // Grace is at most 3600 s, so it always fits.
+        grace_ms: u32::try_from(grace_ms).unwrap_or(u32::MAX),
+        signed: heartbeat.signed,
+        inconsistent,
+        emergency,
+        maintenance: claimed == Some("maintenance"),
+        uptime_seconds: heartbeat.uptime_seconds,
+        players_current: heartbeat.players_current,
+        players_capacity: heartbeat.players_capacity,
+    });
+}
+
+/// The minutes the uptime percentage is computed over: `(first, last)` inclusive.
+fn uptime_window(config: &Config, facts: &Facts, state: &State, now_ms: i64) -> (i64, i64) {
+    let now_min = minute_of(now_ms);
+    let full_start = now_min.saturating_sub(i64::from(config.uptime_window_minutes) - 1);
+    let start = match state.first_seen_ms {
+        Some(first) if !is_established(config, facts, now_ms) => full_start.max(minute_of(first)),
+        _ => full_start,
+    };
+    (start, now_min)
+}
+
+fn assess(
+    config: &Config,
+    facts: &Facts,
+    state: &State,
+    now_ms: i64,
+    signals: Vec<&'static str>,
+) -> Assessment {
+    let status = match &state.last {
+        None => Status::Unknown,
+        Some(last) if now_ms < last.deadline_ms => Status::Online,
+        Some(_) => Status::Offline,
+    };
+    let online = status == Status::Online;
+
+    let (window_start, window_end) = uptime_window(config, facts, state, now_ms);
+    let window_minutes = window_end
+        .saturating_sub(window_start)
+        .saturating_add(1)
+        .max(1);
+    let window_full = window_minutes >= i64::from(config.uptime_window_minutes);
+    let uptime_percent = if state.last.is_some() {
+        let online_minutes = state.ring.count_online(window_start, window_end);
+        (f64::from(online_minutes) * 100.0 / window_minutes as f64).clamp(0.0, 100.0)
+    } else {
+        0.0
+    };
+
+    let window_horizon = now_ms.saturating_sub(config.uptime_window_ms());
+    let flaps = state
+        .flips
+        .iter()
+        .filter(|at| **at > window_horizon)
+        .count();
+    let intermittent_horizon = now_ms.saturating_sub(config.intermittent_window_ms);
+    let last_flip = state.flips.last().copied();
+    let recently_flipped = last_flip.is_some_and(|at| at > intermittent_horizon);
+
+    let players =
+        state
+            .last
+            .as_ref()
+            .and_then(|last| match (last.players_current, last.players_capacity) {
+                (Some(current), Some(capacity)) if capacity > 0 => Some((current, capacity)),
+                _ => None,
+            });
+    let activity = match players {
+        Some((current, capacity)) if online => {
+            (f64::from(current) * 100.0 / f64::from(capacity)).clamp(0.0, 100.0)
+        }
+        _ => 0.0,
+    };
+    let weights = config.weight_uptime + config.weight_activity;
+    let base = match players {
+        Some(_) if weights > 0.0 => {
+            (config.weight_uptime * uptime_percent + config.weight_activity * activity) / weights
+        }
+        _ => uptime_percent,
+    };
+    let flap_penalty = (flaps as f64 * config.flap_penalty).min(config.flap_penalty_max);
+    let quality_score = finite_or_zero(base - flap_penalty).clamp(0.0, 100.0);
+
+    let spoof_count = state.spoofs.len();
+    let under_attack = spoof_count >= config.spoof_threshold;
+    let settled = is_established(config, facts, now_ms)
+        || state
+            .first_seen_ms
+            .is_none_or(|first| now_ms.saturating_sub(first) >= config.settle_ms);
+    let confidence = match &state.last {
+        _ if under_attack => Confidence::Red,
+        None => Confidence::Yellow,
+        Some(_) if !online => Confidence::Red,
+        Some(last) if last.inconsistent => Confidence::Red,
+        Some(last)
+            if facts.is_verified
+                && last.signed
+                && settled
+                && !recently_flipped
+                && !last.maintenance =>
+        {
+            Confidence::Green
+        }
+        Some(_) => Confidence::Yellow,
+    };
+
+    // When the assessment would change if nothing arrives: the earliest of these.
+    let mut deadlines: Vec<i64> = Vec::new();
+    match &state.last {
+        Some(last) if online => {
+            deadlines.push(last.deadline_ms);
+            if !settled && let Some(first) = state.first_seen_ms {
+                deadlines.push(first.saturating_add(config.settle_ms));
+            }
+            if let Some(at) = last_flip.filter(|_| recently_flipped) {
+                deadlines.push(at.saturating_add(config.intermittent_window_ms));
+            }
+        }
+        Some(_) if state.ring.count_online(window_start, window_end) > 0 => {
+            deadlines.push(now_ms.saturating_add(config.offline_recheck_ms));
+        }
+        _ => {}
+    }
+    if under_attack {
+        // Red until enough of the counted rejections have aged out of the window.
+        let index = spoof_count.saturating_sub(config.spoof_threshold);
+        if let Some(at) = state.spoofs.get(index) {
+            deadlines.push(at.saturating_add(config.spoof_window_ms));
+        }
+    }
+    let next_check_at_ms = deadlines.into_iter().filter(|at| *at > now_ms).min();
+
+    let grace_ms = state
+        .last
+        .as_ref()
+        .map_or(config.grace_ms, |last| i64::from(last.grace_ms));
+    let mut badges = Vec::new();
+    if facts.is_verified {
+        badges.push("verified".to_string());
+    }
+    if window_full && state.last.is_some() && uptime_percent >= config.reliable_uptime_percent {
+        badges.push("reliable".to_string());
+    }
+
+    Assessment {
+        status,
+        confidence,
+        uptime_percent,
+        quality_score,
+        scores: vec![
+            Score::new("activity", activity),
+            Score::new("flaps_24h", flaps as f64),
+            Score::new("grace_seconds", grace_ms as f64 / 1000.0),
+            Score::new("spoof_attempts", spoof_count as f64),
+        ],
+        badges,
+        signals: signals.into_iter().map(str::to_string).collect(),
+        next_check_at_ms,
+    }
+}
+
+fn finite_or_zero(value: f64) -> f64 {
+    if value.is_finite() { value } else { 0.0 }
+}

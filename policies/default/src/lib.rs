@@ -1,0 +1,77 @@
+//! # vigil-policy-default
+//!
+//! Vigil's bundled scoring policy: the founding formulas for status, confidence, uptime and
+//! quality. `policies/README.md` documents every rule and parameter; the code says the same
+//! thing in the same order.
+//!
+//! It is a library as well as the `default` component, so other policies (a reputation
+//! policy, say) can reuse its fold: [`Config::from_params`] validates parameters, and
+//! [`evaluate`] folds one event with an explicit [`Config`].
+//!
+//! # Layout
+//!
+//! - `config`: the parameter table (names, defaults, ranges, descriptions) and [`Config`].
+//! - `fold`: one event into the state, then the assessment from the state.
+//! - `state`: the per-server state and its versioned, hand-written binary encoding.
+//! - `ring`: one bit per minute over the uptime window.
+//!
+//! The code is panic-free by construction (checked or saturating arithmetic, no indexing that
+//! can fail), deterministic (no clock, randomness or hash-map iteration: only `now_ms` and the
+//! inputs) and treats the state bytes as hostile input.
+
+mod config;
+mod fold;
+mod ring;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{
+    Config, DEFAULT_SPOOF_CODES, MAX_GRACE_SECONDS, MAX_UPTIME_WINDOW_SECONDS, param_specs,
+};
+pub use fold::{
+    SIGNAL_CAME_ONLINE, SIGNAL_EMERGENCY, SIGNAL_INCONSISTENT, SIGNAL_RESTART, SIGNAL_SPOOF,
+    SIGNAL_WENT_OFFLINE, evaluate,
+};
+pub use ring::{MinuteRing, minute_of};
+pub use state::{LastHeartbeat, MAX_FLIPS, MAX_SPOOFS, STATE_VERSION, State};
+
+use vigil_policy_sdk::{Evaluation, Event, Facts, Params, Policy, PolicyInfo};
+
+/// The policy's name.
+pub const NAME: &str = "default";
+/// The policy's version.
+pub const VERSION: &str = "1.0.0";
+/// How much history a replay needs: the longest uptime window plus the longest grace, since
+/// a heartbeat up to one grace before the window still covers minutes inside it.
+pub const HISTORY_WINDOW_SECONDS: u64 =
+    (MAX_UPTIME_WINDOW_SECONDS as u64) + (MAX_GRACE_SECONDS as u64);
+
+/// The default policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultPolicy;
+
+impl Policy for DefaultPolicy {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            name: NAME.to_string(),
+            version: VERSION.to_string(),
+            history_window_seconds: HISTORY_WINDOW_SECONDS,
+            params: param_specs(),
+        }
+    }
+
+    fn evaluate(
+        params: &Params,
+        facts: &Facts,
+        state: Option<&[u8]>,
+        now_ms: i64,
+        event: &Event,
+    ) -> Result<Evaluation, String> {
+        let config = Config::from_params(params)?;
+        fold::evaluate(&config, facts, state, now_ms, event)
+    }
+}
+
+vigil_policy_sdk::export_policy!(DefaultPolicy);

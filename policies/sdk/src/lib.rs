@@ -1,0 +1,468 @@
+//! # vigil-policy-sdk
+//!
+//! The crate Vigil policy authors depend on. A policy is a pure fold: the host hands it one
+//! [`Event`] about one server, the server's [`Facts`], the policy's own previous state bytes and
+//! the host's clock value, and the policy answers with an [`Evaluation`]: its new state bytes
+//! and an [`Assessment`] (status, confidence, uptime, quality, ...).
+//!
+//! Write a type implementing [`Policy`] and hand it to [`export_policy!`]:
+//!
+//! ```
+//! use vigil_policy_sdk::{
+//!     Assessment, Confidence, Evaluation, Event, Facts, ParamSpec, Params, Policy, PolicyInfo,
+//!     Status,
+//! };
+//!
+//! pub struct AlwaysOnline;
+//!
+//! impl Policy for AlwaysOnline {
+//!     fn describe() -> PolicyInfo {
+//!         PolicyInfo {
+//!             name: "always-online".into(),
+//!             version: "1.0.0".into(),
+//!             history_window_seconds: 0,
+//!             params: vec![ParamSpec::number("quality", "The quality score to report.", 50.0)],
+//!         }
+//!     }
+//!
+//!     fn evaluate(
+//!         params: &Params,
+//!         _facts: &Facts,
+//!         _state: Option<&[u8]>,
+//!         _now_ms: i64,
+//!         _event: &Event,
+//!     ) -> Result<Evaluation, String> {
+//!         let mut assessment = Assessment::new(Status::Online, Confidence::Yellow);
+//!         assessment.uptime_percent = 100.0;
+//!         assessment.quality_score = params.number_or("quality", 50.0).clamp(0.0, 100.0);
+//!         Ok(Evaluation { state: Vec::new(), assessment })
+//!     }
+//! }
+//!
+//! vigil_policy_sdk::export_policy!(AlwaysOnline);
+//! # fn main() {}
+//! ```
+//!
+//! # Layout
+//!
+//! The plain types in this file mirror the WIT package `vigil:policy@1.0.0` (`wit/policy.wit`
+//! at the repository root) one to one, so policy logic can be unit-tested natively with
+//! `cargo test`. The raw bindings (`wit_bindgen::generate!`) live only in a hidden module that
+//! exists on `wasm32` targets; [`export_policy!`] converts between them and these types. On
+//! native targets [`export_policy!`] expands to nothing.
+
+#![deny(missing_docs)]
+
+// Lets the paths that `wit_bindgen::generate!` bakes into its export macro
+// (`::vigil_policy_sdk::...`) resolve inside this crate too.
+extern crate self as vigil_policy_sdk;
+
+/// The value of one policy parameter, as configured by the operator in `[policy] params`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// A number (every TOML integer or float is passed as a double).
+    Number(f64),
+    /// A string.
+    Text(String),
+    /// A boolean switch.
+    Flag(bool),
+}
+
+/// A parameter the policy understands, as declared by [`Policy::describe`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    /// The name operators use in `[policy] params`.
+    pub name: String,
+    /// One sentence saying what the parameter changes.
+    pub description: String,
+    /// The value used when the operator sets none.
+    pub default: ParamValue,
+}
+
+impl ParamSpec {
+    /// A number parameter.
+    pub fn number(name: &str, description: &str, default: f64) -> Self {
+        Self::new(name, description, ParamValue::Number(default))
+    }
+
+    /// A text parameter.
+    pub fn text(name: &str, description: &str, default: &str) -> Self {
+        Self::new(name, description, ParamValue::Text(default.to_string()))
+    }
+
+    /// A boolean parameter.
+    pub fn flag(name: &str, description: &str, default: bool) -> Self {
+        Self::new(name, description, ParamValue::Flag(default))
+    }
+
+    fn new(name: &str, description: &str, default: ParamValue) -> Self {
+        Self {
+            name: name.to_string(),
+            description: description.to_string(),
+            default,
+        }
+    }
+}
+
+/// What the policy says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyInfo {
+    /// The policy's name, lowercase `[a-z0-9-]+`, e.g. `default`.
+    pub name: String,
+    /// Its semantic version, e.g. `1.0.0`.
+    pub version: String,
+    /// How much history (seconds before the newest event) a replay must feed so that the
+    /// rebuilt state equals the live one. 0 means "all of it".
+    pub history_window_seconds: u64,
+    /// The parameters the policy understands, with their defaults.
+    pub params: Vec<ParamSpec>,
+}
+
+/// The operator's parameters for one evaluation, as `(name, value)` pairs.
+///
+/// The host passes every declared parameter, defaults filled in. Lookups return the first
+/// pair with the given name; [`Params::with`] replaces a value in place.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Params {
+    entries: Vec<(String, ParamValue)>,
+}
+
+impl Params {
+    /// Parameters from `(name, value)` pairs, in the host's order.
+    pub fn new(entries: Vec<(String, ParamValue)>) -> Self {
+        Self { entries }
+    }
+
+    /// Every declared parameter at its default value (handy in tests).
+    pub fn defaults(specs: &[ParamSpec]) -> Self {
+        Self::new(
+            specs
+                .iter()
+                .map(|spec| (spec.name.clone(), spec.default.clone()))
+                .collect(),
+        )
+    }
+
+    /// These parameters with `name` set to `value` (replaced in place, or appended).
+    #[must_use]
+    pub fn with(mut self, name: &str, value: ParamValue) -> Self {
+        match self.entries.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = value,
+            None => self.entries.push((name.to_string(), value)),
+        }
+        self
+    }
+
+    /// The value of `name`, whatever its kind.
+    pub fn get(&self, name: &str) -> Option<&ParamValue> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value)
+    }
+
+    /// The number `name`; `None` when absent or not a number.
+    pub fn number(&self, name: &str) -> Option<f64> {
+        match self.get(name) {
+            Some(ParamValue::Number(value)) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// The text `name`; `None` when absent or not a text.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        match self.get(name) {
+            Some(ParamValue::Text(value)) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The flag `name`; `None` when absent or not a flag.
+    pub fn flag(&self, name: &str) -> Option<bool> {
+        match self.get(name) {
+            Some(ParamValue::Flag(value)) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// The number `name`, or `default` when absent or not a number.
+    pub fn number_or(&self, name: &str, default: f64) -> f64 {
+        self.number(name).unwrap_or(default)
+    }
+
+    /// The text `name`, or `default` when absent or not a text.
+    pub fn text_or<'a>(&'a self, name: &str, default: &'a str) -> &'a str {
+        self.text(name).unwrap_or(default)
+    }
+
+    /// The flag `name`, or `default` when absent or not a flag.
+    pub fn flag_or(&self, name: &str, default: bool) -> bool {
+        self.flag(name).unwrap_or(default)
+    }
+
+    /// Every `(name, value)` pair, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ParamValue)> {
+        self.entries
+            .iter()
+            .map(|(name, value)| (name.as_str(), value))
+    }
+}
+
+/// What the host knows about the server, independently of the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Facts {
+    /// The server's identifier.
+    pub server_id: String,
+    /// Whether an operator verified the server. Never inferred by the host.
+    pub is_verified: bool,
+    /// The version of the server's current signing key.
+    pub key_version: u32,
+    /// When the server was registered, milliseconds since the Unix epoch (UTC).
+    pub registered_at_ms: i64,
+}
+
+/// A named metric an agent reported, e.g. `cpu_percent`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// The metric's name, as sent by the agent.
+    pub name: String,
+    /// Its value.
+    pub value: f64,
+}
+
+/// An accepted heartbeat, as the agent sent it (the host already verified it).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Heartbeat {
+    /// When the host received it, milliseconds since the Unix epoch (UTC). Equals `now_ms`.
+    pub received_at_ms: i64,
+    /// The agent's own timestamp, milliseconds since the Unix epoch (UTC).
+    pub sent_at_ms: i64,
+    /// Whether the heartbeat carried a signature the host verified.
+    pub signed: bool,
+    /// The status the agent claims (`online`, `maintenance`, ...), if any.
+    pub status: Option<String>,
+    /// The agent's mode (`emergency`, `idle`, `sleep`, ...), if any.
+    pub mode: Option<String>,
+    /// The interval the agent declares between its heartbeats, in seconds.
+    pub interval_seconds: Option<u32>,
+    /// How long the agent's host or process has been up, in seconds.
+    pub uptime_seconds: Option<u64>,
+    /// Current players or users, if the agent reports them.
+    pub players_current: Option<u32>,
+    /// Capacity for players or users, if reported.
+    pub players_capacity: Option<u32>,
+    /// The agent's software version.
+    pub agent_version: Option<String>,
+    /// Numeric metrics the agent reported (numbers only, sorted by name).
+    pub metrics: Vec<Metric>,
+}
+
+/// A request that named this server but was refused by the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// When the host received it, milliseconds since the Unix epoch (UTC). Equals `now_ms`.
+    pub received_at_ms: i64,
+    /// The stable error code the host answered with, e.g. `bad_signature`.
+    pub code: String,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A verified, accepted heartbeat.
+    Heartbeat(Heartbeat),
+    /// A refused request naming this server (bad signature, replay, ...).
+    Rejected(Rejection),
+    /// Nothing arrived before the deadline the policy asked for (`next_check_at_ms`).
+    Tick,
+}
+
+/// The server's derived status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Alive within the policy's grace window.
+    Online,
+    /// Silent past the grace window.
+    Offline,
+    /// Never seen.
+    Unknown,
+}
+
+impl Status {
+    /// The WIT name: `online`, `offline` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Offline => "offline",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+/// How much the status can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Confidence {
+    /// Verified and consistent.
+    Green,
+    /// New or intermittent.
+    Yellow,
+    /// Stale, inconsistent or under spoof attempts.
+    Red,
+}
+
+impl Confidence {
+    /// The WIT name: `green`, `yellow` or `red`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Green => "green",
+            Confidence::Yellow => "yellow",
+            Confidence::Red => "red",
+        }
+    }
+}
+
+/// A named number for rankings and leaderboards, e.g. `activity`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    /// The score's name, lowercase `[a-z0-9_-]+`.
+    pub name: String,
+    /// Its value; must be finite.
+    pub value: f64,
+}
+
+impl Score {
+    /// A score named `name` with `value`.
+    pub fn new(name: &str, value: f64) -> Self {
+        Self {
+            name: name.to_string(),
+            value,
+        }
+    }
+}
+
+/// What the policy derived for the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// The derived status.
+    pub status: Status,
+    /// How far the status can be trusted.
+    pub confidence: Confidence,
+    /// Share of the uptime window the server was online, 0 to 100.
+    pub uptime_percent: f64,
+    /// Overall quality, 0 to 100.
+    pub quality_score: f64,
+    /// Extra named scores (finite numbers).
+    pub scores: Vec<Score>,
+    /// Badges earned, e.g. `reliable`.
+    pub badges: Vec<String>,
+    /// Things the host should know happened at this event, e.g. `restart-detected`.
+    pub signals: Vec<String>,
+    /// When the host must send a tick if nothing else arrives, milliseconds since the Unix
+    /// epoch (UTC). `None` means no deadline.
+    pub next_check_at_ms: Option<i64>,
+}
+
+impl Assessment {
+    /// An assessment with `status` and `confidence`, zero uptime and quality, no scores,
+    /// badges or signals, and no deadline.
+    pub fn new(status: Status, confidence: Confidence) -> Self {
+        Self {
+            status,
+            confidence,
+            uptime_percent: 0.0,
+            quality_score: 0.0,
+            scores: Vec::new(),
+            badges: Vec::new(),
+            signals: Vec::new(),
+            next_check_at_ms: None,
+        }
+    }
+
+    /// The score named `name`, if present.
+    pub fn score(&self, name: &str) -> Option<f64> {
+        self.scores
+            .iter()
+            .find(|score| score.name == name)
+            .map(|score| score.value)
+    }
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// The policy's new private state for this server; handed back on the next event.
+    pub state: Vec<u8>,
+    /// The derived assessment.
+    pub assessment: Assessment,
+}
+
+/// A scoring policy: a pure fold over a server's events.
+///
+/// Implementations must be deterministic: the same inputs give the same outputs, always. The
+/// host gives a policy no clock, randomness, files, environment or network; `now_ms` is the
+/// only time there is.
+pub trait Policy {
+    /// Describes the policy: name, version, replay window and parameters.
+    fn describe() -> PolicyInfo;
+
+    /// Folds one event into the server's state.
+    ///
+    /// - `params`: the operator's parameters (every declared one, defaults filled in).
+    /// - `facts`: what the host knows about the server.
+    /// - `state`: the state this policy returned last time, `None` for the first event.
+    /// - `now_ms`: the host's clock for this event, milliseconds since the Unix epoch (UTC);
+    ///   never earlier than the `now_ms` of the previous event for this server.
+    /// - `event`: what happened.
+    ///
+    /// An `Err` fails this evaluation only: the host keeps the last good assessment.
+    fn evaluate(
+        params: &Params,
+        facts: &Facts,
+        state: Option<&[u8]>,
+        now_ms: i64,
+        event: &Event,
+    ) -> Result<Evaluation, String>;
+}
+
+/// Exports a type implementing [`Policy`] as the component's `describe` and `evaluate`.
+///
+/// Use it once, in the policy crate's root, which must be a `cdylib` built with
+/// `cargo build --target wasm32-wasip2 --release`. On other targets it expands to nothing, so
+/// the same crate can also be an `rlib` and be unit-tested natively.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct VigilPolicyExport;
+
+            impl $crate::__bindings::raw::Guest for VigilPolicyExport {
+                fn describe() -> $crate::__bindings::raw::PolicyInfo {
+                    $crate::__bindings::describe::<$policy>()
+                }
+
+                fn evaluate(
+                    params: ::std::vec::Vec<$crate::__bindings::raw::Param>,
+                    facts: $crate::__bindings::raw::Facts,
+                    state: ::std::option::Option<::std::vec::Vec<u8>>,
+                    now_ms: i64,
+                    event: $crate::__bindings::raw::Event,
+                ) -> ::std::result::Result<$crate::__bindings::raw::Evaluation, ::std::string::String>
+                {
+                    $crate::__bindings::evaluate::<$policy>(params, facts, state, now_ms, event)
+                }
+            }
+
+            $crate::__bindings::raw::__export_policy_world!(
+                VigilPolicyExport with_types_in $crate::__bindings::raw
+            );
+        };
+    };
+}
+
+/// The raw component bindings and their conversions. Not part of the API: only
+/// [`export_policy!`] uses them.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+#[path = "bindings.rs"]
+pub mod __bindings;

@@ -1,0 +1,102 @@
+//! A test policy that misbehaves on demand, so the host's limits can be tested: its one
+//! parameter, `behaviour`, picks what `evaluate` does.
+//!
+//! - `ok`: a valid online/green assessment; the state is the number of events folded so far
+//!   (a little-endian u64), so it changes on every event.
+//! - `trap`: traps (`unreachable` on wasm, a panic natively).
+//! - `loop`: loops forever (until the host's fuel or deadline stops it).
+//! - `nan`: returns a quality score that is NaN.
+//! - `oom`: allocates and touches memory until the allocation fails.
+//! - `err`: returns `Err("deliberate failure")`.
+//!
+//! Any other value is an `Err` naming it.
+
+use vigil_policy_sdk::{
+    Assessment, Confidence, Evaluation, Event, Facts, ParamSpec, Params, Policy, PolicyInfo, Score,
+    Status,
+};
+
+/// The misbehaving policy.
+pub struct Misbehaving;
+
+impl Policy for Misbehaving {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            name: "misbehaving".to_string(),
+            version: "1.0.0".to_string(),
+            history_window_seconds: 0,
+            params: vec![ParamSpec::text(
+                "behaviour",
+                "What evaluate does: ok, trap, loop, nan, oom or err.",
+                "ok",
+            )],
+        }
+    }
+
+    fn evaluate(
+        params: &Params,
+        _facts: &Facts,
+        state: Option<&[u8]>,
+        now_ms: i64,
+        _event: &Event,
+    ) -> Result<Evaluation, String> {
+        match params.text_or("behaviour", "ok") {
+            "ok" => Ok(ok(state, now_ms, 99.0)),
+            "nan" => Ok(ok(state, now_ms, f64::NAN)),
+            "trap" => trap(),
+            "loop" => spin(),
+            "oom" => exhaust_memory(),
+            "err" => Err("deliberate failure".to_string()),
+            other => Err(format!("unknown behaviour {other:?}")),
+        }
+    }
+}
+
+fn ok(state: Option<&[u8]>, now_ms: i64, quality_score: f64) -> Evaluation {
+    let count = state
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map_or(0, u64::from_le_bytes)
+        .wrapping_add(1);
+    let mut assessment = Assessment::new(Status::Online, Confidence::Green);
+    assessment.uptime_percent = 100.0;
+    assessment.quality_score = quality_score;
+    assessment.scores = vec![Score::new("events", count as f64)];
+    assessment.next_check_at_ms = Some(now_ms.saturating_add(60_000));
+    Evaluation {
+        state: count.to_le_bytes().to_vec(),
+        assessment,
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn trap() -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn trap() -> ! {
+    panic!("deliberate trap")
+}
+
+fn spin() -> ! {
+    // `black_box` keeps the optimiser from proving the loop side-effect free and deleting it.
+    let mut counter = 0u64;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+}
+
+fn exhaust_memory() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // 1 MiB at a time, every page touched so the memory is really committed. When the
+        // host's memory cap refuses to grow, the allocation fails and the guest traps.
+        let mut block = vec![0u8; 1 << 20];
+        for byte in block.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        hoard.push(std::hint::black_box(block));
+    }
+}
+
+vigil_policy_sdk::export_policy!(Misbehaving);

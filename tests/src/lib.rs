@@ -1,0 +1,335 @@
+//! Shared harness for Vigil's end-to-end tests.
+//!
+//! [`TestApp`] builds the real host (real SQLite file in a temp dir, the real compiled policy)
+//! and drives the real router over HTTP semantics without a socket; [`Agent`] signs heartbeats
+//! exactly as an agent does; [`misbehaving_policy`] builds the test guest from source.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::SigningKey;
+use http_body_util::BodyExt;
+use serde_json::{Map, Value, json};
+use tower::ServiceExt;
+use vigil::api::AppState;
+use vigil::config::Config;
+use vigil::ingest::decode::format_rfc3339_ms;
+use vigil::ingest::signature::sign_body;
+use vigil::store::sqlite::SqliteStore;
+
+/// The admin token every test app uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A running host: router, state and its database.
+pub struct TestApp {
+    /// The real router.
+    pub router: Router,
+    /// The state behind it.
+    pub state: AppState,
+    /// The database (for direct inspection).
+    pub store: SqliteStore,
+    /// Where the database lives; kept alive with the app.
+    pub dir: std::sync::Arc<tempfile::TempDir>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// A decoded HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status.
+    pub status: StatusCode,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// `Retry-After`, if any.
+    pub retry_after: Option<String>,
+    /// JSON body (or a string of the raw text).
+    pub body: Value,
+}
+
+impl Answer {
+    /// The problem `code`, if any.
+    pub fn code(&self) -> &str {
+        self.body.get("code").and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+/// A base configuration for tests: temp SQLite file, admin token, defaults otherwise.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::from_toml("").expect("empty config is valid");
+    config.storage.url = format!("sqlite://{}", dir.join("vigil.db").display());
+    config.admin.token = Some(ADMIN_TOKEN.into());
+    config
+}
+
+impl TestApp {
+    /// A host with the default configuration and the bundled default policy.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A host with a configuration adjusted by `adjust`.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::spawn_in(dir, adjust).await
+    }
+
+    /// A host on the database in `dir` (to restart a host on the same data).
+    pub async fn spawn_in(
+        dir: std::sync::Arc<tempfile::TempDir>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let host = vigil::build(config).await.expect("host builds");
+        let router = vigil::api::app(host.state.clone());
+        Self {
+            router,
+            state: host.state,
+            store: host.store,
+            dir,
+            writer: host.writer,
+        }
+    }
+
+    /// Stops the host: drops every handle and waits for the writer to finish its queue.
+    pub async fn stop(self) -> std::sync::Arc<tempfile::TempDir> {
+        let Self {
+            router,
+            state,
+            writer,
+            dir,
+            ..
+        } = self;
+        drop(router);
+        drop(state);
+        writer.await.expect("writer ends cleanly");
+        dir
+    }
+
+    /// Sends a request with raw bytes.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        token: Option<&str>,
+    ) -> Answer {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Body::from(body)).expect("valid request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Answer {
+            status,
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
+            retry_after: headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body,
+        }
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send_raw(Method::GET, path, Vec::new(), None).await
+    }
+
+    /// `POST path` with a JSON body and the admin token.
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Answer {
+        self.send_raw(
+            Method::POST,
+            path,
+            body.to_string().into_bytes(),
+            Some(ADMIN_TOKEN),
+        )
+        .await
+    }
+
+    /// Posts a heartbeat body (already signed).
+    pub async fn post_heartbeat(&self, body: &Value) -> Answer {
+        self.post_heartbeat_raw(body.to_string().into_bytes()).await
+    }
+
+    /// Posts raw heartbeat bytes.
+    pub async fn post_heartbeat_raw(&self, bytes: Vec<u8>) -> Answer {
+        self.send_raw(Method::POST, "/v1/agent/heartbeat", bytes, None)
+            .await
+    }
+
+    /// Registers `agent`'s server through the admin API.
+    pub async fn register(&self, agent: &Agent) -> Answer {
+        let answer = self
+            .admin_post(
+                "/v1/admin/servers",
+                &json!({"server_id": agent.server_id, "public_key": agent.public_key_b64()}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        answer
+    }
+
+    /// Marks a server verified.
+    pub async fn verify(&self, server_id: &str) {
+        let answer = self
+            .admin_post(&format!("/v1/admin/servers/{server_id}/verify"), &json!({}))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    }
+
+    /// The directory entry of a server.
+    pub async fn server(&self, server_id: &str) -> Value {
+        let answer = self.get(&format!("/v1/servers/{server_id}")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        answer.body
+    }
+
+    /// Rows in a table.
+    pub async fn count(&self, table: &str) -> i64 {
+        // Table names come from the tests themselves, never from input.
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(self.store.pool())
+            .await
+            .expect("count")
+    }
+
+    /// Codes of the rejections appended so far, oldest first.
+    pub async fn rejection_codes(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT code FROM rejections ORDER BY id")
+            .fetch_all(self.store.pool())
+            .await
+            .expect("rejections")
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    vigil::engine::now_ms()
+}
+
+/// An agent: a key and a server id; signs heartbeats like a real agent.
+pub struct Agent {
+    /// Its signing key.
+    pub key: SigningKey,
+    /// The server it reports for.
+    pub server_id: String,
+    /// The key version it claims.
+    pub key_version: u32,
+    last_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Agent {
+    /// A new agent with a random key.
+    pub fn new(server_id: &str) -> Self {
+        Self {
+            key: SigningKey::generate(&mut rand::rngs::OsRng),
+            server_id: server_id.into(),
+            key_version: 1,
+            last_ms: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// An agent with a given key and key version.
+    pub fn with_key(server_id: &str, key: SigningKey, key_version: u32) -> Self {
+        Self {
+            key,
+            key_version,
+            ..Self::new(server_id)
+        }
+    }
+
+    /// Base64 of the public key.
+    pub fn public_key_b64(&self) -> String {
+        STANDARD.encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// A signed heartbeat at the current time (strictly later than the previous one), with
+    /// `extra` members merged in before signing.
+    pub fn heartbeat(&self, extra: Value) -> Value {
+        let now = now_ms();
+        let previous = self.last_ms.load(std::sync::atomic::Ordering::SeqCst);
+        let at = now.max(previous + 1);
+        self.last_ms.store(at, std::sync::atomic::Ordering::SeqCst);
+        self.heartbeat_at(at, extra)
+    }
+
+    /// A signed heartbeat with the given timestamp.
+    pub fn heartbeat_at(&self, at_ms: i64, extra: Value) -> Value {
+        let mut body = Map::new();
+        body.insert("server_id".into(), self.server_id.clone().into());
+        body.insert("key_version".into(), self.key_version.into());
+        body.insert("timestamp".into(), format_rfc3339_ms(at_ms).into());
+        body.insert("status".into(), "online".into());
+        if let Value::Object(extra) = extra {
+            body.extend(extra);
+        }
+        let signature = sign_body(&self.key, &body).expect("signs");
+        body.insert("signature".into(), signature.into());
+        Value::Object(body)
+    }
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .into()
+}
+
+/// Builds the misbehaving test guest from source (once per test run) and returns its path.
+pub fn misbehaving_policy() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = workspace_root();
+            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"))
+                .join("policies");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .current_dir(&root)
+                .args(["build", "--release", "--target", "wasm32-wasip2"])
+                .args(["-p", "vigil-test-policy-misbehaving", "--target-dir"])
+                .arg(&target_dir)
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .status()
+                .expect("cargo runs");
+            assert!(
+                status.success(),
+                "building the misbehaving test policy failed"
+            );
+            target_dir.join("wasm32-wasip2/release/vigil_test_policy_misbehaving.wasm")
+        })
+        .clone()
+}
