@@ -83,7 +83,11 @@ fn build_guest(root: &Path, target_dir: &Path, package: &str, artifact: &str) ->
             package,
         ])
         .arg("--target-dir")
-        .arg(target_dir);
+        .arg(target_dir)
+        // Guests ship small: no debug info (the workspace's release profile keeps line tables
+        // for the host's profiles).
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true");
     // The outer build's wrappers and flags (clippy, coverage, ...) are for native code.
     for var in [
         "RUSTC_WORKSPACE_WRAPPER",

@@ -321,6 +321,8 @@ pub fn misbehaving_policy() -> PathBuf {
                 .args(["build", "--release", "--target", "wasm32-wasip2"])
                 .args(["-p", "vigil-test-policy-misbehaving", "--target-dir"])
                 .arg(&target_dir)
+                .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+                .env("CARGO_PROFILE_RELEASE_STRIP", "true")
                 .env_remove("RUSTFLAGS")
                 .env_remove("CARGO_ENCODED_RUSTFLAGS")
                 .status()
