@@ -206,6 +206,41 @@ impl Config {
     }
 }
 
+/// The configuration in force, shared by every handler and task.
+///
+/// A `watch` channel because readers want the latest value without locking, and tasks that
+/// depend on a key (policy activation, limits) can await changes. Whoever reloads the file
+/// calls [`ConfigHandle::replace`]; readers call [`ConfigHandle::current`] per request.
+#[derive(Debug, Clone)]
+pub struct ConfigHandle {
+    tx: std::sync::Arc<tokio::sync::watch::Sender<std::sync::Arc<Config>>>,
+}
+
+impl ConfigHandle {
+    /// A handle holding `config`.
+    pub fn new(config: Config) -> Self {
+        let (tx, _) = tokio::sync::watch::channel(std::sync::Arc::new(config));
+        Self {
+            tx: std::sync::Arc::new(tx),
+        }
+    }
+
+    /// The configuration in force now.
+    pub fn current(&self) -> std::sync::Arc<Config> {
+        self.tx.borrow().clone()
+    }
+
+    /// Puts a new (already validated) configuration in force and wakes subscribers.
+    pub fn replace(&self, config: Config) {
+        self.tx.send_replace(std::sync::Arc::new(config));
+    }
+
+    /// A receiver that sees every later replacement.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<std::sync::Arc<Config>> {
+        self.tx.subscribe()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

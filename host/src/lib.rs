@@ -116,7 +116,7 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
     let state = AppState {
         engine,
         store: shared,
-        config: Arc::new(config),
+        config: config::ConfigHandle::new(config),
     };
     Ok(Host {
         state,

@@ -20,13 +20,8 @@ use crate::store::NewServer;
 /// Checks the bearer token. Hashing both sides first makes the comparison constant-time
 /// whatever the lengths.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = state
-        .config
-        .admin
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-    else {
+    let config = state.config.current();
+    let Some(expected) = config.admin.token.as_deref().filter(|t| !t.is_empty()) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "admin_disabled",

@@ -60,9 +60,10 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
             return refuse(&state, refusal, received_at_ms, source_ip, None).await;
         }
     };
+    let config = state.config.current();
     let rules = TrustRules {
-        require_verified: state.config.trust.require_verified,
-        max_clock_skew_ms: i64::try_from(state.config.trust.max_clock_skew_seconds * 1000)
+        require_verified: config.trust.require_verified,
+        max_clock_skew_ms: i64::try_from(config.trust.max_clock_skew_seconds * 1000)
             .unwrap_or(i64::MAX),
     };
     let checked = check(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::config::Config;
+use crate::config::ConfigHandle;
 use crate::engine::EngineHandle;
 use crate::store::Store;
 pub use error::ApiError;
@@ -26,8 +26,8 @@ pub struct AppState {
     pub engine: EngineHandle,
     /// Reads.
     pub store: Arc<dyn Store>,
-    /// The configuration in force.
-    pub config: Arc<Config>,
+    /// The configuration in force (reloadable).
+    pub config: ConfigHandle,
 }
 
 impl std::fmt::Debug for AppState {
