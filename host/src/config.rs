@@ -109,6 +109,10 @@ pub struct PolicyConfig {
     pub max_state_bytes: usize,
     /// Largest assessment (scores, badges, signals) a policy may return, in bytes. Default 64 KiB.
     pub max_output_bytes: usize,
+    /// Evaluations one guest instance serves before it is replaced (default 256). Instances are
+    /// always replaced after a failure. 1 gives every evaluation a fresh instance, so even a
+    /// policy that keeps global state between calls stays deterministic (at ~4 µs a call).
+    pub reuse_instance_calls: u32,
 }
 
 impl Default for PolicyConfig {
@@ -120,6 +124,7 @@ impl Default for PolicyConfig {
             memory_bytes: 16 << 20,
             max_state_bytes: 64 << 10,
             max_output_bytes: 64 << 10,
+            reuse_instance_calls: 256,
         }
     }
 }

@@ -113,10 +113,13 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
         config.ingest.queue_capacity,
     )
     .await?;
+    let verifier = ingest::verifier::Verifier::start(config.ingest.queue_capacity)
+        .context("starting the signature verifier")?;
     let state = AppState {
         engine,
         store: shared,
         config: config::ConfigHandle::new(config),
+        verifier,
     };
     Ok(Host {
         state,

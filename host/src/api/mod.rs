@@ -28,6 +28,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The configuration in force (reloadable).
     pub config: ConfigHandle,
+    /// Batched signature verification off the async executor.
+    pub verifier: crate::ingest::verifier::Verifier,
 }
 
 impl std::fmt::Debug for AppState {

@@ -1,6 +1,7 @@
 //! The `vigil` command line: one file per subcommand group. `main` only parses and calls
 //! [`run`].
 
+pub mod bench;
 pub mod keys;
 pub mod send;
 pub mod serve;
@@ -26,6 +27,8 @@ pub enum Command {
     Keygen(keys::KeygenArgs),
     /// Sign and post one heartbeat.
     Send(send::SendArgs),
+    /// Load-test a host: pre-signed heartbeats over keep-alive connections.
+    Bench(bench::BenchArgs),
     /// Manage servers through the admin API.
     #[command(subcommand)]
     Server(server::ServerCommand),
@@ -69,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(args) => keys::run(args),
         Command::Send(args) => send::run(args).await,
         Command::Server(command) => server::run(command).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -186,17 +186,14 @@ pub enum WriteError {
     Closed,
 }
 
+/// Where the writer sends one answer.
+type Responder<T> = oneshot::Sender<Result<T, WriteError>>;
+
 enum Command {
-    Heartbeat(
-        Box<VerifiedHeartbeat>,
-        oneshot::Sender<Result<Ack, WriteError>>,
-    ),
-    Reject(
-        Box<RejectionNotice>,
-        oneshot::Sender<Result<(), WriteError>>,
-    ),
-    Register(Box<NewServer>, oneshot::Sender<Result<(), WriteError>>),
-    SetVerified(String, bool, oneshot::Sender<Result<(), WriteError>>),
+    Heartbeat(Box<VerifiedHeartbeat>, Responder<Ack>),
+    Reject(Box<RejectionNotice>, Responder<()>),
+    Register(Box<NewServer>, Responder<()>),
+    SetVerified(String, bool, Responder<()>),
     FailNextCommit,
 }
 
@@ -400,8 +397,14 @@ impl Writer {
 
     async fn process(&mut self, commands: Vec<Command>) {
         let mut pending = Pending::default();
+        // Consecutive registrations share one transaction (a bulk import registers thousands).
+        let mut registrations: Vec<(NewServer, Responder<()>)> = Vec::new();
         self.fire_due_ticks(now_ms(), &mut pending);
         for command in commands {
+            if !registrations.is_empty() && !matches!(command, Command::Register(..)) {
+                self.flush(std::mem::take(&mut pending)).await;
+                self.register_all(std::mem::take(&mut registrations)).await;
+            }
             match command {
                 Command::Heartbeat(hb, reply) => {
                     let result = self.apply_heartbeat(&hb, &mut pending);
@@ -411,10 +414,7 @@ impl Writer {
                     self.apply_rejection(&notice, &mut pending);
                     pending.replies.push(Reply::Unit(reply, Ok(())));
                 }
-                Command::Register(server, reply) => {
-                    self.flush(std::mem::take(&mut pending)).await;
-                    let _ = reply.send(self.register(*server).await);
-                }
+                Command::Register(server, reply) => registrations.push((*server, reply)),
                 Command::SetVerified(id, verified, reply) => {
                     self.flush(std::mem::take(&mut pending)).await;
                     let _ = reply.send(self.set_verified(&id, verified).await);
@@ -423,6 +423,9 @@ impl Writer {
             }
         }
         self.flush(pending).await;
+        if !registrations.is_empty() {
+            self.register_all(registrations).await;
+        }
     }
 
     /// Marks a server as touched by this batch (remembering its snapshot for a rollback) and
@@ -643,12 +646,33 @@ impl Writer {
         }
     }
 
-    async fn register(&mut self, server: NewServer) -> Result<(), WriteError> {
-        match self.store.insert_server(&server).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return Err(WriteError::Conflict(server.server_id)),
-            Err(e) => return Err(WriteError::Storage(e.to_string())),
+    async fn register_all(&mut self, registrations: Vec<(NewServer, Responder<()>)>) {
+        let servers: Vec<NewServer> = registrations.iter().map(|(s, _)| s.clone()).collect();
+        let results = match self.store.insert_servers(&servers).await {
+            Ok(results) => results,
+            Err(e) => {
+                let error = WriteError::Storage(e.to_string());
+                for (_, reply) in registrations {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                return;
+            }
+        };
+        for ((server, reply), result) in registrations.into_iter().zip(results) {
+            let answer = match result {
+                Ok(()) => {
+                    self.remember(server);
+                    Ok(())
+                }
+                Err(StoreError::Conflict(_)) => Err(WriteError::Conflict(server.server_id)),
+                Err(e) => Err(WriteError::Storage(e.to_string())),
+            };
+            let _ = reply.send(answer);
         }
+    }
+
+    /// Adds a newly registered server to the working set and the identity cache.
+    fn remember(&mut self, server: NewServer) {
         let record = ServerRecord {
             server_id: server.server_id.clone(),
             display_name: server.display_name,
@@ -666,7 +690,6 @@ impl Writer {
         }
         tracing::info!(server_id = %record.server_id, "server registered");
         self.servers.insert(record.server_id.clone(), record);
-        Ok(())
     }
 
     async fn set_verified(&mut self, id: &str, verified: bool) -> Result<(), WriteError> {

@@ -348,6 +348,21 @@ pub trait Store: Send + Sync + 'static {
     async fn load_servers(&self) -> Result<Vec<ServerRecord>, StoreError>;
     /// Registers a server and appends its first key. `Conflict` if the id exists.
     async fn insert_server(&self, server: &NewServer) -> Result<(), StoreError>;
+    /// Registers several servers in one transaction where the backend can; one result per
+    /// server, in order (`Conflict` for a taken id). The default registers them one by one.
+    async fn insert_servers(
+        &self,
+        servers: &[NewServer],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut results = Vec::with_capacity(servers.len());
+        for server in servers {
+            match self.insert_server(server).await {
+                Err(StoreError::Conflict(what)) => results.push(Err(StoreError::Conflict(what))),
+                other => results.push(other),
+            }
+        }
+        Ok(results)
+    }
     /// Sets the operator's verified flag. `false` if the server is unknown.
     async fn set_verified(&self, server_id: &str, verified: bool) -> Result<bool, StoreError>;
     /// Writes one group commit in one transaction.

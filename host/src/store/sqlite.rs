@@ -177,6 +177,49 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn insert_servers(
+        &self,
+        servers: &[NewServer],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(servers.len());
+        for server in servers {
+            let inserted = sqlx::query(
+                "INSERT INTO servers (server_id, display_name, cluster_id, public_key, \
+                 key_version, is_verified, registered_at_ms) VALUES (?, ?, ?, ?, 1, 0, ?) \
+                 ON CONFLICT (server_id) DO NOTHING",
+            )
+            .bind(&server.server_id)
+            .bind(&server.display_name)
+            .bind(&server.cluster_id)
+            .bind(&server.public_key)
+            .bind(server.registered_at_ms)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                results.push(Err(StoreError::Conflict(format!(
+                    "server {}",
+                    server.server_id
+                ))));
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO server_keys (server_id, key_version, public_key, fingerprint, \
+                 added_at_ms, added_by) VALUES (?, 1, ?, ?, ?, ?)",
+            )
+            .bind(&server.server_id)
+            .bind(&server.public_key)
+            .bind(&server.fingerprint)
+            .bind(server.registered_at_ms)
+            .bind(&server.added_by)
+            .execute(&mut *tx)
+            .await?;
+            results.push(Ok(()));
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
     async fn set_verified(&self, server_id: &str, verified: bool) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE servers SET is_verified = ? WHERE server_id = ?")
             .bind(verified)
