@@ -8,6 +8,8 @@ pub mod admin;
 pub mod agent;
 pub mod directory;
 pub mod error;
+pub mod ops;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -28,6 +30,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The configuration in force (reloadable).
     pub config: ConfigHandle,
+    /// This host's Prometheus registry.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Committed events for live streams.
+    pub live: crate::live::LiveHub,
 }
 
 impl std::fmt::Debug for AppState {
@@ -51,6 +57,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/servers/{id}/verify", post(admin::verify_server))
         .route("/healthz", get(directory::healthz))
         .route("/readyz", get(directory::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/events", get(stream::events))
+        .route("/v1/servers/{id}/observe", get(stream::observe))
         .fallback(|| async { ApiError::not_found("this route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            ops::track_latency,
+        ))
         .with_state(state)
 }
