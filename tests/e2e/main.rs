@@ -9,5 +9,6 @@ mod directory;
 mod ingest;
 mod live;
 mod metrics;
+mod openapi;
 mod storage;
 mod vectors;

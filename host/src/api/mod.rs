@@ -8,6 +8,7 @@ pub mod admin;
 pub mod agent;
 pub mod directory;
 pub mod error;
+pub mod openapi;
 pub mod ops;
 pub mod stream;
 
@@ -60,6 +61,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/v1/events", get(stream::events))
         .route("/v1/servers/{id}/observe", get(stream::observe))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { ApiError::not_found("this route") })
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
