@@ -17,6 +17,7 @@
 //!   `bindgen!` lives in `policy::bindings`.
 //! - [`store`]: the append-only storage trait and its SQLite backend.
 //! - [`cli`]: the `vigil` subcommands.
+//! - [`commands`]: pending commands signed with the host's key, delivered in heartbeat replies.
 //! - [`metrics`]: the per-host Prometheus registry behind `GET /metrics`.
 //! - [`live`]: the bus of committed events behind `GET /v1/events` and the observe WebSocket.
 //! - [`alerts`]: transitions and signals → durable outbox → routes → webhook, Alertmanager and
@@ -28,6 +29,7 @@
 pub mod alerts;
 pub mod api;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod ingest;
@@ -131,6 +133,9 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
         live: live.clone(),
         alerts_wake,
     };
+    let commands = commands::Commands::open(store.pool().clone())
+        .await
+        .context("loading the host key")?;
     let current = config.current();
     let (engine, writer) = engine::start(
         shared.clone(),
@@ -146,6 +151,7 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
         config,
         metrics,
         live,
+        commands,
     };
     Ok(Host {
         state,

@@ -41,3 +41,46 @@ CREATE TRIGGER alert_outbox_immutable BEFORE UPDATE OF id, server_id, cluster_id
 BEGIN SELECT RAISE(ABORT, 'alert_outbox rows are immutable'); END;
 CREATE TRIGGER alert_outbox_no_delete BEFORE DELETE ON alert_outbox
 BEGIN SELECT RAISE(ABORT, 'alert_outbox is append-only'); END;
+
+-- Pending commands (issue 7). The host signs every command with its own ed25519 key, kept
+-- here (one row) so every host instance sharing this database signs with the same key and a
+-- restored backup keeps the key agents already trust.
+CREATE TABLE host_keys (
+    id             INTEGER PRIMARY KEY CHECK (id = 1),
+    secret_key     TEXT NOT NULL,        -- base64 32-byte seed
+    public_key     TEXT NOT NULL,        -- base64 raw public key
+    created_at_ms  INTEGER NOT NULL
+);
+CREATE TRIGGER host_keys_no_update BEFORE UPDATE ON host_keys
+BEGIN SELECT RAISE(ABORT, 'host_keys is append-only'); END;
+CREATE TRIGGER host_keys_no_delete BEFORE DELETE ON host_keys
+BEGIN SELECT RAISE(ABORT, 'host_keys is append-only'); END;
+
+-- One row per queued command: the signed envelope is immutable; delivery and result are
+-- each set once (guarded by `IS NULL` in the UPDATE). Every step is also in command_log.
+CREATE TABLE commands (
+    command_id       TEXT PRIMARY KEY NOT NULL,
+    server_id        TEXT NOT NULL,
+    command          TEXT NOT NULL,
+    envelope         TEXT NOT NULL,    -- the host-signed JSON object sent to the agent
+    issued_at_ms     INTEGER NOT NULL,
+    expires_at_ms    INTEGER NOT NULL,
+    created_by       TEXT NOT NULL,
+    delivered_at_ms  INTEGER,
+    result_at_ms     INTEGER,
+    result_status    TEXT,
+    result_body      TEXT              -- the agent-signed result object as received
+);
+CREATE INDEX commands_pending ON commands (server_id, issued_at_ms) WHERE delivered_at_ms IS NULL;
+
+CREATE TABLE command_log (
+    id          INTEGER PRIMARY KEY,
+    command_id  TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    event       TEXT NOT NULL,         -- queued | delivered | result
+    detail      TEXT NOT NULL          -- JSON
+);
+CREATE TRIGGER command_log_no_update BEFORE UPDATE ON command_log
+BEGIN SELECT RAISE(ABORT, 'command_log is append-only'); END;
+CREATE TRIGGER command_log_no_delete BEFORE DELETE ON command_log
+BEGIN SELECT RAISE(ABORT, 'command_log is append-only'); END;

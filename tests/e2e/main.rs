@@ -2,6 +2,7 @@
 
 mod alerts;
 mod cli;
+mod commands;
 mod containment;
 mod deadlines;
 mod determinism;

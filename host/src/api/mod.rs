@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod commands;
 pub mod directory;
 pub mod error;
 pub mod openapi;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Committed events for live streams.
     pub live: crate::live::LiveHub,
+    /// Pending commands and the host's signing key.
+    pub commands: crate::commands::Commands,
 }
 
 impl std::fmt::Debug for AppState {
@@ -62,6 +65,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events", get(stream::events))
         .route("/v1/servers/{id}/observe", get(stream::observe))
         .route("/openapi.json", get(openapi::serve))
+        .route("/v1/admin/servers/{id}/commands", post(commands::queue))
+        .route("/v1/agent/commands/{id}/result", post(commands::result))
+        .route("/v1/host-key", get(commands::host_key))
         .fallback(|| async { ApiError::not_found("this route") })
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),

@@ -73,6 +73,9 @@ pub struct HeartbeatAccepted {
         events,
         observe,
         openapi_json,
+        queue_command,
+        command_result,
+        host_key,
     ),
     components(schemas(Problem, HeartbeatAccepted))
 )]
@@ -236,3 +239,40 @@ fn observe() {}
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 fn openapi_json() {}
+
+/// Queue a command for a server (admin); delivered in its next heartbeat's 202, signed by the
+/// host key (`vigil-command-v1\n` + JCS of the envelope without `signature`).
+#[utoipa::path(post, path = "/v1/admin/servers/{id}/commands", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    request_body(content = String, content_type = "application/json",
+        description = "`{command, args?: object, ttl_seconds?: 1..604800}`"),
+    responses(
+        (status = 201, description = "The signed command envelope"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_body`, `invalid_field`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`admin_disabled`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn queue_command() {}
+
+/// The agent's signed result of a delivered command (`vigil-command-result-v1\n` + JCS).
+#[utoipa::path(post, path = "/v1/agent/commands/{id}/result", tag = "agent",
+    params(("id" = String, Path, description = "command id")),
+    request_body(content = String, content_type = "application/json",
+        description = "`{command_id, server_id, key_version, timestamp, status: ok|failed, output?, signature}`"),
+    responses(
+        (status = 200, description = "Recorded"),
+        (status = 401, description = "`bad_signature`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`, `unknown_command`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`key_version_mismatch`, `command_not_delivered`, `result_exists`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`malformed_json`, `missing_field`, `invalid_field`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn command_result() {}
+
+/// The host's command-signing public key.
+#[utoipa::path(get, path = "/v1/host-key", tag = "agent",
+    responses(
+        (status = 200, description = "`{algorithm, public_key, fingerprint, command_prefix, result_prefix}`"),
+        (status = 500, description = "`internal`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn host_key() {}
