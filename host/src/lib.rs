@@ -176,6 +176,12 @@ pub async fn run(
     } = build(config).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "vigil listening");
+    // Open live streams would hold graceful shutdown forever: end them when it begins.
+    let live = state.live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        live.close();
+    };
     let router = api::app(state);
     axum::serve(
         listener,

@@ -134,13 +134,34 @@ impl Default for LiveConfig {
 #[derive(Debug, Clone)]
 pub struct LiveHub {
     tx: broadcast::Sender<Arc<LiveEvent>>,
+    /// Set once at shutdown so open streams end and graceful shutdown can finish. A `watch`
+    /// because every stream waits on one value that changes once.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl LiveHub {
     /// A bus that keeps `buffer` events for slow subscribers before they lag.
     pub fn new(buffer: usize) -> Self {
         let (tx, _) = broadcast::channel(buffer.max(1));
-        Self { tx }
+        let (closing, _) = tokio::sync::watch::channel(false);
+        Self {
+            tx,
+            closing: Arc::new(closing),
+        }
+    }
+
+    /// Ends every open stream (called when the host begins shutting down).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`LiveHub::close`] was called.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            // An error means the hub is gone, which is a close too.
+            let _ = closing.wait_for(|closed| *closed).await;
+        }
     }
 
     /// Publishes an event; never blocks, and does nothing without subscribers.

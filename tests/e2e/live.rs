@@ -131,8 +131,9 @@ async fn an_sse_client_sees_a_transition_and_resumes_with_last_event_id() {
         only_first.data
     );
     drop(resumed);
-    drop(filtered);
+    // Stopping the host ends streams still open (graceful shutdown does not wait on them).
     app.stop().await;
+    drop(filtered);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -209,6 +210,12 @@ async fn a_websocket_observer_sees_each_accepted_heartbeat() {
         missing.is_err(),
         "unknown servers are refused before the upgrade"
     );
-    drop(socket);
     app.stop().await;
+    let last = tokio::time::timeout(Duration::from_secs(20), socket.next())
+        .await
+        .expect("closed within 20 s");
+    assert!(
+        matches!(last, Some(Ok(Message::Close(_))) | None | Some(Err(_))),
+        "{last:?}"
+    );
 }

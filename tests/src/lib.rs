@@ -138,6 +138,7 @@ impl TestApp {
             served,
             ..
         } = self;
+        state.live.close();
         if let Some((stop, task)) = served {
             let _ = stop.send(());
             task.await.expect("server ends cleanly");

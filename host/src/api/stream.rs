@@ -75,7 +75,9 @@ struct Feed {
     last_id: i64,
     replaying: bool,
     buffer: VecDeque<Event>,
-    state: AppState,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Resolves at host shutdown.
+    closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 impl Feed {
@@ -113,7 +115,11 @@ impl Feed {
                 }
                 continue;
             }
-            match self.rx.recv().await {
+            let received = tokio::select! {
+                received = self.rx.recv() => received,
+                () = &mut self.closed => return None,
+            };
+            match received {
                 Ok(event) => {
                     if let LiveEvent::Transition { id, .. } = *event {
                         if id <= self.last_id {
@@ -126,7 +132,7 @@ impl Feed {
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    self.state.metrics.live_lagged.inc();
+                    self.metrics.live_lagged.inc();
                     tracing::info!(missed, "event stream subscriber fell behind; dropping it");
                     return None;
                 }
@@ -167,7 +173,8 @@ pub async fn events(
         last_id: resume.unwrap_or(0),
         replaying: resume.is_some(),
         buffer: VecDeque::new(),
-        state,
+        metrics: state.metrics.clone(),
+        closed: Box::pin(state.live.closed()),
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         feed.next().await.map(|event| (Ok(event), feed))
@@ -197,8 +204,10 @@ pub async fn observe(
         ));
     }
     let rx = state.live.subscribe();
+    let closed = state.live.closed();
+    let metrics = state.metrics.clone();
     Ok(upgrade
-        .on_upgrade(move |socket| observe_socket(socket, rx, server_id, state))
+        .on_upgrade(move |socket| observe_socket(socket, rx, server_id, metrics, closed))
         .into_response())
 }
 
@@ -206,10 +215,17 @@ async fn observe_socket(
     mut socket: WebSocket,
     mut rx: tokio::sync::broadcast::Receiver<Arc<LiveEvent>>,
     server_id: String,
-    state: AppState,
+    metrics: Arc<crate::metrics::Metrics>,
+    closed: impl std::future::Future<Output = ()>,
 ) {
+    tokio::pin!(closed);
     loop {
         tokio::select! {
+            () = &mut closed => {
+                let close = CloseFrame { code: 1001, reason: "host shutting down".into() };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                return;
+            }
             received = rx.recv() => match received {
                 Ok(event) => {
                     let ours = event.server_id() == Some(server_id.as_str())
@@ -223,7 +239,7 @@ async fn observe_socket(
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    state.metrics.live_lagged.inc();
+                    metrics.live_lagged.inc();
                     tracing::info!(%server_id, missed, "observer fell behind; closing");
                     let close = CloseFrame { code: 1013, reason: "lagged: reconnect".into() };
                     let _ = socket.send(Message::Close(Some(close))).await;
