@@ -23,6 +23,8 @@ const SECRET: &str = "webhook-secret";
 struct Receiver {
     /// Bodies answered 2xx, with whether their signature header was valid.
     received: Arc<Mutex<Vec<(Value, bool)>>>,
+    /// Bodies that arrived on the Alertmanager and Slack paths.
+    other: Arc<Mutex<Vec<(String, Value)>>>,
     /// Requests seen, including failed ones.
     requests: Arc<AtomicUsize>,
     /// Requests still to refuse with 500.
@@ -51,6 +53,15 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     StatusCode::NO_CONTENT
 }
 
+async fn receive_other(State(r): State<Receiver>, uri: axum::http::Uri, body: Bytes) -> StatusCode {
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    r.other
+        .lock()
+        .expect("not poisoned")
+        .push((uri.path().to_owned(), value));
+    StatusCode::OK
+}
+
 impl Receiver {
     async fn start(fail: usize) -> (Self, SocketAddr) {
         let receiver = Self::default();
@@ -61,6 +72,8 @@ impl Receiver {
         let address = listener.local_addr().expect("address");
         let app = Router::new()
             .route("/hook", post(receive))
+            .route("/am/api/v2/alerts", post(receive_other))
+            .route("/slack", post(receive_other))
             .with_state(receiver.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver serves") });
         (receiver, address)
@@ -253,5 +266,64 @@ async fn a_maintenance_window_mutes_the_alert() {
 
     wait_for_state(&app, "server_offline", &["muted"]).await;
     assert_eq!(receiver.requests.load(Ordering::SeqCst), 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alertmanager_and_slack_sinks_receive_their_formats() {
+    let (receiver, address) = Receiver::start(0).await;
+    let app = TestApp::spawn_with(|c| {
+        alerting(c, address, &["server_offline"]);
+        for (name, kind, path) in [
+            ("am", SinkKind::Alertmanager, "/am"),
+            ("chat", SinkKind::Slack, "/slack"),
+        ] {
+            c.alerts.sinks.push(SinkConfig {
+                name: name.into(),
+                kind,
+                url: format!("http://{address}{path}"),
+                hmac_secret: None,
+                hmac_secret_env: None,
+            });
+            c.alerts.routes.push(RouteConfig {
+                kinds: vec![],
+                severities: vec!["critical".into()],
+                clusters: vec![],
+                sink: name.into(),
+            });
+        }
+    })
+    .await;
+    let agent = Agent::new("many-sinks");
+    app.register(&agent).await;
+    app.post_heartbeat(&short(&agent)).await;
+    wait_for_state(
+        &app,
+        "server_offline",
+        &["delivered", "delivered", "delivered"],
+    )
+    .await;
+
+    let other = receiver.other.lock().expect("ok").clone();
+    let am = other
+        .iter()
+        .find(|(path, _)| path == "/am/api/v2/alerts")
+        .map(|(_, body)| body.clone())
+        .expect("Alertmanager got the alert");
+    assert_eq!(am[0]["labels"]["alertname"], "server_offline");
+    assert_eq!(am[0]["labels"]["server_id"], "many-sinks");
+    assert_eq!(am[0]["labels"]["severity"], "critical");
+    assert!(am[0]["startsAt"].is_string());
+    let slack = other
+        .iter()
+        .find(|(path, _)| path == "/slack")
+        .map(|(_, body)| body.clone())
+        .expect("Slack got the alert");
+    assert!(
+        slack["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("many-sinks")),
+        "{slack}"
+    );
     app.stop().await;
 }
