@@ -125,6 +125,19 @@ impl Dispatcher {
                 .find(|w| w.mutes(&server_id, cluster_id.as_deref(), at_ms));
             let now = now_ms();
             let mut tx = self.pool.begin().await?;
+            // Write first: the transaction takes SQLite's write lock up front (waiting out the
+            // busy timeout) instead of failing to upgrade a read lock after the engine
+            // committed; and a row another dispatcher already routed is skipped.
+            let claimed = sqlx::query(
+                "UPDATE alert_outbox SET routed_at_ms = ? WHERE id = ? AND routed_at_ms IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                continue;
+            }
             for sink in sinks {
                 let state = if window.is_some() {
                     "muted"
@@ -171,11 +184,6 @@ impl Dispatcher {
                     );
                 }
             }
-            sqlx::query("UPDATE alert_outbox SET routed_at_ms = ? WHERE id = ?")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
             tx.commit().await?;
         }
         Ok(())
