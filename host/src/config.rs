@@ -27,6 +27,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// `[ingest]`: the writer path.
     pub ingest: IngestConfig,
+    /// `[alerts]`: sinks, routes, maintenance windows (see [`crate::alerts::config`]).
+    pub alerts: crate::alerts::AlertsConfig,
+    /// `[live]`: the live event streams.
+    pub live: crate::live::LiveConfig,
 }
 
 /// `[server]`
@@ -170,6 +174,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.alerts.validate()?;
         anyhow::ensure!(
             self.ingest.max_batch >= 1,
             "[ingest] max_batch must be at least 1"

@@ -92,6 +92,15 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
     let server_id = verified.decoded.server_id.clone();
     match state.engine.submit_heartbeat(verified).await {
         Ok(ack) => {
+            let pending_commands = state
+                .commands
+                .deliver(&server_id)
+                .await
+                .unwrap_or_else(|e| {
+                    // The heartbeat is stored; the commands stay queued for the next one.
+                    tracing::error!(%server_id, error = %e, "could not take pending commands");
+                    Vec::new()
+                });
             tracing::debug!(%server_id, duplicate = ack.duplicate, status = %ack.status, "heartbeat accepted");
             let body = HeartbeatAccepted {
                 accepted: true,
@@ -101,7 +110,7 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
                 confidence: ack.confidence,
                 policy: ack.policy,
                 next_heartbeat_seconds: interval,
-                pending_commands: Vec::new(),
+                pending_commands,
             };
             (StatusCode::ACCEPTED, axum::Json(body)).into_response()
         }

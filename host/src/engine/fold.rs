@@ -27,6 +27,8 @@ pub struct FoldEffects {
     pub errors: Vec<PolicyError>,
     /// Evaluations run.
     pub evaluations: u64,
+    /// How long each evaluation took (for metrics).
+    pub durations: Vec<std::time::Duration>,
 }
 
 /// The facts a policy sees about a server record.
@@ -79,7 +81,9 @@ pub fn fold(
     let facts = facts_of(server);
     let snapshot = &mut server.snapshot;
     snapshot.evaluated_at_ms = Some(now_ms);
+    let started = std::time::Instant::now();
     let result = policy.evaluate(&facts, snapshot.policy_state.as_deref(), now_ms, event);
+    effects.durations.push(started.elapsed());
     match result {
         Ok(outcome) => apply(
             policy,

@@ -10,6 +10,7 @@
 //! until the earliest one, it never scans every server.
 
 pub mod fold;
+pub mod observe;
 pub mod replay;
 
 use std::collections::{BTreeSet, HashMap};
@@ -29,6 +30,7 @@ use crate::store::{
     WriteBatch,
 };
 use fold::{FoldEffects, catch_up, fold_heartbeat, fold_rejection};
+pub use observe::Observers;
 
 /// Milliseconds since the Unix epoch, from the host clock.
 pub fn now_ms() -> i64 {
@@ -232,6 +234,11 @@ impl EngineHandle {
         answer.await.map_err(|_| WriteError::Closed)?
     }
 
+    /// Commands waiting in the writer's queue.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Folds and stores a verified heartbeat; answers after the commit.
     pub async fn submit_heartbeat(&self, heartbeat: VerifiedHeartbeat) -> Result<Ack, WriteError> {
         self.ask(|r| Command::Heartbeat(Box::new(heartbeat), r))
@@ -284,6 +291,7 @@ pub async fn start(
     policy: Arc<LoadedPolicy>,
     max_batch: usize,
     queue_capacity: usize,
+    observers: Observers,
 ) -> Result<(EngineHandle, JoinHandle<()>), StoreError> {
     let records = store.load_servers().await?;
     let mut servers = HashMap::with_capacity(records.len());
@@ -299,6 +307,10 @@ pub async fn start(
         if let Some(at) = record.snapshot.next_check_at_ms {
             deadlines.insert((at, record.server_id.clone()));
         }
+        let s = &record.snapshot;
+        observers
+            .metrics
+            .server_moved(None, (&s.status, &s.confidence));
         servers.insert(record.server_id.clone(), record);
     }
     tracing::info!(servers = servers.len(), policy = %policy.digest(), "engine loaded");
@@ -315,6 +327,7 @@ pub async fn start(
         rx,
         max_batch,
         fail_next_commit: false,
+        observers,
     };
     let task = tokio::spawn(writer.run());
     Ok((
@@ -359,6 +372,8 @@ struct Pending {
     replies: Vec<Reply>,
     accepted: u64,
     duplicates: u64,
+    /// Live events to publish once the batch is committed.
+    live: Vec<crate::live::LiveEvent>,
 }
 
 struct Writer {
@@ -372,6 +387,7 @@ struct Writer {
     rx: mpsc::Receiver<Command>,
     max_batch: usize,
     fail_next_commit: bool,
+    observers: Observers,
 }
 
 impl Writer {
@@ -444,7 +460,13 @@ impl Writer {
         }
     }
 
-    fn record_effects(&self, effects: FoldEffects, pending: &mut Pending) {
+    fn record_effects(&self, server_id: &str, effects: FoldEffects, pending: &mut Pending) {
+        self.observers.folded(
+            self.servers.get(server_id),
+            self.policy.digest(),
+            &effects,
+            &mut pending.batch,
+        );
         self.stats
             .policy_evaluations
             .fetch_add(effects.evaluations, Ordering::Relaxed);
@@ -475,7 +497,7 @@ impl Writer {
             };
             let mut effects = FoldEffects::default();
             catch_up(&self.policy, server, now, &mut effects);
-            self.record_effects(effects, pending);
+            self.record_effects(&id, effects, pending);
         }
     }
 
@@ -526,7 +548,7 @@ impl Writer {
                 source_ip: hb.source_ip.clone(),
                 body_sha256: Some(crate::policy::digest_of(hb.body_text.as_bytes())),
             });
-            self.record_effects(effects, pending);
+            self.record_effects(id, effects, pending);
             return Err(WriteError::Replay(detail));
         }
         let mut effects = FoldEffects::default();
@@ -547,7 +569,10 @@ impl Writer {
         });
         pending.accepted += 1;
         let answer = ack(&server.snapshot, false);
-        self.record_effects(effects, pending);
+        if let Some(event) = self.observers.heartbeat_event(server, &hb.body_text, now) {
+            pending.live.push(event);
+        }
+        self.record_effects(id, effects, pending);
         Ok(answer)
     }
 
@@ -567,7 +592,7 @@ impl Writer {
             let mut effects = FoldEffects::default();
             fold_rejection(&self.policy, server, now, notice.code, &mut effects);
             seq = Some(server.snapshot.event_seq);
-            self.record_effects(effects, pending);
+            self.record_effects(&id, effects, pending);
         }
         pending.batch.rejections.push(RejectionRow {
             received_at_ms: notice.received_at_ms,
@@ -597,7 +622,15 @@ impl Writer {
             self.store.commit(&pending.batch).await
         };
         let failure = match result {
-            Ok(()) => {
+            Ok(receipt) => {
+                self.observers.committed(
+                    &pending.batch,
+                    &receipt,
+                    (pending.accepted, pending.duplicates),
+                    std::mem::take(&mut pending.live),
+                    &pending.before,
+                    &self.servers,
+                );
                 if !pending.batch.is_empty() {
                     self.stats.batches_committed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -620,6 +653,7 @@ impl Writer {
                     "batch commit failed; restoring snapshots and failing its requests"
                 );
                 self.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
+                self.observers.metrics.batches_failed.inc();
                 for (id, snapshot) in pending.before.drain() {
                     if let Some(server) = self.servers.get_mut(&id) {
                         server.snapshot = snapshot;
@@ -689,6 +723,16 @@ impl Writer {
             cache.insert(record.server_id.clone(), Arc::new(identity));
         }
         tracing::info!(server_id = %record.server_id, "server registered");
+        self.observers
+            .metrics
+            .server_moved(None, (&record.snapshot.status, &record.snapshot.confidence));
+        self.observers
+            .live
+            .publish(crate::live::LiveEvent::Registration {
+                server_id: record.server_id.clone(),
+                cluster_id: record.cluster_id.clone(),
+                at_ms: record.registered_at_ms,
+            });
         self.servers.insert(record.server_id.clone(), record);
     }
 

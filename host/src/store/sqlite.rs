@@ -14,9 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
 use super::{
-    ActivationRow, HeartbeatRow, HistoryEvent, NewServer, PolicyRecord, PolicyRef, ServerQuery,
-    ServerRecord, ServerSort, Snapshot, Store, StoreError, StoredHeartbeat, StoredTransition,
-    TransitionRow, WriteBatch,
+    ActivationRow, ClusterTransition, CommitReceipt, HeartbeatRow, HistoryEvent, NewServer,
+    PolicyRecord, PolicyRef, ServerQuery, ServerRecord, ServerSort, Snapshot, Store, StoreError,
+    StoredHeartbeat, StoredTransition, TransitionRow, WriteBatch,
 };
 
 /// Rows per multi-row statement (SQLite allows 32,766 bound variables; snapshots bind 22).
@@ -229,9 +229,10 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+    async fn commit(&self, batch: &WriteBatch) -> Result<CommitReceipt, StoreError> {
+        let mut receipt = CommitReceipt::default();
         if batch.is_empty() {
-            return Ok(());
+            return Ok(receipt);
         }
         let mut tx = self.pool.begin().await?;
         for chunk in batch.heartbeats.chunks(ROWS_PER_STATEMENT) {
@@ -282,6 +283,28 @@ impl Store for SqliteStore {
                     .push_bind(&t.from_confidence)
                     .push_bind(&t.to_confidence)
                     .push_bind(&t.policy_digest);
+            });
+            // SQLite returns the rows of a multi-row INSERT in VALUES order; sort anyway, since
+            // ids of one statement by the single writer are ascending in that order.
+            q.push(" RETURNING id");
+            let mut ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+            ids.sort_unstable();
+            receipt.transition_ids.extend(ids);
+        }
+        for chunk in batch.alerts.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO alert_outbox (server_id, cluster_id, kind, severity, at_ms, summary, \
+                 details, policy_digest) ",
+            );
+            q.push_values(chunk, |mut b, a| {
+                b.push_bind(&a.server_id)
+                    .push_bind(&a.cluster_id)
+                    .push_bind(&a.kind)
+                    .push_bind(&a.severity)
+                    .push_bind(a.at_ms)
+                    .push_bind(&a.summary)
+                    .push_bind(&a.details)
+                    .push_bind(&a.policy_digest);
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -334,7 +357,7 @@ impl Store for SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(receipt)
     }
 
     async fn get_server(&self, server_id: &str) -> Result<Option<ServerRecord>, StoreError> {
@@ -439,6 +462,50 @@ impl Store for SqliteStore {
                         to_confidence: r.try_get("to_confidence")?,
                         policy_digest: r.try_get("policy_digest")?,
                     },
+                })
+            })
+            .collect()
+    }
+
+    async fn transitions_after(
+        &self,
+        after_id: i64,
+        server_id: Option<&str>,
+        cluster_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ClusterTransition>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.server_id, t.at_ms, t.cause, t.from_status, t.to_status, \
+             t.from_confidence, t.to_confidence, t.policy_digest, s.cluster_id \
+             FROM status_transitions t LEFT JOIN servers s ON s.server_id = t.server_id \
+             WHERE t.id > ? AND (? IS NULL OR t.server_id = ?) AND (? IS NULL OR s.cluster_id = ?) \
+             ORDER BY t.id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(server_id)
+        .bind(server_id)
+        .bind(cluster_id)
+        .bind(cluster_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClusterTransition {
+                    transition: StoredTransition {
+                        id: r.try_get("id")?,
+                        row: TransitionRow {
+                            server_id: r.try_get("server_id")?,
+                            at_ms: r.try_get("at_ms")?,
+                            cause: r.try_get("cause")?,
+                            from_status: r.try_get("from_status")?,
+                            to_status: r.try_get("to_status")?,
+                            from_confidence: r.try_get("from_confidence")?,
+                            to_confidence: r.try_get("to_confidence")?,
+                            policy_digest: r.try_get("policy_digest")?,
+                        },
+                    },
+                    cluster_id: r.try_get("cluster_id")?,
                 })
             })
             .collect()
