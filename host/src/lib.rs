@@ -16,6 +16,8 @@
 //! - [`policy`]: the wasmtime component runtime — loading, limits, validated outputs. The only
 //!   `bindgen!` lives in `policy::bindings`.
 //! - [`store`]: the append-only storage trait and its SQLite backend.
+//! - [`trust`]: rate limits, open registration, key rotation requests, client addresses.
+//! - [`reload`]: watching the config file and putting valid edits in force without a restart.
 //! - [`cli`]: the `vigil` subcommands.
 //!
 //! The server is [`run`]`(listener, config, shutdown)`; [`build`] gives the state and the
@@ -27,7 +29,9 @@ pub mod config;
 pub mod engine;
 pub mod ingest;
 pub mod policy;
+pub mod reload;
 pub mod store;
+pub mod trust;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,10 +56,22 @@ pub struct Host {
     pub store: SqliteStore,
     /// The writer; it ends after every [`AppState`] clone is dropped.
     pub writer: JoinHandle<()>,
+    /// The config file watch, when the host was built from a file ([`build_with`]); dropping
+    /// it stops reloading.
+    pub config_watcher: Option<reload::ConfigWatcher>,
 }
 
 /// Opens the store, loads and records the policy, and starts the engine.
 pub async fn build(config: Config) -> anyhow::Result<Host> {
+    build_with(config, None).await
+}
+
+/// [`build`], and when `config_path` is given, watch that file and put every valid edit in
+/// force without a restart (see [`reload`]).
+pub async fn build_with(
+    config: Config,
+    config_path: Option<&std::path::Path>,
+) -> anyhow::Result<Host> {
     let store = SqliteStore::open(&config.storage.url, config.storage.max_connections)
         .await
         .with_context(|| format!("opening database {}", config.storage.url))?;
@@ -117,11 +133,16 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
         engine,
         store: shared,
         config: config::ConfigHandle::new(config),
+        trust: trust::TrustState::default(),
     };
+    let config_watcher = config_path
+        .map(|path| reload::ConfigWatcher::start(path, state.config.clone()))
+        .transpose()?;
     Ok(Host {
         state,
         store,
         writer,
+        config_watcher,
     })
 }
 
@@ -132,7 +153,22 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let Host { state, writer, .. } = build(config).await?;
+    serve(listener, config, None, shutdown).await
+}
+
+/// [`run`], reloading the configuration from `config_path` (when given) on every valid edit.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    config_path: Option<&std::path::Path>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Host {
+        state,
+        writer,
+        config_watcher,
+        ..
+    } = build_with(config, config_path).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "vigil listening");
     let router = api::app(state);
@@ -143,6 +179,7 @@ pub async fn run(
     .with_graceful_shutdown(shutdown)
     .await
     .context("serving HTTP")?;
+    drop(config_watcher);
     writer.await.context("engine writer")?;
     Ok(())
 }

@@ -7,4 +7,5 @@ mod determinism;
 mod directory;
 mod ingest;
 mod storage;
+mod trust;
 mod vectors;

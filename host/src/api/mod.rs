@@ -8,6 +8,7 @@ pub mod admin;
 pub mod agent;
 pub mod directory;
 pub mod error;
+pub mod trust;
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The configuration in force (reloadable).
     pub config: ConfigHandle,
+    /// Rate limiters and other trust state.
+    pub trust: crate::trust::TrustState,
 }
 
 impl std::fmt::Debug for AppState {
@@ -49,6 +52,16 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/policies", get(directory::policies))
         .route("/v1/admin/servers", post(admin::add_server))
         .route("/v1/admin/servers/{id}/verify", post(admin::verify_server))
+        .route("/v1/agent/rotate-key", post(trust::rotate_key))
+        .route(
+            "/v1/admin/servers/{id}/keys",
+            get(trust::list_keys).post(trust::add_key),
+        )
+        .route("/v1/admin/rejections", get(trust::rejections))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            trust::directory_guard,
+        ))
         .route("/healthz", get(directory::healthz))
         .route("/readyz", get(directory::readyz))
         .fallback(|| async { ApiError::not_found("this route") })

@@ -1,6 +1,7 @@
 //! The `vigil` command line: one file per subcommand group. `main` only parses and calls
 //! [`run`].
 
+pub mod admin;
 pub mod keys;
 pub mod send;
 pub mod serve;
@@ -29,6 +30,9 @@ pub enum Command {
     /// Manage servers through the admin API.
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Manage admin API keys (directly in the database).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// The whole `vigil` program: logging to stderr (`VIGIL_LOG`, default `info`), parse the
@@ -69,6 +73,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(args) => keys::run(args),
         Command::Send(args) => send::run(args).await,
         Command::Server(command) => server::run(command).await,
+        Command::Admin(command) => admin::run(command).await,
     }
 }
 

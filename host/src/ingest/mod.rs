@@ -6,6 +6,8 @@
 //! signature verifies, except whether the server exists and which key version it expects.
 
 pub mod decode;
+#[cfg(test)]
+mod fuzz;
 pub mod signature;
 
 use crate::engine::{Identity, VerifiedHeartbeat};
@@ -42,6 +44,26 @@ pub struct TrustRules {
     pub require_verified: bool,
     /// Largest allowed distance between the agent's timestamp and the host clock, ms.
     pub max_clock_skew_ms: i64,
+    /// Refuse heartbeats without a signature (422 `missing_field`).
+    pub require_signature: bool,
+}
+
+impl Default for TrustRules {
+    /// The defaults of `[trust]`: signatures required, verification not, 300 s of skew.
+    fn default() -> Self {
+        Self::from(&crate::config::TrustConfig::default())
+    }
+}
+
+impl From<&crate::config::TrustConfig> for TrustRules {
+    fn from(trust: &crate::config::TrustConfig) -> Self {
+        Self {
+            require_verified: trust.require_verified,
+            max_clock_skew_ms: i64::try_from(trust.max_clock_skew_seconds.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            require_signature: trust.require_signature,
+        }
+    }
 }
 
 /// Checks a body against everything but history. `lookup` finds a registered server.
@@ -53,6 +75,18 @@ pub fn check(
     source_ip: Option<String>,
 ) -> Result<VerifiedHeartbeat, Refusal> {
     let decoded: DecodedHeartbeat = decode::decode(body)?;
+    check_decoded(decoded, body, received_at_ms, rules, lookup, source_ip)
+}
+
+/// [`check`] for a body already decoded (the handler decodes first to rate-limit by server).
+pub fn check_decoded(
+    decoded: DecodedHeartbeat,
+    body: &[u8],
+    received_at_ms: i64,
+    rules: TrustRules,
+    lookup: impl FnOnce(&str) -> Option<std::sync::Arc<Identity>>,
+    source_ip: Option<String>,
+) -> Result<VerifiedHeartbeat, Refusal> {
     let claimed = Some(decoded.server_id.clone());
     let refuse = |status: u16, code: &'static str, detail: String| Refusal {
         status,
@@ -77,22 +111,42 @@ pub fn check(
             ),
         ));
     }
-    let signature = signature::parse_signature(&decoded.signature)
-        .map_err(|e| refuse(401, "bad_signature", e.to_string()))?;
-    let message = signature::signed_message(&decoded.body)
-        .map_err(|e| refuse(401, "bad_signature", e.to_string()))?;
-    identity
-        .public_key
-        .verify(&message, &signature)
-        .map_err(|_| {
-            refuse(
-                401,
-                "bad_signature",
-                "signature does not verify against the server's key (signed message: \
-             `vigil-heartbeat-v1\\n` + JCS of the body without `signature`)"
-                    .into(),
-            )
-        })?;
+    let signed = match decoded.signature.as_deref() {
+        // A signature that is present must verify, whether or not one is required.
+        Some(text) => {
+            let signature = signature::parse_signature(text)
+                .map_err(|e| refuse(401, "bad_signature", e.to_string()))?;
+            let message = signature::signed_message(&decoded.body)
+                .map_err(|e| refuse(401, "bad_signature", e.to_string()))?;
+            identity
+                .public_key
+                .verify(&message, &signature)
+                .map_err(|_| {
+                    tracing::warn!(
+                        target: "vigil::audit",
+                        server_id = %decoded.server_id,
+                        source_ip = source_ip.as_deref().unwrap_or("-"),
+                        "signature verification failed"
+                    );
+                    refuse(
+                        401,
+                        "bad_signature",
+                        "signature does not verify against the server's key (signed message: \
+                     `vigil-heartbeat-v1\\n` + JCS of the body without `signature`)"
+                            .into(),
+                    )
+                })?;
+            true
+        }
+        None if rules.require_signature => {
+            return Err(refuse(
+                422,
+                "missing_field",
+                "member `signature` is required ([trust] require_signature)".into(),
+            ));
+        }
+        None => false,
+    };
     let skew = (decoded.sent_at_ms - received_at_ms).abs();
     if skew > rules.max_clock_skew_ms {
         return Err(refuse(
@@ -120,7 +174,7 @@ pub fn check(
         decoded,
         body_text,
         received_at_ms,
-        signed: true,
+        signed,
         source_ip,
     })
 }
