@@ -839,3 +839,51 @@ async fn the_directory_needs_a_key_only_when_configured() {
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsigned_heartbeats_are_stored_as_unsigned_and_replay_to_the_same_snapshot() {
+    use vigil::store::Store;
+    let app = TestApp::spawn_with(|c| c.trust.require_signature = false).await;
+    let agent = Agent::new("unsigned-1");
+    app.register(&agent).await;
+    app.verify("unsigned-1").await;
+    for i in 0..6u32 {
+        let mut body = agent.heartbeat(json!({"players_current": i}));
+        if i % 2 == 0 {
+            body.as_object_mut().expect("object").remove("signature");
+        }
+        let a = app.post_heartbeat(&body).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    }
+    let signatures: Vec<String> =
+        sqlx::query_scalar("SELECT signature FROM heartbeats ORDER BY seq")
+            .fetch_all(app.store.pool())
+            .await
+            .expect("rows");
+    assert_eq!(
+        signatures.iter().map(|s| !s.is_empty()).collect::<Vec<_>>(),
+        vec![false, true, false, true, false, true]
+    );
+    let live = app
+        .store
+        .get_server("unsigned-1")
+        .await
+        .expect("read")
+        .expect("exists");
+    let history = app.store.history("unsigned-1", 0).await.expect("history");
+    let (rebuilt, _) = vigil::engine::replay::replay(
+        app.state.engine.policy(),
+        &live,
+        &history,
+        live.snapshot.evaluated_at_ms,
+    )
+    .expect("replays");
+    assert_eq!(rebuilt.snapshot, live.snapshot);
+    // The last heartbeat was unsigned: the default policy does not grant green to it.
+    let mut last = agent.heartbeat(json!({}));
+    last.as_object_mut().expect("object").remove("signature");
+    let a = app.post_heartbeat(&last).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    assert_ne!(a.body["confidence"], "green", "{:?}", a.body);
+    app.stop().await;
+}

@@ -281,10 +281,11 @@ pub async fn directory_guard(
         || path.starts_with("/v1/servers/")
         || path == "/v1/policies"
         || path.starts_with("/v1/policies/");
-    if directory && state.config.current().directory.require_key {
-        if let Err(e) = super::admin::authorize_read(&state, request.headers()).await {
-            return e.into_response();
-        }
+    if directory
+        && state.config.current().directory.require_key
+        && let Err(e) = super::admin::authorize_read(&state, request.headers()).await
+    {
+        return e.into_response();
     }
     next.run(request).await
 }
