@@ -887,3 +887,92 @@ async fn unsigned_heartbeats_are_stored_as_unsigned_and_replay_to_the_same_snaps
     assert_ne!(a.body["confidence"], "green", "{:?}", a.body);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_with_the_real_cli_operator_then_agent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = vigil_tests::test_config(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds loopback");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let host = tokio::spawn(vigil::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let cli = |args: &[&str]| {
+        let (dir, url) = (dir.path().to_owned(), url.clone());
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
+                    .current_dir(dir)
+                    .env("VIGIL_URL", url)
+                    .env("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN)
+                    .args(args)
+                    .output()
+                    .expect("vigil runs")
+            })
+            .await
+            .expect("joins")
+        }
+    };
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for key in ["k1.key", "k2.key", "k3.key"] {
+        ok(&cli(&["keygen", "--out", key]).await);
+    }
+    ok(&cli(&["server", "add", "cli-1", "--key", "k1.key"]).await);
+    let send = |key: &'static str, version: &'static str| {
+        cli(&[
+            "send",
+            "--server-id",
+            "cli-1",
+            "--key",
+            key,
+            "--key-version",
+            version,
+        ])
+    };
+    ok(&send("k1.key", "1").await);
+    // Operator rotation to k2.
+    let rotated = ok(&cli(&["server", "rotate-key", "cli-1", "--key", "k2.key"]).await);
+    assert!(rotated.contains("\"key_version\": 2"), "{rotated}");
+    let old = send("k1.key", "1").await;
+    assert!(!old.status.success());
+    assert!(String::from_utf8_lossy(&old.stderr).contains("key_version_mismatch"));
+    ok(&send("k2.key", "2").await);
+    // Agent rotation from k2 to k3, signed by k2.
+    let rotated = ok(&cli(&[
+        "rotate-key",
+        "--server-id",
+        "cli-1",
+        "--key",
+        "k2.key",
+        "--next-key",
+        "k3.key",
+        "--key-version",
+        "2",
+    ])
+    .await);
+    assert!(rotated.contains("\"key_version\": 3"), "{rotated}");
+    assert!(!send("k2.key", "2").await.status.success());
+    ok(&send("k3.key", "3").await);
+    let history = ok(&cli(&["server", "keys", "cli-1"]).await);
+    let history: Value = serde_json::from_str(&history).expect("json");
+    let by: Vec<&str> = history["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["added_by"].as_str())
+        .collect();
+    assert_eq!(by, vec!["admin", "admin", "agent"]);
+    let _ = stop.send(());
+    host.await.expect("joins").expect("host stops cleanly");
+}

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod keys;
+pub mod rotate;
 pub mod send;
 pub mod serve;
 pub mod server;
@@ -27,6 +28,8 @@ pub enum Command {
     Keygen(keys::KeygenArgs),
     /// Sign and post one heartbeat.
     Send(send::SendArgs),
+    /// Move this agent to a new key (a request signed by the current key).
+    RotateKey(rotate::RotateKeyArgs),
     /// Manage servers through the admin API.
     #[command(subcommand)]
     Server(server::ServerCommand),
@@ -72,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Keygen(args) => keys::run(args),
         Command::Send(args) => send::run(args).await,
+        Command::RotateKey(args) => rotate::run(args).await,
         Command::Server(command) => server::run(command).await,
         Command::Admin(command) => admin::run(command).await,
     }
