@@ -31,6 +31,10 @@ pub struct Config {
     pub alerts: crate::alerts::AlertsConfig,
     /// `[live]`: the live event streams.
     pub live: crate::live::LiveConfig,
+    /// `[rate_limit]`: token buckets per server and per client IP (see [`crate::trust`]).
+    pub rate_limit: crate::trust::RateLimitConfig,
+    /// `[directory]`: who may read the public directory.
+    pub directory: crate::trust::DirectoryConfig,
 }
 
 /// `[server]`
@@ -39,12 +43,17 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// Peers (addresses or CIDR networks) whose `X-Forwarded-For` header is believed. Default
+    /// none: the client IP is the TCP peer.
+    #[serde(deserialize_with = "crate::trust::deserialize_networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -85,6 +94,14 @@ pub struct TrustConfig {
     pub require_verified: bool,
     /// How far (seconds) a heartbeat's timestamp may be from the host clock. Default 300.
     pub max_clock_skew_seconds: u64,
+    /// Refuse heartbeats without a `signature` member. Default true. When false, an unsigned
+    /// heartbeat is accepted and stored as unsigned (a signature that is present must still
+    /// verify).
+    pub require_signature: bool,
+    /// Who registers servers: `operator` (default; unknown servers get 404) or `open` (trust on
+    /// first use: a first heartbeat signed by the `public_key` it carries registers the server,
+    /// unverified).
+    pub registration: crate::trust::Registration,
 }
 
 impl Default for TrustConfig {
@@ -92,6 +109,8 @@ impl Default for TrustConfig {
         Self {
             require_verified: false,
             max_clock_skew_seconds: 300,
+            require_signature: true,
+            registration: crate::trust::Registration::Operator,
         }
     }
 }
@@ -200,6 +219,7 @@ impl Config {
             "[storage] url: only sqlite: URLs are supported by this build (got {:?})",
             self.storage.url
         );
+        self.rate_limit.validate()?;
         for (name, value) in &self.policy.params {
             anyhow::ensure!(
                 matches!(

@@ -16,6 +16,8 @@
 //! - [`policy`]: the wasmtime component runtime — loading, limits, validated outputs. The only
 //!   `bindgen!` lives in `policy::bindings`.
 //! - [`store`]: the append-only storage trait and its SQLite backend.
+//! - [`trust`]: rate limits, open registration, key rotation requests, client addresses.
+//! - [`reload`]: watching the config file and putting valid edits in force without a restart.
 //! - [`cli`]: the `vigil` subcommands.
 //! - [`commands`]: pending commands signed with the host's key, delivered in heartbeat replies.
 //! - [`metrics`]: the per-host Prometheus registry behind `GET /metrics`.
@@ -36,7 +38,9 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod store;
+pub mod trust;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -63,10 +67,22 @@ pub struct Host {
     pub writer: JoinHandle<()>,
     /// The alert dispatcher; it ends after the writer.
     pub dispatcher: JoinHandle<()>,
+    /// The config file watch, when the host was built from a file ([`build_with`]); dropping
+    /// it stops reloading.
+    pub config_watcher: Option<reload::ConfigWatcher>,
 }
 
 /// Opens the store, loads and records the policy, and starts the engine.
 pub async fn build(config: Config) -> anyhow::Result<Host> {
+    build_with(config, None).await
+}
+
+/// [`build`], and when `config_path` is given, watch that file and put every valid edit in
+/// force without a restart (see [`reload`]).
+pub async fn build_with(
+    config: Config,
+    config_path: Option<&std::path::Path>,
+) -> anyhow::Result<Host> {
     let store = SqliteStore::open(&config.storage.url, config.storage.max_connections)
         .await
         .with_context(|| format!("opening database {}", config.storage.url))?;
@@ -155,12 +171,17 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
         metrics,
         live,
         commands,
+        trust: trust::TrustState::default(),
     };
+    let config_watcher = config_path
+        .map(|path| reload::ConfigWatcher::start(path, state.config.clone()))
+        .transpose()?;
     Ok(Host {
         state,
         store,
         writer,
         dispatcher,
+        config_watcher,
     })
 }
 
@@ -171,12 +192,23 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve(listener, config, None, shutdown).await
+}
+
+/// [`run`], reloading the configuration from `config_path` (when given) on every valid edit.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    config_path: Option<&std::path::Path>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let Host {
         state,
         writer,
+        config_watcher,
         dispatcher,
         ..
-    } = build(config).await?;
+    } = build_with(config, config_path).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "vigil listening");
     // Open live streams would hold graceful shutdown forever: end them when it begins.
@@ -193,6 +225,7 @@ pub async fn run(
     .with_graceful_shutdown(shutdown)
     .await
     .context("serving HTTP")?;
+    drop(config_watcher);
     writer.await.context("engine writer")?;
     dispatcher.await.context("alert dispatcher")?;
     Ok(())

@@ -12,4 +12,5 @@ mod live;
 mod metrics;
 mod openapi;
 mod storage;
+mod trust;
 mod vectors;

@@ -63,6 +63,7 @@ fn every_vector_verifies_and_reproduces_key_fingerprint_message_and_signature() 
         let rules = TrustRules {
             require_verified: false,
             max_clock_skew_ms: i64::MAX,
+            ..TrustRules::default()
         };
         let raw = field(v, "request_body").as_bytes();
         check(raw, 0, rules, |_| Some(identity.clone()), None)
@@ -121,6 +122,7 @@ fn any_single_byte_change_of_message_or_signature_fails() {
         let rules = TrustRules {
             require_verified: false,
             max_clock_skew_ms: i64::MAX,
+            ..TrustRules::default()
         };
         let refused = check(
             tampered.as_bytes(),

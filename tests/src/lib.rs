@@ -41,6 +41,8 @@ pub struct TestApp {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )>,
+    /// The config file watch of [`TestApp::spawn_from_file`].
+    pub config_watcher: Option<vigil::reload::ConfigWatcher>,
 }
 
 /// A decoded HTTP answer.
@@ -63,11 +65,15 @@ impl Answer {
     }
 }
 
-/// A base configuration for tests: temp SQLite file, admin token, defaults otherwise.
+/// A base configuration for tests: temp SQLite file, admin token, no rate limits, defaults
+/// otherwise.
 pub fn test_config(dir: &Path) -> Config {
     let mut config = Config::from_toml("").expect("empty config is valid");
     config.storage.url = format!("sqlite://{}", dir.join("vigil.db").display());
     config.admin.token = Some(ADMIN_TOKEN.into());
+    // Tests post in bursts from one (or no) address; the ones about rate limits set their own.
+    config.rate_limit.per_server_per_minute = 0;
+    config.rate_limit.per_ip_per_minute = 0;
     config
 }
 
@@ -91,6 +97,20 @@ impl TestApp {
         let mut config = test_config(dir.path());
         adjust(&mut config);
         let host = vigil::build(config).await.expect("host builds");
+        Self::from_host(host, dir)
+    }
+
+    /// A host configured from the file at `path` (which must name a database), reloading it
+    /// on every edit as `vigil serve --config` does.
+    pub async fn spawn_from_file(dir: std::sync::Arc<tempfile::TempDir>, path: &Path) -> Self {
+        let config = Config::load(path).expect("config file is valid");
+        let host = vigil::build_with(config, Some(path))
+            .await
+            .expect("host builds");
+        Self::from_host(host, dir)
+    }
+
+    fn from_host(host: vigil::Host, dir: std::sync::Arc<tempfile::TempDir>) -> Self {
         let router = vigil::api::app(host.state.clone());
         Self {
             router,
@@ -100,6 +120,7 @@ impl TestApp {
             writer: host.writer,
             dispatcher: host.dispatcher,
             served: None,
+            config_watcher: host.config_watcher,
         }
     }
 
@@ -136,8 +157,10 @@ impl TestApp {
             dir,
             dispatcher,
             served,
+            config_watcher,
             ..
         } = self;
+        drop(config_watcher);
         state.live.close();
         if let Some((stop, task)) = served {
             let _ = stop.send(());

@@ -119,6 +119,9 @@ impl From<WriteError> for ApiError {
                 "server_exists",
                 format!("server `{id}` is already registered"),
             ),
+            WriteError::KeyVersion(detail) => {
+                Self::new(StatusCode::CONFLICT, "key_version_mismatch", detail)
+            }
             WriteError::Overloaded => Self {
                 retry_after: Some(1),
                 ..Self::new(

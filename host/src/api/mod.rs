@@ -12,6 +12,7 @@ pub mod error;
 pub mod openapi;
 pub mod ops;
 pub mod stream;
+pub mod trust;
 
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub live: crate::live::LiveHub,
     /// Pending commands and the host's signing key.
     pub commands: crate::commands::Commands,
+    /// Rate limiters and other trust state.
+    pub trust: crate::trust::TrustState,
 }
 
 impl std::fmt::Debug for AppState {
@@ -61,6 +64,16 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/policies", get(directory::policies))
         .route("/v1/admin/servers", post(admin::add_server))
         .route("/v1/admin/servers/{id}/verify", post(admin::verify_server))
+        .route("/v1/agent/rotate-key", post(trust::rotate_key))
+        .route(
+            "/v1/admin/servers/{id}/keys",
+            get(trust::list_keys).post(trust::add_key),
+        )
+        .route("/v1/admin/rejections", get(trust::rejections))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            trust::directory_guard,
+        ))
         .route("/healthz", get(directory::healthz))
         .route("/readyz", get(directory::readyz))
         .route("/metrics", get(ops::metrics))

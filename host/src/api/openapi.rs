@@ -76,6 +76,10 @@ pub struct HeartbeatAccepted {
         queue_command,
         command_result,
         host_key,
+        rotate_key_agent,
+        rotate_key_admin,
+        server_keys,
+        rejections,
     ),
     components(schemas(Problem, HeartbeatAccepted))
 )]
@@ -276,3 +280,59 @@ fn command_result() {}
         (status = 500, description = "`internal`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn host_key() {}
+
+/// Agent-initiated key rotation: a request signed by the current key (`vigil-rotate-key-v1\n` +
+/// JCS of the body without `signature`) naming the next public key.
+#[utoipa::path(post, path = "/v1/agent/rotate-key", tag = "agent",
+    request_body(content = String, content_type = "application/json",
+        description = "`{server_id, key_version, timestamp, new_public_key, signature}`"),
+    responses(
+        (status = 200, description = "Rotated: `{server_id, key_version, fingerprint}`"),
+        (status = 401, description = "`bad_signature`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`key_version_mismatch`, `clock_skew`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`malformed_json`, `missing_field`, `invalid_field`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn rotate_key_agent() {}
+
+/// Operator key rotation: the new key becomes version N+1.
+#[utoipa::path(post, path = "/v1/admin/servers/{id}/keys", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    request_body(content = String, content_type = "application/json",
+        description = "`{public_key, expected_key_version?}`"),
+    responses(
+        (status = 200, description = "Rotated"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`key_version_mismatch`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_field`, `invalid_body`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn rotate_key_admin() {}
+
+/// A server's key history (append-only), for admins and read-scoped keys.
+#[utoipa::path(get, path = "/v1/admin/servers/{id}/keys", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    responses(
+        (status = 200, description = "Every key version with its fingerprint, time and author"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn server_keys() {}
+
+/// The audit trail of refused requests, newest first.
+#[utoipa::path(get, path = "/v1/admin/rejections", tag = "admin",
+    params(
+        ("server" = Option<String>, Query, description = "claimed server id"),
+        ("code" = Option<String>, Query, description = "problem code"),
+        ("since" = Option<String>, Query, description = "RFC 3339 time"),
+        ("limit" = Option<u32>, Query, description = "1–500"),
+        ("cursor" = Option<String>, Query, description = "from the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of rejections"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn rejections() {}

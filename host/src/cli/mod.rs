@@ -1,8 +1,10 @@
 //! The `vigil` command line: one file per subcommand group. `main` only parses and calls
 //! [`run`].
 
+pub mod admin;
 pub mod bench;
 pub mod keys;
+pub mod rotate;
 pub mod send;
 pub mod serve;
 pub mod server;
@@ -29,9 +31,14 @@ pub enum Command {
     Send(send::SendArgs),
     /// Load-test a host: pre-signed heartbeats over keep-alive connections.
     Bench(bench::BenchArgs),
+    /// Move this agent to a new key (a request signed by the current key).
+    RotateKey(rotate::RotateKeyArgs),
     /// Manage servers through the admin API.
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Manage admin API keys (directly in the database).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// The whole `vigil` program: logging to stderr (`VIGIL_LOG`, default `info`), parse the
@@ -71,8 +78,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Keygen(args) => keys::run(args),
         Command::Send(args) => send::run(args).await,
+        Command::RotateKey(args) => rotate::run(args).await,
         Command::Server(command) => server::run(command).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Admin(command) => admin::run(command).await,
     }
 }
 

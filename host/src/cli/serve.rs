@@ -31,7 +31,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
-    crate::run(listener, config, shutdown_signal()).await
+    crate::serve(listener, config, args.config.as_deref(), shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -69,6 +69,29 @@ pub enum ServerCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Rotate a server's key as an operator: the new key becomes version N+1, heartbeats signed
+    /// with older versions are refused (409 `key_version_mismatch`).
+    RotateKey {
+        /// The server's identifier.
+        server_id: String,
+        /// The new public key (base64).
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        public_key: Option<String>,
+        /// Or the agent's new private key file, to take its public half.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Show a server's key history.
+    Keys {
+        /// The server's identifier.
+        server_id: String,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// List servers (public directory).
     List {
         /// The host's base URL.
@@ -84,6 +107,16 @@ fn post(target: &AdminTarget, path: &str) -> anyhow::Result<reqwest::RequestBuil
         .context("an admin token is needed: --token or VIGIL_ADMIN_TOKEN")?;
     Ok(reqwest::Client::new()
         .post(format!("{}{path}", target.url.trim_end_matches('/')))
+        .bearer_auth(token))
+}
+
+fn get(target: &AdminTarget, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+    let token = target
+        .token
+        .as_deref()
+        .context("an admin token is needed: --token or VIGIL_ADMIN_TOKEN")?;
+    Ok(reqwest::Client::new()
+        .get(format!("{}{path}", target.url.trim_end_matches('/')))
         .bearer_auth(token))
 }
 
@@ -137,6 +170,25 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
             let body =
                 serde_json::json!({ "command": command, "args": args, "ttl_seconds": ttl_seconds });
             super::read_response(post(&target, &path)?.json(&body).send().await?).await?
+        }
+        ServerCommand::RotateKey {
+            server_id,
+            public_key,
+            key,
+            target,
+        } => {
+            let public_key = match (public_key, key) {
+                (Some(k), _) => k,
+                (None, Some(path)) => public_key_of(&super::keys::read_key(&path)?).to_base64(),
+                (None, None) => anyhow::bail!("--public-key or --key is required"),
+            };
+            let path = format!("/v1/admin/servers/{server_id}/keys");
+            let body = serde_json::json!({ "public_key": public_key });
+            super::read_response(post(&target, &path)?.json(&body).send().await?).await?
+        }
+        ServerCommand::Keys { server_id, target } => {
+            let path = format!("/v1/admin/servers/{server_id}/keys");
+            super::read_response(get(&target, &path)?.send().await?).await?
         }
         ServerCommand::List { url } => {
             let url = format!("{}/v1/servers", url.trim_end_matches('/'));

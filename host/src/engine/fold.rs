@@ -160,7 +160,7 @@ pub fn fold_heartbeat(
     s.event_seq += 1;
     s.last_seen_at_ms = Some(now_ms);
     s.last_sent_at_ms = Some(heartbeat.sent_at_ms);
-    s.last_signature = Some(heartbeat.signature.clone());
+    s.last_signature = heartbeat.signature.clone().filter(|_| signed);
     s.players_current = heartbeat.players_current;
     s.players_capacity = heartbeat.players_capacity;
     s.map_name.clone_from(&heartbeat.map_name);

@@ -180,6 +180,9 @@ pub enum WriteError {
     /// The batch could not be committed.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// A key rotation named a key version that is not the current one.
+    #[error("{0}")]
+    KeyVersion(String),
     /// The queue in front of the writer is full.
     #[error("the writer queue is full")]
     Overloaded,
@@ -196,6 +199,7 @@ enum Command {
     Reject(Box<RejectionNotice>, Responder<()>),
     Register(Box<NewServer>, Responder<()>),
     SetVerified(String, bool, Responder<()>),
+    RotateKey(Box<crate::store::trust::KeyRotation>, Responder<u32>),
     FailNextCommit,
 }
 
@@ -258,6 +262,15 @@ impl EngineHandle {
     /// Sets or clears the operator's verified flag.
     pub async fn set_verified(&self, server_id: &str, verified: bool) -> Result<(), WriteError> {
         self.ask(|r| Command::SetVerified(server_id.to_owned(), verified, r))
+            .await
+    }
+
+    /// Rotates a server's key (operator or agent); answers the new key version after the commit.
+    pub async fn rotate_key(
+        &self,
+        rotation: crate::store::trust::KeyRotation,
+    ) -> Result<u32, WriteError> {
+        self.ask(|r| Command::RotateKey(Box::new(rotation), r))
             .await
     }
 
@@ -435,6 +448,10 @@ impl Writer {
                     self.flush(std::mem::take(&mut pending)).await;
                     let _ = reply.send(self.set_verified(&id, verified).await);
                 }
+                Command::RotateKey(rotation, reply) => {
+                    self.flush(std::mem::take(&mut pending)).await;
+                    let _ = reply.send(self.rotate_key(*rotation).await);
+                }
                 Command::FailNextCommit => self.fail_next_commit = true,
             }
         }
@@ -526,7 +543,10 @@ impl Writer {
                 policy.description().version
             ),
         };
-        if server.snapshot.last_signature.as_deref() == Some(hb.decoded.signature.as_str()) {
+        if hb.signed
+            && hb.decoded.signature.is_some()
+            && server.snapshot.last_signature == hb.decoded.signature
+        {
             pending.duplicates += 1;
             return Ok(ack(&server.snapshot, true));
         }
@@ -559,10 +579,9 @@ impl Writer {
             received_at_ms: now,
             sent_at_ms: hb.decoded.sent_at_ms,
             key_version: hb.decoded.key_version,
-            signature: if hb.signed {
-                hb.decoded.signature.clone()
-            } else {
-                String::new()
+            signature: match (&hb.decoded.signature, hb.signed) {
+                (Some(signature), true) => signature.clone(),
+                _ => String::new(),
             },
             body: hb.body_text.clone(),
             policy_digest: policy.digest().to_owned(),
@@ -722,7 +741,8 @@ impl Writer {
         {
             cache.insert(record.server_id.clone(), Arc::new(identity));
         }
-        tracing::info!(server_id = %record.server_id, "server registered");
+        tracing::info!(target: "vigil::audit", server_id = %record.server_id,
+            added_by = %server.added_by, fingerprint = %server.fingerprint, "server registered");
         self.observers
             .metrics
             .server_moved(None, (&record.snapshot.status, &record.snapshot.confidence));
@@ -752,5 +772,39 @@ impl Writer {
         }
         tracing::info!(server_id = %id, verified, "verification changed");
         Ok(())
+    }
+
+    async fn rotate_key(
+        &mut self,
+        rotation: crate::store::trust::KeyRotation,
+    ) -> Result<u32, WriteError> {
+        let id = rotation.server_id.clone();
+        let Some(server) = self.servers.get_mut(&id) else {
+            return Err(WriteError::UnknownServer(id));
+        };
+        let stale = |current: u32| {
+            WriteError::KeyVersion(format!(
+                "the rotation names key version {}, the server's current key is version {current}",
+                rotation.expected_version
+            ))
+        };
+        if server.key_version != rotation.expected_version {
+            return Err(stale(server.key_version));
+        }
+        match self.store.rotate_key(&rotation).await {
+            Ok(true) => {}
+            Ok(false) => return Err(stale(server.key_version)),
+            Err(e) => return Err(WriteError::Storage(e.to_string())),
+        }
+        server.key_version = rotation.expected_version + 1;
+        server.public_key.clone_from(&rotation.public_key);
+        if let Some(identity) = Identity::of(server)
+            && let Ok(mut cache) = self.identities.write()
+        {
+            cache.insert(id.clone(), Arc::new(identity));
+        }
+        tracing::info!(target: "vigil::audit", server_id = %id, key_version = server.key_version,
+            fingerprint = %rotation.fingerprint, by = %rotation.added_by, "key rotated");
+        Ok(server.key_version)
     }
 }

@@ -15,7 +15,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
 /// Deepest nesting accepted inside `metrics`, `os_info` and `payload`.
-const MAX_DEPTH: usize = 16;
+pub const MAX_DEPTH: usize = 16;
+
+/// Longest string (value or member name, in characters) accepted inside `metrics`, `os_info`
+/// and `payload`.
+pub const MAX_NESTED_STRING_CHARS: usize = 4096;
 
 /// Top-level members a heartbeat may carry.
 const KNOWN_FIELDS: &[&str] = &[
@@ -80,8 +84,9 @@ pub struct DecodedHeartbeat {
     pub key_version: u32,
     /// The agent's timestamp, milliseconds since the Unix epoch.
     pub sent_at_ms: i64,
-    /// The base64 signature as sent.
-    pub signature: String,
+    /// The base64 signature as sent; `None` when the body has no `signature` member (accepted
+    /// only while `[trust] require_signature` is off).
+    pub signature: Option<String>,
     /// A public key offered for open registration.
     pub public_key: Option<String>,
     /// Agent-claimed status.
@@ -152,7 +157,7 @@ pub fn decode_object(body: Map<String, Value>) -> Result<DecodedHeartbeat, Decod
     let timestamp = required_str(&body, "timestamp")?;
     let sent_at_ms = parse_rfc3339_ms(timestamp)
         .ok_or_else(|| invalid("timestamp", "must be an RFC 3339 date-time"))?;
-    let signature = required_str(&body, "signature")?.to_owned();
+    let signature = optional_str(&body, "signature", 128)?;
 
     let decoded = DecodedHeartbeat {
         server_id: server_id.to_owned(),
@@ -291,7 +296,8 @@ fn metrics(body: &Map<String, Value>) -> Result<Vec<MetricValue>, DecodeError> {
     }
 }
 
-/// Refuses integers beyond ±(2^53−1) anywhere, and nesting deeper than [`MAX_DEPTH`].
+/// Refuses integers beyond ±(2^53−1) anywhere, nesting deeper than [`MAX_DEPTH`] and strings
+/// longer than [`MAX_NESTED_STRING_CHARS`].
 fn check_numbers(value: &Value, path: &str, depth: usize) -> Result<(), DecodeError> {
     if depth > MAX_DEPTH {
         return Err(DecodeError::new(
@@ -299,7 +305,17 @@ fn check_numbers(value: &Value, path: &str, depth: usize) -> Result<(), DecodeEr
             format!("`{path}` nests deeper than {MAX_DEPTH} levels"),
         ));
     }
+    let too_long =
+        |s: &str| s.len() > MAX_NESTED_STRING_CHARS && s.chars().count() > MAX_NESTED_STRING_CHARS;
     match value {
+        Value::String(s) if too_long(s) => Err(DecodeError::new(
+            "invalid_field",
+            format!("`{path}` is longer than {MAX_NESTED_STRING_CHARS} characters"),
+        )),
+        Value::Object(map) if map.keys().any(|k| too_long(k)) => Err(DecodeError::new(
+            "invalid_field",
+            format!("`{path}` has a member name longer than {MAX_NESTED_STRING_CHARS} characters"),
+        )),
         Value::Number(n) => {
             let too_big = if let Some(i) = n.as_i64() {
                 i.unsigned_abs() > MAX_SAFE_INTEGER as u64
@@ -376,12 +392,37 @@ mod tests {
             "missing_field"
         );
         assert_eq!(
+            code(br#"{"server_id":"a","key_version":1,"timestamp":"2026-01-22T21:05:00Z","signature":1}"#),
+            "invalid_field"
+        );
+        let long = "a".repeat(MAX_NESTED_STRING_CHARS + 1);
+        assert_eq!(
+            code(&body(&format!(r#","payload":{{"s":"{long}"}}"#))),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(&body(&format!(r#","os_info":{{"{long}":1}}"#))),
+            "invalid_field"
+        );
+        assert_eq!(
             code(br#"{"server_id":"A!","key_version":1,"timestamp":"2026-01-22T21:05:00Z","signature":"x"}"#),
             "invalid_field"
         );
         assert_eq!(
             code(br#"{"server_id":"a","key_version":1,"timestamp":"yesterday","signature":"x"}"#),
             "invalid_field"
+        );
+    }
+
+    #[test]
+    fn signature_is_optional_at_decode() {
+        let d =
+            decode(br#"{"server_id":"eu-1","key_version":1,"timestamp":"2026-01-22T21:05:00Z"}"#)
+                .expect("valid without a signature");
+        assert_eq!(d.signature, None);
+        assert_eq!(
+            decode(&body("")).expect("valid").signature.as_deref(),
+            Some("x")
         );
     }
 

@@ -6,6 +6,7 @@
 //! evaluate a policy. One [`WriteBatch`] is one transaction (group commit).
 
 pub mod sqlite;
+pub mod trust;
 
 use std::collections::BTreeMap;
 
@@ -449,4 +450,21 @@ pub trait Store: Send + Sync + 'static {
     async fn active_policy_digest(&self) -> Result<Option<String>, StoreError>;
     /// Cheap liveness probe of the database.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Appends the next key to a server's history and makes it current, in one transaction,
+    /// if the current version is still the expected one; `false` if it is not (or no server).
+    async fn rotate_key(&self, rotation: &trust::KeyRotation) -> Result<bool, StoreError>;
+    /// A server's key history, oldest first.
+    async fn server_keys(&self, server_id: &str) -> Result<Vec<trust::ServerKeyRow>, StoreError>;
+    /// A page of the rejection audit trail, newest first.
+    async fn rejections(
+        &self,
+        query: &trust::RejectionQuery,
+    ) -> Result<Vec<trust::StoredRejection>, StoreError>;
+    /// The admin API key with this token hash (revoked or not).
+    async fn admin_key(
+        &self,
+        key_sha256: &str,
+    ) -> Result<Option<crate::trust::admin_keys::AdminKey>, StoreError>;
+    /// Whether any admin API key is active.
+    async fn any_admin_key(&self) -> Result<bool, StoreError>;
 }

@@ -594,4 +594,33 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn rotate_key(&self, rotation: &super::trust::KeyRotation) -> Result<bool, StoreError> {
+        super::trust::sqlite_rotate_key(&self.pool, rotation).await
+    }
+
+    async fn server_keys(
+        &self,
+        server_id: &str,
+    ) -> Result<Vec<super::trust::ServerKeyRow>, StoreError> {
+        super::trust::sqlite_server_keys(&self.pool, server_id).await
+    }
+
+    async fn rejections(
+        &self,
+        query: &super::trust::RejectionQuery,
+    ) -> Result<Vec<super::trust::StoredRejection>, StoreError> {
+        super::trust::sqlite_rejections(&self.pool, query).await
+    }
+
+    async fn admin_key(
+        &self,
+        key_sha256: &str,
+    ) -> Result<Option<crate::trust::admin_keys::AdminKey>, StoreError> {
+        crate::trust::admin_keys::find(&self.pool, key_sha256).await
+    }
+
+    async fn any_admin_key(&self) -> Result<bool, StoreError> {
+        crate::trust::admin_keys::any_active(&self.pool).await
+    }
 }

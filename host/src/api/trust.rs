@@ -1,0 +1,291 @@
+//! Trust routes: agent key rotation, the operator's key history and rotation, the rejection
+//! audit trail.
+//!
+//! - `POST /v1/agent/rotate-key` (signed by the current key; see [`crate::trust::rotation`])
+//! - `GET|POST /v1/admin/servers/{id}/keys` (history; operator rotation)
+//! - `GET /v1/admin/rejections?server=&code=&since=&limit=&cursor=`
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::agent::{limited, refuse, source_ip};
+use super::{ApiError, AppState};
+use crate::engine::now_ms;
+use crate::ingest::decode::{format_rfc3339_ms, parse_rfc3339_ms};
+use crate::ingest::signature::PublicKey;
+use crate::ingest::{Refusal, TrustRules};
+use crate::policy::digest_of;
+use crate::store::trust::{KeyRotation, RejectionQuery, ServerKeyRow, StoredRejection};
+use crate::trust::rotation;
+
+/// The answer to a rotation (agent or operator).
+#[derive(Debug, Serialize)]
+pub struct Rotated {
+    /// The server.
+    pub server_id: String,
+    /// The new current key version: heartbeats must now name it.
+    pub key_version: u32,
+    /// The new key's fingerprint.
+    pub fingerprint: String,
+}
+
+/// `POST /v1/agent/rotate-key` → 200 [`Rotated`]. Refusals are answered, logged and appended
+/// to `rejections` like a heartbeat's (a forged rotation counts against the server).
+pub async fn rotate_key(State(state): State<AppState>, request: Request) -> Response {
+    let received_at_ms = now_ms();
+    let config = state.config.current();
+    let ip = source_ip(&request, &config.server.trusted_proxies);
+    if let Some(addr) = ip
+        && let Err(l) = state.trust.limits.check_ip(&config.rate_limit, addr)
+    {
+        return limited(l, None, ip);
+    }
+    let source = ip.map(|a| a.to_string());
+    let Ok(bytes) = axum::body::to_bytes(request.into_body(), rotation::MAX_BODY_BYTES).await
+    else {
+        let refusal = Refusal {
+            status: 413,
+            code: "payload_too_large",
+            detail: format!("body exceeds {} bytes", rotation::MAX_BODY_BYTES),
+            claimed_server_id: None,
+        };
+        return refuse(&state, refusal, received_at_ms, source, None).await;
+    };
+    let digest = Some(digest_of(&bytes));
+    let decoded = match rotation::decode(&bytes) {
+        Ok(decoded) => decoded,
+        Err(refusal) => return refuse(&state, refusal, received_at_ms, source, digest).await,
+    };
+    let Some(identity) = state.engine.identity(&decoded.server_id) else {
+        let refusal = Refusal {
+            status: 404,
+            code: "unknown_server",
+            detail: format!("server `{}` is not registered", decoded.server_id),
+            claimed_server_id: Some(decoded.server_id.clone()),
+        };
+        return refuse(&state, refusal, received_at_ms, source, digest).await;
+    };
+    if let Err(l) = state
+        .trust
+        .limits
+        .check_server(&config.rate_limit, &decoded.server_id)
+    {
+        return limited(l, Some(&decoded.server_id), ip);
+    }
+    let rules = TrustRules::from(&config.trust);
+    if let Err(refusal) = rotation::verify(&decoded, &identity, received_at_ms, rules) {
+        return refuse(&state, refusal, received_at_ms, source, digest).await;
+    }
+    let rotation = KeyRotation {
+        server_id: decoded.server_id.clone(),
+        expected_version: decoded.key_version,
+        public_key: decoded.next_public_key.to_base64(),
+        fingerprint: decoded.next_public_key.fingerprint(),
+        added_at_ms: received_at_ms,
+        added_by: "agent".into(),
+    };
+    match state.engine.rotate_key(rotation).await {
+        Ok(key_version) => Json(Rotated {
+            server_id: decoded.server_id,
+            key_version,
+            fingerprint: decoded.next_public_key.fingerprint(),
+        })
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Body of `POST /v1/admin/servers/{id}/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddKey {
+    /// The new key (base64 raw ed25519).
+    pub public_key: String,
+    /// The version the operator expects to replace (optional compare-and-swap).
+    pub expected_key_version: Option<u32>,
+}
+
+/// `POST /v1/admin/servers/{id}/keys` → 201 [`Rotated`]: the operator rotates a server's key.
+pub async fn add_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<AddKey>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let who = super::admin::authorize(&state, &headers).await?;
+    let Json(add) = body.map_err(|e| ApiError::invalid("invalid_body", e.body_text()))?;
+    let key = PublicKey::from_base64(&add.public_key)
+        .map_err(|e| ApiError::invalid("invalid_field", format!("public_key: {e}")))?;
+    let identity = state
+        .engine
+        .identity(&id)
+        .ok_or_else(|| ApiError::not_found(format!("server `{id}`")))?;
+    if key == identity.public_key {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "public_key is the server's current key",
+        ));
+    }
+    let rotation = KeyRotation {
+        server_id: id.clone(),
+        expected_version: add.expected_key_version.unwrap_or(identity.key_version),
+        public_key: key.to_base64(),
+        fingerprint: key.fingerprint(),
+        added_at_ms: now_ms(),
+        added_by: who,
+    };
+    let key_version = state.engine.rotate_key(rotation).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Rotated {
+            server_id: id,
+            key_version,
+            fingerprint: key.fingerprint(),
+        }),
+    )
+        .into_response())
+}
+
+/// One key of a server's history, as listed.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    /// The version.
+    pub key_version: u32,
+    /// Base64 key.
+    pub public_key: String,
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// RFC 3339.
+    pub added_at: String,
+    /// Who added it.
+    pub added_by: String,
+    /// Whether it is the current key.
+    pub current: bool,
+}
+
+/// `GET /v1/admin/servers/{id}/keys` → `{"server_id", "key_version", "keys": [...]}` (oldest
+/// first).
+pub async fn list_keys(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    super::admin::authorize_read(&state, &headers).await?;
+    let keys: Vec<ServerKeyRow> = state.store.server_keys(&id).await?;
+    if keys.is_empty() {
+        return Err(ApiError::not_found(format!("server `{id}`")));
+    }
+    let current = keys.iter().map(|k| k.key_version).max().unwrap_or(1);
+    let views: Vec<KeyView> = keys
+        .into_iter()
+        .map(|k| KeyView {
+            current: k.key_version == current,
+            key_version: k.key_version,
+            public_key: k.public_key,
+            fingerprint: k.fingerprint,
+            added_at: format_rfc3339_ms(k.added_at_ms),
+            added_by: k.added_by,
+        })
+        .collect();
+    Ok(
+        Json(serde_json::json!({"server_id": id, "key_version": current, "keys": views}))
+            .into_response(),
+    )
+}
+
+/// Query of `GET /v1/admin/rejections`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectionParams {
+    /// Only rejections claiming this server.
+    pub server: Option<String>,
+    /// Only this problem code.
+    pub code: Option<String>,
+    /// Only rejections received at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<i64>,
+}
+
+/// One rejection, as listed.
+#[derive(Debug, Serialize)]
+pub struct RejectionView {
+    /// RFC 3339 receive time.
+    pub received_at: String,
+    /// The stored row.
+    #[serde(flatten)]
+    pub row: StoredRejection,
+}
+
+/// `GET /v1/admin/rejections` → `{"rejections": [...], "next_cursor": id|null}`, newest first.
+pub async fn rejections(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<RejectionParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    super::admin::authorize_read(&state, &headers).await?;
+    let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "limit must be from 1 to 1000",
+        ));
+    }
+    let since_ms = params
+        .since
+        .as_deref()
+        .map(|s| {
+            parse_rfc3339_ms(s)
+                .ok_or_else(|| ApiError::invalid("invalid_query", "since must be RFC 3339"))
+        })
+        .transpose()?;
+    let rows = state
+        .store
+        .rejections(&RejectionQuery {
+            server_id: params.server,
+            code: params.code,
+            since_ms,
+            before_id: params.cursor,
+            limit,
+        })
+        .await?;
+    let next_cursor = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    let views: Vec<RejectionView> = rows
+        .into_iter()
+        .map(|row| RejectionView {
+            received_at: format_rfc3339_ms(row.received_at_ms),
+            row,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({"rejections": views, "next_cursor": next_cursor})).into_response())
+}
+
+/// Middleware: with `[directory] require_key`, directory reads (`/v1/servers…`,
+/// `/v1/policies`) need the bootstrap token or an API key of either scope.
+pub async fn directory_guard(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let directory = path == "/v1/servers"
+        || path.starts_with("/v1/servers/")
+        || path == "/v1/policies"
+        || path.starts_with("/v1/policies/");
+    if directory
+        && state.config.current().directory.require_key
+        && let Err(e) = super::admin::authorize_read(&state, request.headers()).await
+    {
+        return e.into_response();
+    }
+    next.run(request).await
+}

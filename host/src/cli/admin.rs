@@ -1,0 +1,108 @@
+//! `vigil admin key create|list|revoke`: named admin API keys.
+//!
+//! These talk to the database directly (found through the same config file as `vigil serve`),
+//! not through the API: creating the first key must work before any credential exists, and a
+//! key can be revoked while the host is down or when the only admin credential has leaked. The
+//! host looks keys up per request, so a change acts on the next request without a restart.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::store::sqlite::SqliteStore;
+use crate::trust::admin_keys::{self, Scope};
+
+/// `vigil admin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manage named admin API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// The database to act on.
+#[derive(Debug, Args)]
+pub struct Database {
+    /// Configuration file naming the database (`[storage] url`).
+    #[arg(long, short, env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `vigil admin key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Create {
+        /// A unique name (who or what uses the key).
+        name: String,
+        /// `admin` (every admin route) or `read` (read-only routes).
+        #[arg(long, value_enum, default_value = "admin")]
+        scope: Scope,
+        /// Database.
+        #[command(flatten)]
+        db: Database,
+    },
+    /// List keys (names, scopes, prefixes, revocation; never secrets).
+    List {
+        /// Database.
+        #[command(flatten)]
+        db: Database,
+    },
+    /// Revoke a key by name; it is refused from the next request on.
+    Revoke {
+        /// The key's name.
+        name: String,
+        /// Database.
+        #[command(flatten)]
+        db: Database,
+    },
+}
+
+async fn open(db: &Database) -> anyhow::Result<SqliteStore> {
+    let config = match &db.config {
+        Some(path) => Config::load(path)?,
+        None => Config::from_toml("")?,
+    };
+    SqliteStore::open(&config.storage.url, 2)
+        .await
+        .with_context(|| format!("opening database {}", config.storage.url))
+}
+
+/// Runs a `vigil admin` subcommand.
+pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
+    let AdminCommand::Key(command) = command;
+    let now = crate::engine::now_ms();
+    match command {
+        KeyCommand::Create { name, scope, db } => {
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= 64,
+                "a key name is 1 to 64 characters"
+            );
+            let store = open(&db).await?;
+            let token = admin_keys::create(store.pool(), &name, scope, now).await?;
+            tracing::info!(target: "vigil::audit", key = %name, scope = scope.as_str(), "admin API key created");
+            eprintln!(
+                "Created {} key `{name}`. It is shown once; store it now:",
+                scope.as_str()
+            );
+            println!("{token}");
+        }
+        KeyCommand::List { db } => {
+            let store = open(&db).await?;
+            let keys = admin_keys::list(store.pool()).await?;
+            println!("{}", serde_json::to_string_pretty(&keys)?);
+        }
+        KeyCommand::Revoke { name, db } => {
+            let store = open(&db).await?;
+            anyhow::ensure!(
+                admin_keys::revoke(store.pool(), &name, now).await?,
+                "no active key named `{name}`"
+            );
+            tracing::info!(target: "vigil::audit", key = %name, "admin API key revoked");
+            eprintln!("Revoked `{name}`.");
+        }
+    }
+    Ok(())
+}

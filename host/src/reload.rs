@@ -1,0 +1,219 @@
+//! Reloading the configuration file while the host runs.
+//!
+//! [`ConfigWatcher::start`] watches the file's folder (editors often replace a file by renaming
+//! a new one over it, which a watch on the file itself would miss), waits for a burst of events
+//! to settle, re-reads and validates the file, and on success puts it in force with
+//! [`ConfigHandle::replace`], logging each key that changed. An invalid edit is refused with a
+//! log line naming the problem; the configuration in force stays. Readers take
+//! [`ConfigHandle::current`] per request; tasks that must react to a key (the policy, limits)
+//! use [`ConfigHandle::subscribe`]. This module never decides what a key means.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigHandle};
+
+/// How long the file must be quiet before it is re-read: editors write in several steps.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Keys read once at start-up: a change is put in the handle but needs a restart to act.
+const RESTART_KEYS: &[&str] = &["server.listen", "storage.", "ingest."];
+
+/// A running watch on a configuration file. Dropping it stops the watch.
+#[derive(Debug)]
+pub struct ConfigWatcher {
+    // Kept for its Drop: dropping the watcher stops the OS watch and closes the channel.
+    _watcher: notify::RecommendedWatcher,
+    task: JoinHandle<()>,
+    counts: Arc<ReloadCounts>,
+}
+
+/// How many edits were put in force or refused (atomics: written by the reload task, read by
+/// anyone).
+#[derive(Debug, Default)]
+struct ReloadCounts {
+    applied: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Drop for ConfigWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ConfigWatcher {
+    /// Watches `path` and reloads `handle` from it on every valid edit. Must be called inside a
+    /// tokio runtime. The file is expected to hold the configuration now in force.
+    pub fn start(path: &Path, handle: ConfigHandle) -> anyhow::Result<Self> {
+        let path = std::path::absolute(path)
+            .with_context(|| format!("resolving config path {}", path.display()))?;
+        let folder = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let name = path.file_name().map(ToOwned::to_owned);
+        // Unbounded: the notify callback runs on its own thread and must not block; events are
+        // coalesced by the debounce below, so the queue stays short.
+        let (tx, rx) = mpsc::unbounded_channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+                Ok(event) => {
+                    if event.kind.is_access() {
+                        return;
+                    }
+                    if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+                        let _ = tx.send(());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "config file watch error"),
+            })
+            .context("starting the config file watcher")?;
+        watcher
+            .watch(&folder, RecursiveMode::NonRecursive)
+            .with_context(|| format!("watching {}", folder.display()))?;
+        let last_text = std::fs::read_to_string(&path).unwrap_or_default();
+        tracing::info!(path = %path.display(), "watching the config file for changes");
+        let counts = Arc::new(ReloadCounts::default());
+        let task = tokio::spawn(reload_loop(path, handle, rx, last_text, counts.clone()));
+        Ok(Self {
+            _watcher: watcher,
+            task,
+            counts,
+        })
+    }
+
+    /// Edits put in force since the watch started.
+    pub fn applied(&self) -> u64 {
+        self.counts.applied.load(Ordering::Relaxed)
+    }
+
+    /// Edits refused (unreadable or invalid) since the watch started.
+    pub fn refused(&self) -> u64 {
+        self.counts.refused.load(Ordering::Relaxed)
+    }
+}
+
+async fn reload_loop(
+    path: PathBuf,
+    handle: ConfigHandle,
+    mut events: mpsc::UnboundedReceiver<()>,
+    mut last_text: String,
+    counts: Arc<ReloadCounts>,
+) {
+    while events.recv().await.is_some() {
+        // Debounce: keep waiting while events keep coming.
+        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "config reload refused: cannot read the file; the previous configuration stays in force");
+                counts.refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        if text == last_text {
+            continue;
+        }
+        match Config::from_toml(&text) {
+            Ok(config) => {
+                let changed = changed_keys(&last_text, &text);
+                for (key, value) in &changed {
+                    let restart = RESTART_KEYS.iter().any(|k| key.starts_with(k));
+                    tracing::info!(
+                        target: "vigil::flags",
+                        %key,
+                        value = %value,
+                        needs_restart = restart,
+                        "config key changed"
+                    );
+                }
+                handle.replace(config);
+                tracing::info!(path = %path.display(), keys = changed.len(), "config reloaded");
+                last_text = text;
+                counts.applied.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                counts.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path = %path.display(), error = %format!("{e:#}"),
+                    "config reload refused: invalid configuration; the previous configuration stays in force");
+            }
+        }
+    }
+}
+
+/// The dotted keys whose value differs between two TOML texts, with the new value (`<removed>`
+/// when gone; secrets shown as `<redacted>`).
+pub fn changed_keys(old: &str, new: &str) -> Vec<(String, String)> {
+    let flat = |text: &str| {
+        let mut out = BTreeMap::new();
+        if let Ok(table) = text.parse::<toml::Table>() {
+            flatten("", &toml::Value::Table(table), &mut out);
+        }
+        out
+    };
+    let (old, new) = (flat(old), flat(new));
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| {
+            let shown = match new.get(k) {
+                None => "<removed>".to_owned(),
+                Some(_) if k.contains("token") || k.contains("secret") => "<redacted>".to_owned(),
+                Some(v) => v.to_string(),
+            };
+            (k.clone(), shown)
+        })
+        .collect()
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_owned(), other.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_keys_names_changes_and_hides_secrets() {
+        let old = "[trust]\nrequire_verified = false\n[admin]\ntoken = \"a\"\n";
+        let new =
+            "[trust]\nrequire_verified = true\nregistration = \"open\"\n[admin]\ntoken = \"b\"\n";
+        let changed = changed_keys(old, new);
+        assert_eq!(
+            changed,
+            vec![
+                ("admin.token".to_owned(), "<redacted>".to_owned()),
+                ("trust.registration".to_owned(), "\"open\"".to_owned()),
+                ("trust.require_verified".to_owned(), "true".to_owned()),
+            ]
+        );
+        assert!(changed_keys(old, old).is_empty());
+    }
+}
