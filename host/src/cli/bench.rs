@@ -37,8 +37,9 @@ pub struct BenchArgs {
     /// peak RSS, and stop it afterwards.
     #[arg(long)]
     pub spawn: bool,
-    /// Extra TOML appended to the spawned host's configuration (e.g. "[ingest]\nmax_batch = 1024").
-    #[arg(long, default_value = "")]
+    /// TOML appended to the spawned host's configuration. The default turns the rate limits
+    /// off: every request of a bench comes from one IP, which the limiter would stop first.
+    #[arg(long, default_value = "[rate_limit]\nper_server_per_minute = 0\nper_ip_per_minute = 0")]
     pub host_config: String,
     /// Servers to register and send for.
     #[arg(long, default_value_t = 10_000)]
