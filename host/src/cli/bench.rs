@@ -39,7 +39,10 @@ pub struct BenchArgs {
     pub spawn: bool,
     /// TOML appended to the spawned host's configuration. The default turns the rate limits
     /// off: every request of a bench comes from one IP, which the limiter would stop first.
-    #[arg(long, default_value = "[rate_limit]\nper_server_per_minute = 0\nper_ip_per_minute = 0")]
+    #[arg(
+        long,
+        default_value = "[rate_limit]\nper_server_per_minute = 0\nper_ip_per_minute = 0"
+    )]
     pub host_config: String,
     /// Servers to register and send for.
     #[arg(long, default_value_t = 10_000)]

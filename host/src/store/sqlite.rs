@@ -128,10 +128,6 @@ fn heartbeat_from_row(row: &SqliteRow) -> Result<HeartbeatRow, StoreError> {
     })
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn load_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
@@ -144,37 +140,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_server(&self, server: &NewServer) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO servers (server_id, display_name, cluster_id, public_key, key_version, \
-             is_verified, registered_at_ms) VALUES (?, ?, ?, ?, 1, 0, ?)",
-        )
-        .bind(&server.server_id)
-        .bind(&server.display_name)
-        .bind(&server.cluster_id)
-        .bind(&server.public_key)
-        .bind(server.registered_at_ms)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!("server {}", server.server_id)));
-            }
-            other => other?,
-        };
-        sqlx::query(
-            "INSERT INTO server_keys (server_id, key_version, public_key, fingerprint, \
-             added_at_ms, added_by) VALUES (?, 1, ?, ?, ?, ?)",
-        )
-        .bind(&server.server_id)
-        .bind(&server.public_key)
-        .bind(&server.fingerprint)
-        .bind(server.registered_at_ms)
-        .bind(&server.added_by)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let mut results = self.insert_servers(std::slice::from_ref(server)).await?;
+        results.pop().unwrap_or(Ok(()))
     }
 
     async fn insert_servers(
