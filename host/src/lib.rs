@@ -39,9 +39,10 @@ use tokio::task::JoinHandle;
 
 use crate::api::AppState;
 use crate::config::Config;
+use crate::policy::registry::PolicyRegistry;
 use crate::policy::{PolicyLimits, PolicyRuntime};
+use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ActivationRow, PolicyRecord, Store};
 
 /// A built host: the shared state and the writer task.
 #[derive(Debug)]
@@ -63,43 +64,15 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
 
     let runtime = PolicyRuntime::new(PolicyLimits::from(&config.policy))
         .context("starting the policy runtime")?;
-    let (bytes, origin) = match &config.policy.component {
-        Some(path) => (
-            std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?,
-            path.display().to_string(),
-        ),
-        None => (
-            policy::DEFAULT_POLICY.to_vec(),
-            "bundled default policy".to_owned(),
-        ),
+    let handle = config::ConfigHandle::new(config.clone());
+    let policies = PolicyRegistry::new(runtime, shared.clone(), handle.clone());
+    // Files already in the watched folder are registered first, so a pin can name one.
+    let seen = match &config.policy.dir {
+        Some(dir) => policy::watch::scan(&policies, dir).await,
+        None => Default::default(),
     };
-    let policy = runtime
-        .load(&bytes, &config.policy.params)
-        .with_context(|| format!("loading the {origin}"))?;
+    let policy = policy::registry::boot_policy(&policies, &config.policy).await?;
     let description = policy.description().clone();
-    shared
-        .save_policy(&PolicyRecord {
-            digest: description.digest.clone(),
-            name: description.name.clone(),
-            version: description.version.clone(),
-            component: bytes,
-            uploaded_by: "config".into(),
-            uploaded_at_ms: engine::now_ms(),
-            signer: None,
-        })
-        .await?;
-    let previous = shared.active_policy_digest().await?;
-    if previous.as_deref() != Some(description.digest.as_str()) {
-        shared
-            .append_activation(&ActivationRow {
-                at_ms: engine::now_ms(),
-                who: "config".into(),
-                from_digest: previous,
-                to_digest: description.digest.clone(),
-                reason: format!("start-up with the {origin}"),
-            })
-            .await?;
-    }
     tracing::info!(
         policy = %format!("{}@{}", description.name, description.version),
         digest = %description.digest,
@@ -113,10 +86,16 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
         config.ingest.queue_capacity,
     )
     .await?;
+    policies.attach(engine.clone());
+    if let Some(dir) = &config.policy.dir {
+        policy::watch::spawn_folder_watcher(&policies, dir.clone(), seen)?;
+    }
+    policy::watch::spawn_pin_follower(&policies);
     let state = AppState {
         engine,
         store: shared,
-        config: config::ConfigHandle::new(config),
+        config: handle,
+        policies,
     };
     Ok(Host {
         state,

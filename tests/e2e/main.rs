@@ -6,5 +6,6 @@ mod deadlines;
 mod determinism;
 mod directory;
 mod ingest;
+mod lifecycle;
 mod storage;
 mod vectors;

@@ -19,7 +19,7 @@ use crate::store::NewServer;
 
 /// Checks the bearer token. Hashing both sides first makes the comparison constant-time
 /// whatever the lengths.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let config = state.config.current();
     let Some(expected) = config.admin.token.as_deref().filter(|t| !t.is_empty()) else {
         return Err(ApiError::new(

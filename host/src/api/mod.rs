@@ -8,6 +8,7 @@ pub mod admin;
 pub mod agent;
 pub mod directory;
 pub mod error;
+pub mod policies;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 
 use crate::config::ConfigHandle;
 use crate::engine::EngineHandle;
+use crate::policy::registry::PolicyRegistry;
 use crate::store::Store;
 pub use error::ApiError;
 
@@ -28,6 +30,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The configuration in force (reloadable).
     pub config: ConfigHandle,
+    /// Policy versions: validation, storage, activation.
+    pub policies: PolicyRegistry,
 }
 
 impl std::fmt::Debug for AppState {
@@ -46,7 +50,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/servers/{id}", get(directory::get_server))
         .route("/v1/servers/{id}/heartbeats", get(directory::heartbeats))
         .route("/v1/servers/{id}/transitions", get(directory::transitions))
-        .route("/v1/policies", get(directory::policies))
+        .route("/v1/policies", get(policies::list))
+        .route("/v1/admin/policies", post(policies::upload))
+        .route("/v1/admin/policies/activate", post(policies::activate))
+        .route("/v1/admin/policies/rollback", post(policies::rollback))
         .route("/v1/admin/servers", post(admin::add_server))
         .route("/v1/admin/servers/{id}/verify", post(admin::verify_server))
         .route("/healthz", get(directory::healthz))

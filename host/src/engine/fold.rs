@@ -79,7 +79,13 @@ pub fn fold(
     let facts = facts_of(server);
     let snapshot = &mut server.snapshot;
     snapshot.evaluated_at_ms = Some(now_ms);
-    let result = policy.evaluate(&facts, snapshot.policy_state.as_deref(), now_ms, event);
+    // State is opaque to the version that wrote it: another version starts from none (a
+    // swap rebuilds snapshots by replay, so this only happens when that rebuild failed).
+    let state = match &snapshot.policy {
+        Some(by) if by.digest == policy.digest() => snapshot.policy_state.as_deref(),
+        _ => None,
+    };
+    let result = policy.evaluate(&facts, state, now_ms, event);
     match result {
         Ok(outcome) => apply(
             policy,

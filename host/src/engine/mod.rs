@@ -11,6 +11,7 @@
 
 pub mod fold;
 pub mod replay;
+mod swap;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,7 @@ use crate::store::{
     WriteBatch,
 };
 use fold::{FoldEffects, catch_up, fold_heartbeat, fold_rejection};
+pub use swap::{Activation, ActivationOutcome, Probation};
 
 /// Milliseconds since the Unix epoch, from the host clock.
 pub fn now_ms() -> i64 {
@@ -79,6 +81,14 @@ pub struct EngineStats {
     pub batches_committed: AtomicU64,
     /// Batches whose commit failed.
     pub batches_failed: AtomicU64,
+    /// Snapshots rebuilt by replay after a policy swap.
+    pub snapshots_rebuilt: AtomicU64,
+    /// Snapshots still waiting to be rebuilt after the last swap (a gauge).
+    pub rebuilds_pending: AtomicU64,
+    /// Policy activations (including automatic rollbacks).
+    pub policy_activations: AtomicU64,
+    /// Automatic rollbacks to the last known good policy.
+    pub policy_rollbacks: AtomicU64,
 }
 
 /// A point-in-time copy of [`EngineStats`].
@@ -98,6 +108,14 @@ pub struct StatsSnapshot {
     pub batches_committed: u64,
     /// Batches failed.
     pub batches_failed: u64,
+    /// Snapshots rebuilt after a policy swap.
+    pub snapshots_rebuilt: u64,
+    /// Snapshots waiting to be rebuilt.
+    pub rebuilds_pending: u64,
+    /// Policy activations.
+    pub policy_activations: u64,
+    /// Automatic rollbacks.
+    pub policy_rollbacks: u64,
 }
 
 impl EngineStats {
@@ -112,6 +130,10 @@ impl EngineStats {
             policy_evaluations: r(&self.policy_evaluations),
             batches_committed: r(&self.batches_committed),
             batches_failed: r(&self.batches_failed),
+            snapshots_rebuilt: r(&self.snapshots_rebuilt),
+            rebuilds_pending: r(&self.rebuilds_pending),
+            policy_activations: r(&self.policy_activations),
+            policy_rollbacks: r(&self.policy_rollbacks),
         }
     }
 }
@@ -197,8 +219,17 @@ enum Command {
     ),
     Register(Box<NewServer>, oneshot::Sender<Result<(), WriteError>>),
     SetVerified(String, bool, oneshot::Sender<Result<(), WriteError>>),
+    Activate(
+        Box<Activation>,
+        oneshot::Sender<Result<ActivationOutcome, WriteError>>,
+    ),
     FailNextCommit,
 }
+
+/// The active policy, shared by the writer (who swaps it) and every reader. A std `RwLock`
+/// around an `Arc` because a read is one pointer clone that never awaits, swaps are rare, and
+/// readers that hold the old `Arc` (an in-flight batch) keep it alive until they finish.
+type SharedPolicy = Arc<RwLock<Arc<LoadedPolicy>>>;
 
 /// Shared identity cache: read by every request, written only by the writer after a commit.
 /// A std `RwLock` because critical sections are a map lookup and never await.
@@ -211,13 +242,13 @@ pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
     identities: IdentityCache,
     stats: Arc<EngineStats>,
-    policy: Arc<LoadedPolicy>,
+    policy: SharedPolicy,
 }
 
 impl std::fmt::Debug for EngineHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineHandle")
-            .field("policy", &self.policy.digest())
+            .field("policy", &self.policy().digest())
             .finish()
     }
 }
@@ -269,14 +300,69 @@ impl EngineHandle {
         self.identities.read().ok()?.get(server_id).cloned()
     }
 
-    /// The active policy.
-    pub fn policy(&self) -> &Arc<LoadedPolicy> {
-        &self.policy
+    /// The active policy (the one new events are folded with).
+    pub fn policy(&self) -> Arc<LoadedPolicy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            // Only the writer writes it, with a plain assignment that cannot panic half-way.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes `activation.policy` the active policy between two batches (the batch in flight
+    /// finishes on the old one), appends the activation record, and starts rebuilding every
+    /// snapshot through the new version in the background. Waits for room in the queue rather
+    /// than failing: an activation is rare and must not be lost to a burst of heartbeats.
+    pub async fn activate(&self, activation: Activation) -> Result<ActivationOutcome, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Activate(Box::new(activation), reply))
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        answer.await.map_err(|_| WriteError::Closed)?
+    }
+
+    /// A handle that does not keep the writer alive (for background tasks).
+    pub fn downgrade(&self) -> WeakEngineHandle {
+        WeakEngineHandle {
+            tx: self.tx.downgrade(),
+            identities: self.identities.clone(),
+            stats: self.stats.clone(),
+            policy: self.policy.clone(),
+        }
     }
 
     /// The engine's counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+}
+
+/// An [`EngineHandle`] that does not keep the writer running: background tasks hold this and
+/// upgrade it per use, so dropping the last real handle still stops the writer.
+#[derive(Clone)]
+pub struct WeakEngineHandle {
+    tx: mpsc::WeakSender<Command>,
+    identities: IdentityCache,
+    stats: Arc<EngineStats>,
+    policy: SharedPolicy,
+}
+
+impl std::fmt::Debug for WeakEngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakEngineHandle").finish_non_exhaustive()
+    }
+}
+
+impl WeakEngineHandle {
+    /// The engine, while it still runs.
+    pub fn upgrade(&self) -> Option<EngineHandle> {
+        Some(EngineHandle {
+            tx: self.tx.upgrade()?,
+            identities: self.identities.clone(),
+            stats: self.stats.clone(),
+            policy: self.policy.clone(),
+        })
     }
 }
 
@@ -308,9 +394,12 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(queue_capacity);
     let identities = Arc::new(RwLock::new(identities));
     let stats = Arc::new(EngineStats::default());
-    let writer = Writer {
+    let shared_policy: SharedPolicy = Arc::new(RwLock::new(policy.clone()));
+    let mut writer = Writer {
         store,
         policy: policy.clone(),
+        shared_policy: shared_policy.clone(),
+        swap: swap::SwapState::default(),
         servers,
         deadlines,
         identities: identities.clone(),
@@ -318,14 +407,18 @@ pub async fn start(
         rx,
         max_batch,
         fail_next_commit: false,
+        last_policy_error: None,
     };
+    // Snapshots computed by another version (the configured policy changed while the host was
+    // down) are rebuilt like after a swap.
+    writer.mark_stale();
     let task = tokio::spawn(writer.run());
     Ok((
         EngineHandle {
             tx,
             identities,
             stats,
-            policy,
+            policy: shared_policy,
         },
         task,
     ))
@@ -367,6 +460,10 @@ struct Pending {
 struct Writer {
     store: Arc<dyn Store>,
     policy: Arc<LoadedPolicy>,
+    /// What [`EngineHandle::policy`] reads; written only together with `policy`.
+    shared_policy: SharedPolicy,
+    /// Snapshots to rebuild after a swap, and the probation of a fresh version.
+    swap: swap::SwapState,
     servers: HashMap<String, ServerRecord>,
     /// (deadline, server): the earliest is the next tick.
     deadlines: BTreeSet<(i64, String)>,
@@ -375,12 +472,38 @@ struct Writer {
     rx: mpsc::Receiver<Command>,
     max_batch: usize,
     fail_next_commit: bool,
+    /// The last evaluation failure (for the auto-rollback reason).
+    last_policy_error: Option<String>,
 }
 
 impl Writer {
     async fn run(mut self) {
         let mut commands = Vec::with_capacity(self.max_batch);
         loop {
+            if self.swap.has_work() {
+                // Rebuilding after a swap: take what is queued without waiting, fold it (the
+                // servers it names are rebuilt first), then rebuild one chunk, and repeat.
+                let mut closed = false;
+                while commands.len() < self.max_batch {
+                    match self.rx.try_recv() {
+                        Ok(command) => commands.push(command),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+                if !commands.is_empty() {
+                    self.process(std::mem::take(&mut commands)).await;
+                }
+                if closed {
+                    break;
+                }
+                self.rebuild_chunk().await;
+                self.check_probation().await;
+                continue;
+            }
             let sleep = match self.deadlines.first() {
                 Some((at, _)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
                 None => Duration::from_secs(3600),
@@ -394,12 +517,14 @@ impl Writer {
                 () = tokio::time::sleep(sleep) => {}
             }
             self.process(std::mem::take(&mut commands)).await;
+            self.check_probation().await;
         }
         tracing::info!("engine writer stopped");
     }
 
     async fn process(&mut self, commands: Vec<Command>) {
         let mut pending = Pending::default();
+        self.rebuild_named(&commands, &mut pending).await;
         self.fire_due_ticks(now_ms(), &mut pending);
         for command in commands {
             match command {
@@ -418,6 +543,10 @@ impl Writer {
                 Command::SetVerified(id, verified, reply) => {
                     self.flush(std::mem::take(&mut pending)).await;
                     let _ = reply.send(self.set_verified(&id, verified).await);
+                }
+                Command::Activate(activation, reply) => {
+                    self.flush(std::mem::take(&mut pending)).await;
+                    let _ = reply.send(self.activate(*activation).await);
                 }
                 Command::FailNextCommit => self.fail_next_commit = true,
             }
@@ -441,7 +570,10 @@ impl Writer {
         }
     }
 
-    fn record_effects(&self, effects: FoldEffects, pending: &mut Pending) {
+    fn record_effects(&mut self, effects: FoldEffects, pending: &mut Pending) {
+        if let Some(error) = effects.errors.last() {
+            self.last_policy_error = Some(error.to_string());
+        }
         self.stats
             .policy_evaluations
             .fetch_add(effects.evaluations, Ordering::Relaxed);
@@ -464,6 +596,12 @@ impl Writer {
         while let Some((at, id)) = self.deadlines.first().cloned() {
             if at > now {
                 break;
+            }
+            if self.swap.is_stale(&id) {
+                // Its deadline was set by the previous version: rebuild it soon instead.
+                self.deadlines.remove(&(at, id.clone()));
+                self.swap.prioritise(&id);
+                continue;
             }
             self.touch(&id, pending);
             let Some(server) = self.servers.get_mut(&id) else {
@@ -620,6 +758,8 @@ impl Writer {
                 for (id, snapshot) in pending.before.drain() {
                     if let Some(server) = self.servers.get_mut(&id) {
                         server.snapshot = snapshot;
+                        // A rebuild that was not committed must run again.
+                        self.swap.restale(server, self.policy.digest());
                     }
                 }
                 Some(WriteError::Storage(e.to_string()))
