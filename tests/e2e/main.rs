@@ -7,5 +7,6 @@ mod determinism;
 mod directory;
 mod ingest;
 mod lifecycle;
+mod policy_cli;
 mod storage;
 mod vectors;

@@ -2,6 +2,7 @@
 //! [`run`].
 
 pub mod keys;
+pub mod policy;
 pub mod send;
 pub mod serve;
 pub mod server;
@@ -29,6 +30,9 @@ pub enum Command {
     /// Manage servers through the admin API.
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Ship, list, roll back and sign policy versions.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// The whole `vigil` program: logging to stderr (`VIGIL_LOG`, default `info`), parse the
@@ -69,6 +73,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(args) => keys::run(args),
         Command::Send(args) => send::run(args).await,
         Command::Server(command) => server::run(command).await,
+        Command::Policy(command) => policy::run(command).await,
     }
 }
 

@@ -24,6 +24,8 @@ use crate::store::{ActivationRow, PolicyRecord, Store, StoreError};
 
 /// The server id of the synthetic history a candidate is smoke-tested on.
 pub const SMOKE_SERVER_ID: &str = "vigil-smoke-test";
+/// `uploaded_by` of the version the configuration names at start-up.
+pub const CONFIG_UPLOADER: &str = "config";
 /// Compiled components kept in memory.
 const CACHE_ENTRIES: usize = 32;
 /// Refusals kept for `GET /v1/policies`.
@@ -357,12 +359,17 @@ impl PolicyRegistry {
         found.ok_or_else(|| RegistryError::NotFound(selector.to_owned()))
     }
 
-    /// Loads a stored version (re-checking its signature when signatures are required).
+    /// Loads a stored version (re-checking its signature when signatures are required). The
+    /// version the configuration itself names (the bundled default or `[policy] component`,
+    /// stored by `config`) is trusted like the configuration: signatures guard what is shipped
+    /// at run time, so rolling back to it is always possible.
     pub async fn load_stored(
         &self,
         record: &PolicyRecord,
     ) -> Result<Arc<LoadedPolicy>, RegistryError> {
-        self.check_signature(&record.digest, record.signature.as_deref())?;
+        if record.uploaded_by != CONFIG_UPLOADER {
+            self.check_signature(&record.digest, record.signature.as_deref())?;
+        }
         self.load(record.component.clone().into(), record.digest.clone())
             .await
     }
@@ -568,7 +575,7 @@ pub async fn boot_policy(
             name: d.name.clone(),
             version: d.version.clone(),
             component: bytes,
-            uploaded_by: "config".into(),
+            uploaded_by: CONFIG_UPLOADER.into(),
             uploaded_at_ms: now_ms(),
             signer: None,
             signature: None,
