@@ -145,6 +145,28 @@ async fn a_version_dropped_into_the_folder_under_load_swaps_without_failing_a_re
             "load-{i} is computed by the new digest"
         );
     }
+    // Determinism across the swap: replaying each server's window through the new version
+    // gives exactly the snapshot that the rebuild plus the live events after it produced.
+    let policy = app.state.engine.policy();
+    let window_ms = policy.description().history_window_seconds as i64 * 1000;
+    for i in 0..4 {
+        let id = format!("load-{i}");
+        let live = app
+            .store
+            .get_server(&id)
+            .await
+            .expect("read")
+            .expect("exists");
+        let history = app
+            .store
+            .replay_history(&id, window_ms)
+            .await
+            .expect("history");
+        let (replayed, _) =
+            vigil::engine::replay::replay(&policy, &live, &history, live.snapshot.evaluated_at_ms)
+                .expect("replays");
+        assert_eq!(replayed.snapshot, live.snapshot, "{id}");
+    }
     let log = app.store.activations(1).await.expect("log");
     assert_eq!(log[0].who, "watched-folder");
     assert_eq!(log[0].from_digest.as_deref(), Some(before.as_str()));
@@ -419,5 +441,21 @@ async fn admin_api_uploads_activates_lists_rolls_back_and_follows_the_config_pin
     assert_eq!(
         server.snapshot.policy.expect("computed").digest,
         digest_of(&v5)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_activated_version_survives_a_restart() {
+    let app = TestApp::spawn().await;
+    let v8 = default_policy_version("1.8.0");
+    assert_eq!(upload(&app, &v8, None, true).await.status, 201);
+    wait_for_active(&app, &digest_of(&v8), PATIENCE).await;
+    let dir = app.stop().await;
+    let app = TestApp::spawn_in(dir, |_| {}).await;
+    assert_eq!(app.state.engine.policy().digest(), digest_of(&v8));
+    assert_eq!(
+        app.count("policy_activations").await,
+        2,
+        "a resume is not a new activation"
     );
 }
