@@ -1,5 +1,6 @@
 //! Vigil's end-to-end tests: one binary, shared harness in `vigil_tests`.
 
+mod backtest;
 mod cli;
 mod containment;
 mod deadlines;

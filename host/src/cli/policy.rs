@@ -53,6 +53,28 @@ pub enum PolicyCommand {
         #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
     },
+    /// Backtest: replay stored history through a candidate and diff it against the active
+    /// version (nothing is written).
+    Replay {
+        /// The candidate component.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Only history this recent (`90s`, `30m`, `12h`, `7d`); default: each version's window.
+        #[arg(long)]
+        since: Option<String>,
+        /// The database (default: the config's `[storage] url`, else `sqlite://vigil.db`).
+        #[arg(long)]
+        database: Option<String>,
+        /// A config file (its `[storage] url`, limits and `[policy.params]` are used).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A candidate parameter, `name=value` (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign a component as its author: writes `FILE.sig` (ed25519 over the digest).
     Sign {
         /// The author's private key (as written by `vigil keygen`).
@@ -128,6 +150,14 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             let url = format!("{}/v1/policies", url.trim_end_matches('/'));
             super::read_response(reqwest::get(&url).await?).await?
         }
+        PolicyCommand::Replay {
+            policy,
+            since,
+            database,
+            config,
+            params,
+            json,
+        } => return replay(policy, since, database, config, params, json).await,
         PolicyCommand::Sign { key, file } => {
             let key = super::keys::read_key(&key)?;
             let bytes =
@@ -145,4 +175,156 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
+}
+
+/// Parses `90s`, `30m`, `12h`, `7d` into milliseconds.
+fn parse_duration_ms(text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .context("a duration needs a unit: s, m, h or d")?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number
+        .parse()
+        .context("a duration starts with a whole number")?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => anyhow::bail!("unknown duration unit {other:?} (s, m, h or d)"),
+    };
+    n.checked_mul(unit_ms).context("duration too long")
+}
+
+fn parse_param(text: &str) -> anyhow::Result<(String, toml::Value)> {
+    let (name, value) = text
+        .split_once('=')
+        .with_context(|| format!("--param {text:?}: expected NAME=VALUE"))?;
+    let value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or(toml::Value::String(value.to_owned())),
+        Err(_) => toml::Value::String(value.to_owned()),
+    };
+    Ok((name.to_owned(), value))
+}
+
+/// Loads a component with the parameters it declares from `params`.
+fn load_lenient(
+    runtime: &crate::policy::PolicyRuntime,
+    bytes: &[u8],
+    params: &std::collections::BTreeMap<String, toml::Value>,
+) -> anyhow::Result<std::sync::Arc<crate::policy::LoadedPolicy>> {
+    let bare = runtime.load(bytes, &Default::default())?;
+    let declared = params
+        .iter()
+        .filter(|(n, _)| bare.description().params.iter().any(|p| &p.name == *n))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(runtime.load(bytes, &declared)?)
+}
+
+async fn replay(
+    candidate: PathBuf,
+    since: Option<String>,
+    database: Option<String>,
+    config: Option<PathBuf>,
+    params: Vec<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use crate::store::Store;
+    let config = match config {
+        Some(path) => crate::config::Config::load(&path)?,
+        None => crate::config::Config::default(),
+    };
+    let url = database.unwrap_or_else(|| config.storage.url.clone());
+    let store = crate::store::sqlite::SqliteStore::open(&url, 2)
+        .await
+        .with_context(|| format!("opening {url}"))?;
+    let runtime =
+        crate::policy::PolicyRuntime::new(crate::policy::PolicyLimits::from(&config.policy))?;
+    let active_digest = store
+        .active_policy_digest()
+        .await?
+        .context("the database has no active policy (was a host ever started on it?)")?;
+    let active_record = store
+        .load_policy(&active_digest)
+        .await?
+        .with_context(|| format!("the active policy {active_digest} is not stored"))?;
+    let active = load_lenient(&runtime, &active_record.component, &config.policy.params)
+        .context("loading the active policy")?;
+    let bytes =
+        std::fs::read(&candidate).with_context(|| format!("reading {}", candidate.display()))?;
+    let candidate_params = params
+        .iter()
+        .map(|p| parse_param(p))
+        .collect::<anyhow::Result<_>>()?;
+    let candidate = runtime
+        .load(&bytes, &candidate_params)
+        .with_context(|| format!("loading {}", candidate.display()))?;
+    let now = crate::engine::now_ms();
+    let since_ms = since
+        .map(|s| parse_duration_ms(&s).map(|d| now - d))
+        .transpose()?;
+    let report =
+        crate::engine::backtest::backtest(&store, &active, &candidate, since_ms, now).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("active:    {}", report.active);
+    println!("candidate: {}", report.candidate);
+    println!(
+        "{} servers, {} events replayed; {} would change status or confidence",
+        report.servers,
+        report.events,
+        report.changed.len()
+    );
+    for d in &report.changed {
+        println!(
+            "  {:<32} {} -> {}  {} -> {}  uptime {:+.1}  quality {:+.1}",
+            d.server_id,
+            d.status.0,
+            d.status.1,
+            d.confidence.0,
+            d.confidence.1,
+            d.uptime_delta,
+            d.quality_delta
+        );
+    }
+    for (name, dist) in [
+        ("quality", report.quality_delta),
+        ("uptime", report.uptime_delta),
+    ] {
+        println!(
+            "{name} delta: min {:+.1}  p50 {:+.1}  p90 {:+.1}  max {:+.1}  mean {:+.2}",
+            dist.min, dist.p50, dist.p90, dist.max, dist.mean
+        );
+    }
+    for (id, why) in &report.failures {
+        println!("  {id}: replay failed: {why}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_params_parse() {
+        assert_eq!(parse_duration_ms("90s").ok(), Some(90_000));
+        assert_eq!(parse_duration_ms("2h").ok(), Some(7_200_000));
+        assert!(parse_duration_ms("5").is_err());
+        assert!(parse_duration_ms("5w").is_err());
+        assert_eq!(
+            parse_param("grace_seconds=60").ok(),
+            Some(("grace_seconds".into(), toml::Value::Integer(60)))
+        );
+        assert_eq!(
+            parse_param("mode=fast").ok(),
+            Some(("mode".into(), toml::Value::String("fast".into())))
+        );
+    }
 }
