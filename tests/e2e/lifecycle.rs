@@ -459,3 +459,108 @@ async fn the_last_activated_version_survives_a_restart() {
         "a resume is not a new activation"
     );
 }
+
+async fn wait_for_comparisons(app: &TestApp, n: u64) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let report = app.get("/v1/policies/shadow").await.body;
+        if report["comparisons"].as_u64().unwrap_or(0) >= n {
+            return report;
+        }
+        assert!(started.elapsed() < PATIENCE, "shadow stalled: {report:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_evaluation_never_changes_a_live_answer_or_snapshot() {
+    let app = TestApp::spawn().await;
+    let active = app.state.engine.policy();
+    assert_eq!(app.get("/v1/policies/shadow").await.code(), "no_shadow");
+    // A candidate that disagrees (always online/green) and one that traps on live servers.
+    let agreeable = policy_variant(
+        "vigil-test-policy-misbehaving",
+        &[("VIGIL_TEST_POLICY_VERSION", "7.0.0")],
+    );
+    let trapping = policy_variant(
+        "vigil-test-policy-misbehaving",
+        &[
+            ("VIGIL_TEST_POLICY_BEHAVIOUR", "trap-live"),
+            ("VIGIL_TEST_POLICY_VERSION", "7.0.1"),
+        ],
+    );
+    for bytes in [&agreeable, &trapping] {
+        assert_eq!(upload(&app, bytes, None, false).await.status, 201);
+    }
+    let agent = Agent::new("shadowed");
+    let spoofer = Agent::new("shadowed");
+    app.register(&agent).await;
+    assert_eq!(
+        app.post_heartbeat(&agent.heartbeat(json!({}))).await.status,
+        202
+    );
+
+    let mut sent = 0;
+    for (candidate, expect_errors) in [("misbehaving@7.0.0", false), ("misbehaving@7.0.1", true)] {
+        let answer = app
+            .admin_post("/v1/admin/policies/shadow", &json!({"policy": candidate}))
+            .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        for i in 0..6 {
+            let answer = app
+                .post_heartbeat(&agent.heartbeat(json!({"players_current": i})))
+                .await;
+            assert_eq!(answer.status, 202, "{:?}", answer.body);
+            assert_eq!(answer.body["policy"], "default@1.0.0");
+            assert_eq!(
+                answer.body["confidence"], "yellow",
+                "a new unverified server"
+            );
+            sent += 1;
+        }
+        assert_eq!(
+            app.post_heartbeat(&spoofer.heartbeat(json!({})))
+                .await
+                .status,
+            401
+        );
+        let report = wait_for_comparisons(&app, 7).await;
+        assert_eq!(report["policy"], candidate);
+        if expect_errors {
+            assert!(
+                report["policy_errors"].as_u64().unwrap_or(0) > 0,
+                "{report:#}"
+            );
+        } else {
+            assert_eq!(report["policy_errors"], 0, "{report:#}");
+            let d = &report["disagreements"][0];
+            assert_eq!(d["live"]["confidence"], "yellow", "{report:#}");
+            assert_eq!(d["shadow"]["confidence"], "green", "{report:#}");
+            assert!(report["agreement_rate"].as_f64().unwrap_or(1.0) < 1.0);
+        }
+    }
+    assert_eq!(sent, 12);
+    let answer = app
+        .admin_post("/v1/admin/policies/shadow", &json!({"policy": null}))
+        .await;
+    assert_eq!(answer.status, 204);
+    // Live state is exactly what the active version alone computes from the stored history.
+    let live = app
+        .store
+        .get_server("shadowed")
+        .await
+        .expect("read")
+        .expect("exists");
+    let history = app.store.history("shadowed", 0).await.expect("history");
+    let (alone, _) =
+        vigil::engine::replay::replay(&active, &live, &history, live.snapshot.evaluated_at_ms)
+            .expect("replays");
+    assert_eq!(alone.snapshot, live.snapshot);
+    assert_eq!(
+        live.snapshot.policy.expect("computed").digest,
+        active.digest()
+    );
+    assert_eq!(live.snapshot.policy_errors, 0);
+    assert_eq!(app.state.engine.stats().policy_errors, 0);
+    assert_eq!(app.state.engine.policy().digest(), active.digest());
+}

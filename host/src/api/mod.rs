@@ -54,6 +54,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/policies", post(policies::upload))
         .route("/v1/admin/policies/activate", post(policies::activate))
         .route("/v1/admin/policies/rollback", post(policies::rollback))
+        .route("/v1/admin/policies/shadow", post(policies::start_shadow))
+        .route("/v1/policies/shadow", get(policies::shadow_report))
         .route("/v1/admin/servers", post(admin::add_server))
         .route("/v1/admin/servers/{id}/verify", post(admin::verify_server))
         .route("/healthz", get(directory::healthz))

@@ -185,3 +185,41 @@ pub async fn rollback(
     let outcome = state.policies.rollback("admin", &reason).await?;
     Ok(Json(outcome).into_response())
 }
+
+/// Body of `POST /v1/admin/policies/shadow`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowRequest {
+    /// `sha256:<hex>` or `name@version` of a stored version; `null` stops the shadow.
+    pub policy: Option<String>,
+}
+
+/// `POST /v1/admin/policies/shadow` → 200 with the (fresh) report, or 204 when stopped.
+pub async fn start_shadow(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<ShadowRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let Json(request) = body.map_err(|e| ApiError::invalid("invalid_body", e.body_text()))?;
+    state.policies.shadow(request.policy.as_deref()).await?;
+    Ok(match state.engine.shadow_report() {
+        Some(report) => Json(report).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// `GET /v1/policies/shadow` — agreement and differences of the running shadow so far.
+pub async fn shadow_report(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state
+        .engine
+        .shadow_report()
+        .map(|r| Json(r).into_response())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_shadow",
+                "no shadow evaluation is running (POST /v1/admin/policies/shadow)",
+            )
+        })
+}

@@ -12,6 +12,7 @@
 pub mod backtest;
 pub mod fold;
 pub mod replay;
+mod shadow;
 mod swap;
 
 use std::collections::{BTreeSet, HashMap};
@@ -31,6 +32,7 @@ use crate::store::{
     WriteBatch,
 };
 use fold::{FoldEffects, catch_up, fold_heartbeat, fold_rejection};
+pub use shadow::{Disagreement, Judgement, ShadowReport};
 pub use swap::{Activation, ActivationOutcome, Probation};
 
 /// Milliseconds since the Unix epoch, from the host clock.
@@ -224,8 +226,13 @@ enum Command {
         Box<Activation>,
         oneshot::Sender<Result<ActivationOutcome, WriteError>>,
     ),
+    Shadow(Option<Arc<LoadedPolicy>>, oneshot::Sender<()>),
     FailNextCommit,
 }
+
+/// The running shadow's report, if any: written by the writer when a shadow starts or stops,
+/// read by `GET /v1/policies/shadow`. std mutexes: short critical sections, never awaited.
+type ShadowSlot = Arc<std::sync::Mutex<Option<Arc<std::sync::Mutex<ShadowReport>>>>>;
 
 /// The active policy, shared by the writer (who swaps it) and every reader. A std `RwLock`
 /// around an `Arc` because a read is one pointer clone that never awaits, swaps are rare, and
@@ -244,6 +251,7 @@ pub struct EngineHandle {
     identities: IdentityCache,
     stats: Arc<EngineStats>,
     policy: SharedPolicy,
+    shadow: ShadowSlot,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -330,7 +338,26 @@ impl EngineHandle {
             identities: self.identities.clone(),
             stats: self.stats.clone(),
             policy: self.policy.clone(),
+            shadow: self.shadow.clone(),
         }
+    }
+
+    /// Starts (replacing any) or stops (`None`) shadow evaluation of a candidate on live
+    /// events. The shadow never changes an answer or a snapshot.
+    pub async fn set_shadow(&self, policy: Option<Arc<LoadedPolicy>>) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Shadow(policy, reply))
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        answer.await.map_err(|_| WriteError::Closed)
+    }
+
+    /// The running shadow's report so far.
+    pub fn shadow_report(&self) -> Option<ShadowReport> {
+        let slot = self.shadow.lock().ok()?;
+        let report = slot.as_ref()?.lock().ok()?.clone();
+        Some(report)
     }
 
     /// The engine's counters.
@@ -347,6 +374,7 @@ pub struct WeakEngineHandle {
     identities: IdentityCache,
     stats: Arc<EngineStats>,
     policy: SharedPolicy,
+    shadow: ShadowSlot,
 }
 
 impl std::fmt::Debug for WeakEngineHandle {
@@ -363,6 +391,7 @@ impl WeakEngineHandle {
             identities: self.identities.clone(),
             stats: self.stats.clone(),
             policy: self.policy.clone(),
+            shadow: self.shadow.clone(),
         })
     }
 }
@@ -396,7 +425,10 @@ pub async fn start(
     let identities = Arc::new(RwLock::new(identities));
     let stats = Arc::new(EngineStats::default());
     let shared_policy: SharedPolicy = Arc::new(RwLock::new(policy.clone()));
+    let shadow_slot: ShadowSlot = Arc::default();
     let mut writer = Writer {
+        shadow: None,
+        shadow_slot: shadow_slot.clone(),
         store,
         policy: policy.clone(),
         shared_policy: shared_policy.clone(),
@@ -420,6 +452,7 @@ pub async fn start(
             identities,
             stats,
             policy: shared_policy,
+            shadow: shadow_slot,
         },
         task,
     ))
@@ -475,6 +508,9 @@ struct Writer {
     fail_next_commit: bool,
     /// The last evaluation failure (for the auto-rollback reason).
     last_policy_error: Option<String>,
+    /// The running shadow, offered every committed batch.
+    shadow: Option<shadow::Shadow>,
+    shadow_slot: ShadowSlot,
 }
 
 impl Writer {
@@ -548,6 +584,13 @@ impl Writer {
                 Command::Activate(activation, reply) => {
                     self.flush(std::mem::take(&mut pending)).await;
                     let _ = reply.send(self.activate(*activation).await);
+                }
+                Command::Shadow(policy, reply) => {
+                    self.shadow = policy.map(|p| shadow::start(self.store.clone(), p));
+                    if let Ok(mut slot) = self.shadow_slot.lock() {
+                        *slot = self.shadow.as_ref().map(|s| s.report.clone());
+                    }
+                    let _ = reply.send(());
                 }
                 Command::FailNextCommit => self.fail_next_commit = true,
             }
@@ -746,6 +789,7 @@ impl Writer {
                 self.stats
                     .rejections
                     .fetch_add(pending.batch.rejections.len() as u64, Ordering::Relaxed);
+                self.offer_to_shadow(&pending.batch);
                 None
             }
             Err(e) => {
@@ -781,6 +825,52 @@ impl Writer {
         }
         for reply in pending.replies {
             reply.send(failure.as_ref());
+        }
+    }
+
+    /// Offers a committed batch to the shadow, if one runs (never waits for it).
+    fn offer_to_shadow(&self, batch: &WriteBatch) {
+        let Some(shadow) = &self.shadow else { return };
+        if batch.snapshots.is_empty() {
+            return;
+        }
+        let mut events: HashMap<&str, Vec<crate::store::HistoryEvent>> = HashMap::new();
+        for h in &batch.heartbeats {
+            events
+                .entry(h.server_id.as_str())
+                .or_default()
+                .push(crate::store::HistoryEvent::Heartbeat(h.clone()));
+        }
+        for r in &batch.rejections {
+            if let (Some(id), Some(seq)) = (r.claimed_server_id.as_deref(), r.seq) {
+                events
+                    .entry(id)
+                    .or_default()
+                    .push(crate::store::HistoryEvent::Rejected {
+                        seq,
+                        received_at_ms: r.received_at_ms,
+                        code: r.code.clone(),
+                    });
+            }
+        }
+        let offers = batch
+            .snapshots
+            .iter()
+            .filter_map(|s| self.servers.get(&s.server_id))
+            .map(|live| {
+                let mut events = events.remove(live.server_id.as_str()).unwrap_or_default();
+                events.sort_by_key(crate::store::HistoryEvent::seq);
+                shadow::Offer {
+                    live: live.clone(),
+                    events,
+                }
+            })
+            .collect();
+        if shadow.tx.try_send(offers).is_err()
+            && let Some(report) = &*self.shadow_slot.lock().unwrap_or_else(|p| p.into_inner())
+            && let Ok(mut r) = report.lock()
+        {
+            r.dropped += 1;
         }
     }
 

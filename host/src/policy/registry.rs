@@ -415,6 +415,19 @@ impl PolicyRegistry {
             .await?)
     }
 
+    /// Starts shadow evaluation of a stored version beside the active one (`None` stops it).
+    pub async fn shadow(&self, selector: Option<&str>) -> Result<(), RegistryError> {
+        let policy = match selector {
+            Some(selector) => {
+                let record = self.find(selector).await?;
+                Some(self.load_stored(&record).await?)
+            }
+            None => None,
+        };
+        self.engine()?.set_shadow(policy).await?;
+        Ok(())
+    }
+
     /// Activates the version that was active before the current one.
     pub async fn rollback(
         &self,
