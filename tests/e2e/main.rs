@@ -9,5 +9,6 @@ mod directory;
 mod ingest;
 mod lifecycle;
 mod policy_cli;
+mod policy_vectors;
 mod storage;
 mod vectors;

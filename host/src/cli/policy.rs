@@ -75,6 +75,14 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run golden vectors (event sequences in, expected assessments out) against a component.
+    Test {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The vector file (JSON).
+        #[arg(long)]
+        vectors: PathBuf,
+    },
     /// Sign a component as its author: writes `FILE.sig` (ed25519 over the digest).
     Sign {
         /// The author's private key (as written by `vigil keygen`).
@@ -158,6 +166,7 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             params,
             json,
         } => return replay(policy, since, database, config, params, json).await,
+        PolicyCommand::Test { file, vectors } => return test_vectors(&file, &vectors),
         PolicyCommand::Sign { key, file } => {
             let key = super::keys::read_key(&key)?;
             let bytes =
@@ -174,6 +183,36 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
         }
     };
     println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
+
+fn test_vectors(file: &Path, vectors: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(vectors)
+        .with_context(|| format!("reading {}", vectors.display()))?;
+    let vectors: crate::policy::vectors::VectorFile =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", vectors.display()))?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = crate::policy::PolicyRuntime::new(crate::policy::PolicyLimits::from(
+        &crate::config::PolicyConfig::default(),
+    ))?;
+    let policy = runtime
+        .load(&bytes, &vectors.params)
+        .with_context(|| format!("loading {}", file.display()))?;
+    let mismatches = crate::policy::vectors::run(&policy, &vectors);
+    let d = policy.description();
+    for m in &mismatches {
+        println!("FAIL {}: {}", m.case, m.detail);
+    }
+    let failed: std::collections::BTreeSet<&str> =
+        mismatches.iter().map(|m| m.case.as_str()).collect();
+    println!(
+        "{}@{}: {} of {} vectors passed",
+        d.name,
+        d.version,
+        vectors.cases.len() - failed.len(),
+        vectors.cases.len()
+    );
+    anyhow::ensure!(failed.is_empty(), "{} vector(s) failed", failed.len());
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 pub mod bindings;
 pub mod registry;
 pub mod signing;
+pub mod vectors;
 pub mod watch;
 
 use std::collections::BTreeMap;

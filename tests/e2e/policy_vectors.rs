@@ -1,0 +1,51 @@
+//! `vigil policy test`: the shipped golden vectors pass for the bundled default policy, and a
+//! deliberately wrong vector fails with its name and the difference.
+
+use std::process::Command;
+
+use vigil_tests::workspace_root;
+
+fn policy_test(component: &std::path::Path, vectors: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
+        .args(["policy", "test"])
+        .arg(component)
+        .arg("--vectors")
+        .arg(vectors)
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn shipped_vectors_pass_and_a_wrong_vector_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let component = dir.path().join("default.wasm");
+    std::fs::write(&component, vigil::policy::DEFAULT_POLICY).expect("write");
+    let shipped = workspace_root().join("policies/default/vectors.json");
+    let (ok, out) = policy_test(&component, &shipped);
+    assert!(ok, "{out}");
+    assert!(out.contains("5 of 5 vectors passed"), "{out}");
+
+    let text = std::fs::read_to_string(&shipped).expect("vectors");
+    let wrong = text.replace(
+        r#""expect": {"status": "online", "confidence": "red"}"#,
+        r#""expect": {"status": "online", "confidence": "green"}"#,
+    );
+    assert_ne!(wrong, text, "the vector to break exists");
+    let wrong_path = dir.path().join("wrong.json");
+    std::fs::write(&wrong_path, wrong).expect("write");
+    let (ok, out) = policy_test(&component, &wrong_path);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL forged heartbeats turn confidence red: confidence: expected \"green\", got \"red\""),
+        "{out}"
+    );
+    assert!(out.contains("4 of 5 vectors passed"), "{out}");
+}
