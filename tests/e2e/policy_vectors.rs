@@ -1,9 +1,10 @@
-//! `vigil policy test`: the shipped golden vectors pass for the bundled default policy, and a
+//! `vigil policy test`: the shipped golden vectors pass for both shipped policies (default and
+//! reputation), and a
 //! deliberately wrong vector fails with its name and the difference.
 
 use std::process::Command;
 
-use vigil_tests::workspace_root;
+use vigil_tests::{policy_variant, workspace_root};
 
 fn policy_test(component: &std::path::Path, vectors: &std::path::Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
@@ -32,6 +33,19 @@ fn shipped_vectors_pass_and_a_wrong_vector_fails() {
     let (ok, out) = policy_test(&component, &shipped);
     assert!(ok, "{out}");
     assert!(out.contains("5 of 5 vectors passed"), "{out}");
+
+    // The second shipped policy, which reuses the default one as a library.
+    let reputation = dir.path().join("reputation.wasm");
+    std::fs::write(&reputation, policy_variant("vigil-policy-reputation", &[])).expect("write");
+    let (ok, out) = policy_test(
+        &reputation,
+        &workspace_root().join("policies/reputation/vectors.json"),
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("reputation@1.0.0: 3 of 3 vectors passed"),
+        "{out}"
+    );
 
     let text = std::fs::read_to_string(&shipped).expect("vectors");
     let wrong = text.replace(

@@ -78,4 +78,5 @@ impl Policy for DefaultPolicy {
     }
 }
 
+#[cfg(feature = "component")]
 vigil_policy_sdk::export_policy!(DefaultPolicy);
