@@ -328,7 +328,7 @@ mod tests {
         let first = ReputationPolicy::evaluate(&params, &facts, None, t0, &hb(t0)).expect("ok");
         let (_, rep) = decode(&first.state).expect("decodes");
         assert_eq!(
-            encode(&decode(&first.state).expect("d").0, &rep),
+            encode(decode(&first.state).expect("d").0, &rep),
             first.state
         );
         let late = ReputationPolicy::evaluate(
