@@ -63,3 +63,53 @@ fn shipped_vectors_pass_and_a_wrong_vector_fails() {
     );
     assert!(out.contains("4 of 5 vectors passed"), "{out}");
 }
+
+#[test]
+fn a_policy_from_the_template_builds_and_loads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vigil = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"));
+        cmd.current_dir(dir.path())
+            // A shared target dir keeps the SDK's dependencies compiled across runs.
+            .env(
+                "CARGO_TARGET_DIR",
+                workspace_root().join("target/policy-template"),
+            )
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        cmd
+    };
+    let out = vigil()
+        .args(["policy", "new", "hello-policy"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vigil()
+        .args(["policy", "build", "hello-policy"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let wasm = stdout
+        .lines()
+        .find(|l| l.ends_with("hello_policy.wasm"))
+        .expect("the component path is printed");
+    let bytes = std::fs::read(wasm).expect("built");
+    let runtime = vigil::policy::PolicyRuntime::new(vigil::policy::PolicyLimits::from(
+        &vigil::config::PolicyConfig::default(),
+    ))
+    .expect("runtime");
+    let policy = runtime
+        .load(&bytes, &Default::default())
+        .expect("the template's component loads");
+    assert_eq!(policy.description().name, "hello-policy");
+    assert_eq!(policy.description().version, "0.1.0");
+}

@@ -83,6 +83,33 @@ pub enum PolicyCommand {
         #[arg(long)]
         vectors: PathBuf,
     },
+    /// Start (`name@version` or digest) or stop (`--stop`) shadow evaluation on live events.
+    Shadow {
+        /// The stored candidate.
+        #[arg(required_unless_present = "stop")]
+        policy: Option<String>,
+        /// Stop the running shadow.
+        #[arg(long, conflicts_with = "policy")]
+        stop: bool,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Create a policy crate from the template (builds with plain
+    /// `cargo build --target wasm32-wasip2 --release`).
+    New {
+        /// The policy's name (`[a-z0-9-]`); also the directory created.
+        name: String,
+        /// Where the `vigil-policy-sdk` crate is (default: the one this binary was built with).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a policy crate for `wasm32-wasip2` (installs the target when missing).
+    Build {
+        /// The crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Sign a component as its author: writes `FILE.sig` (ed25519 over the digest).
     Sign {
         /// The author's private key (as written by `vigil keygen`).
@@ -167,6 +194,24 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             json,
         } => return replay(policy, since, database, config, params, json).await,
         PolicyCommand::Test { file, vectors } => return test_vectors(&file, &vectors),
+        PolicyCommand::Shadow {
+            policy,
+            stop,
+            target,
+        } => {
+            let body = serde_json::json!({ "policy": if stop { None } else { policy } });
+            let response = client(&target, "/v1/admin/policies/shadow")?
+                .json(&body)
+                .send()
+                .await?;
+            if response.status() == reqwest::StatusCode::NO_CONTENT {
+                serde_json::json!({ "shadow": "stopped" })
+            } else {
+                super::read_response(response).await?
+            }
+        }
+        PolicyCommand::New { name, sdk } => return new_policy(&name, sdk),
+        PolicyCommand::Build { dir } => return build_policy(&dir),
         PolicyCommand::Sign { key, file } => {
             let key = super::keys::read_key(&key)?;
             let bytes =
@@ -183,6 +228,132 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
         }
     };
     println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
+
+const TEMPLATE_LIB: &str = r#"//! A Vigil scoring policy. `describe` says who it is; `evaluate` folds one event.
+
+use vigil_policy_sdk::{
+    Assessment, Confidence, Evaluation, Event, Facts, ParamSpec, Params, Policy, PolicyInfo,
+    Status,
+};
+
+/// The policy.
+pub struct MyPolicy;
+
+impl Policy for MyPolicy {
+    fn describe() -> PolicyInfo {
+        PolicyInfo {
+            name: "{{name}}".to_string(),
+            version: "0.1.0".to_string(),
+            // How much history a replay needs to rebuild the state.
+            history_window_seconds: 3600,
+            params: vec![ParamSpec::number("grace_seconds", "Silence before offline.", 300.0)],
+        }
+    }
+
+    fn evaluate(
+        params: &Params,
+        _facts: &Facts,
+        state: Option<&[u8]>,
+        now_ms: i64,
+        event: &Event,
+    ) -> Result<Evaluation, String> {
+        let grace_ms = (params.number_or("grace_seconds", 300.0) * 1000.0) as i64;
+        // State: the time of the last heartbeat (8 bytes, little-endian).
+        let mut last = match state {
+            Some(bytes) => Some(i64::from_le_bytes(
+                bytes.try_into().map_err(|_| "bad state".to_string())?,
+            )),
+            None => None,
+        };
+        if let Event::Heartbeat(h) = event {
+            last = Some(h.received_at_ms);
+        }
+        let mut assessment = match last {
+            Some(at) if now_ms - at < grace_ms => {
+                let mut a = Assessment::new(Status::Online, Confidence::Green);
+                a.next_check_at_ms = Some(at + grace_ms);
+                a
+            }
+            Some(_) => Assessment::new(Status::Offline, Confidence::Yellow),
+            None => Assessment::new(Status::Unknown, Confidence::Yellow),
+        };
+        assessment.uptime_percent = if assessment.status == Status::Online { 100.0 } else { 0.0 };
+        assessment.quality_score = assessment.uptime_percent;
+        Ok(Evaluation {
+            state: last.map(|at| at.to_le_bytes().to_vec()).unwrap_or_default(),
+            assessment,
+        })
+    }
+}
+
+vigil_policy_sdk::export_policy!(MyPolicy);
+"#;
+
+fn new_policy(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        "a policy name is [a-z0-9-], at most 64 characters"
+    );
+    let sdk = match sdk {
+        Some(p) => p,
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/sdk"),
+    };
+    let sdk = sdk
+        .canonicalize()
+        .with_context(|| format!("the SDK is not at {} (use --sdk)", sdk.display()))?;
+    let dir = Path::new(name);
+    anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n\
+             [dependencies]\nvigil-policy-sdk = {{ path = {:?} }}\n\n\
+             [profile.release]\nopt-level = \"s\"\nstrip = true\n\n\
+             # A crate of its own, outside any enclosing workspace.\n[workspace]\n",
+            sdk.display().to_string()
+        ),
+    )?;
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        TEMPLATE_LIB.replace("{{name}}", name),
+    )?;
+    println!("created {name}/ — build it with `vigil policy build {name}`");
+    Ok(())
+}
+
+fn build_policy(dir: &Path) -> anyhow::Result<()> {
+    // rustup does not install a toolchain file's targets by itself here; a no-op when present.
+    let _ = std::process::Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .status();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .status()
+        .context("running cargo")?;
+    anyhow::ensure!(status.success(), "cargo build failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("target"))
+        .join("wasm32-wasip2/release");
+    let built: Vec<PathBuf> = std::fs::read_dir(&target)
+        .with_context(|| format!("reading {}", target.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    for path in &built {
+        println!("{}", path.display());
+    }
+    anyhow::ensure!(!built.is_empty(), "no component was built");
     Ok(())
 }
 
