@@ -12,9 +12,12 @@
 //! - [`ingest`]: the checks a request can pass alone — decode (wire contract v1), key, JCS
 //!   signature, clock skew, trust rules.
 //! - [`engine`]: the single writer path — replay rules, the fold through the active policy,
-//!   deadlines (ticks), group commit; and replay of stored history.
-//! - [`policy`]: the wasmtime component runtime — loading, limits, validated outputs. The only
-//!   `bindgen!` lives in `policy::bindings`.
+//!   deadlines (ticks), group commit; policy swaps with background rebuild and probation;
+//!   replay of stored history, backtests and shadow evaluation.
+//! - [`policy`]: the wasmtime component runtime — loading, limits, validated outputs (the only
+//!   `bindgen!` lives in `policy::bindings`); the registry every shipped version goes through
+//!   (validate, store, activate), author signatures, the watched folder and config pin, golden
+//!   vectors.
 //! - [`store`]: the append-only storage trait and its SQLite backend.
 //! - [`cli`]: the `vigil` subcommands.
 //!
