@@ -27,6 +27,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// `[ingest]`: the writer path.
     pub ingest: IngestConfig,
+    /// `[alerts]`: sinks, routes, maintenance windows (see [`crate::alerts::config`]).
+    pub alerts: crate::alerts::AlertsConfig,
+    /// `[live]`: the live event streams.
+    pub live: crate::live::LiveConfig,
 }
 
 /// `[server]`
@@ -124,6 +128,10 @@ pub struct PolicyConfig {
     /// The share (0–1) of its probation evaluations a new version may fail before the host
     /// rolls back to the previous version by itself. Default 0.5.
     pub max_failure_share: f64,
+    /// Evaluations one guest instance serves before it is replaced (default 256). Instances are
+    /// always replaced after a failure. 1 gives every evaluation a fresh instance, so even a
+    /// policy that keeps global state between calls stays deterministic (at ~4 µs a call).
+    pub reuse_instance_calls: u32,
 }
 
 impl Default for PolicyConfig {
@@ -141,6 +149,7 @@ impl Default for PolicyConfig {
             trusted_keys: Vec::new(),
             probation_evaluations: 20,
             max_failure_share: 0.5,
+            reuse_instance_calls: 256,
         }
     }
 }
@@ -186,6 +195,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.alerts.validate()?;
         anyhow::ensure!(
             self.ingest.max_batch >= 1,
             "[ingest] max_batch must be at least 1"

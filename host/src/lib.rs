@@ -20,15 +20,24 @@
 //!   vectors.
 //! - [`store`]: the append-only storage trait and its SQLite backend.
 //! - [`cli`]: the `vigil` subcommands.
+//! - [`commands`]: pending commands signed with the host's key, delivered in heartbeat replies.
+//! - [`metrics`]: the per-host Prometheus registry behind `GET /metrics`.
+//! - [`live`]: the bus of committed events behind `GET /v1/events` and the observe WebSocket.
+//! - [`alerts`]: transitions and signals → durable outbox → routes → webhook, Alertmanager and
+//!   Slack sinks, with retries, dedup and maintenance windows.
 //!
 //! The server is [`run`]`(listener, config, shutdown)`; [`build`] gives the state and the
 //! router for tests that drive [`api::app`] without a network.
 
+pub mod alerts;
 pub mod api;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod ingest;
+pub mod live;
+pub mod metrics;
 pub mod policy;
 pub mod store;
 
@@ -56,6 +65,8 @@ pub struct Host {
     pub store: SqliteStore,
     /// The writer; it ends after every [`AppState`] clone is dropped.
     pub writer: JoinHandle<()>,
+    /// The alert dispatcher; it ends after the writer.
+    pub dispatcher: JoinHandle<()>,
 }
 
 /// Opens the store, loads and records the policy, and starts the engine.
@@ -82,11 +93,31 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
         "policy active"
     );
 
+    let metrics = Arc::new(metrics::Metrics::new());
+    metrics.policy_activated(metrics::PolicyInfoLabels {
+        name: description.name.clone(),
+        version: description.version.clone(),
+        digest: description.digest.clone(),
+    });
+    let live = live::LiveHub::new(config.live.buffer);
+    let (alerts_wake, wake) = tokio::sync::mpsc::channel(1);
+    let dispatcher =
+        alerts::dispatch::spawn(store.pool().clone(), handle.clone(), metrics.clone(), wake);
+    let observers = engine::Observers {
+        metrics: metrics.clone(),
+        live: live.clone(),
+        alerts_wake,
+    };
+    let commands = commands::Commands::open(store.pool().clone())
+        .await
+        .context("loading the host key")?;
+    let current = handle.current();
     let (engine, writer) = engine::start(
         shared.clone(),
         policy,
-        config.ingest.max_batch,
-        config.ingest.queue_capacity,
+        current.ingest.max_batch,
+        current.ingest.queue_capacity,
+        observers,
     )
     .await?;
     policies.attach(engine.clone());
@@ -94,16 +125,23 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
         policy::watch::spawn_folder_watcher(&policies, dir.clone(), seen)?;
     }
     policy::watch::spawn_pin_follower(&policies);
+    let verifier = ingest::verifier::Verifier::start(current.ingest.queue_capacity)
+        .context("starting the signature verifier")?;
     let state = AppState {
         engine,
         store: shared,
         config: handle,
         policies,
+        verifier,
+        metrics,
+        live,
+        commands,
     };
     Ok(Host {
         state,
         store,
         writer,
+        dispatcher,
     })
 }
 
@@ -114,9 +152,20 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let Host { state, writer, .. } = build(config).await?;
+    let Host {
+        state,
+        writer,
+        dispatcher,
+        ..
+    } = build(config).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "vigil listening");
+    // Open live streams would hold graceful shutdown forever: end them when it begins.
+    let live = state.live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        live.close();
+    };
     let router = api::app(state);
     axum::serve(
         listener,
@@ -126,5 +175,6 @@ pub async fn run(
     .await
     .context("serving HTTP")?;
     writer.await.context("engine writer")?;
+    dispatcher.await.context("alert dispatcher")?;
     Ok(())
 }

@@ -102,6 +102,33 @@ fn readme_walkthrough_with_the_real_binary() {
     assert_eq!(listed["servers"][0]["effective_status"], "online");
     assert_eq!(listed["servers"][0]["players_current"], 42);
 
+    // An operator queues a command; the agent's next heartbeat reply carries it.
+    let queued = run_ok(vigil(dir.path()).args([
+        "server",
+        "command",
+        "eu-island-01",
+        "restart",
+        "--args",
+        r#"{"grace_seconds": 30}"#,
+        "--url",
+        &url,
+    ]));
+    assert!(queued.contains("\"command\": \"restart\""), "{queued}");
+    let carried = run_ok(vigil(dir.path()).args([
+        "send",
+        "--url",
+        &url,
+        "--key",
+        "agent.key",
+        "--server-id",
+        "eu-island-01",
+    ]));
+    let carried: serde_json::Value = serde_json::from_str(&carried).expect("json");
+    assert_eq!(
+        carried["pending_commands"][0]["command"], "restart",
+        "{carried}"
+    );
+
     // A send with the wrong key is refused with a clear message and a failing exit code.
     run_ok(vigil(dir.path()).args(["keygen", "--out", "other.key"]));
     let forged = vigil(dir.path())

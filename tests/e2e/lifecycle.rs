@@ -387,6 +387,7 @@ async fn admin_api_uploads_activates_lists_rolls_back_and_follows_the_config_pin
         first,
         "upload alone activates nothing"
     );
+    let mut live = app.state.live.subscribe();
     let answer = app
         .admin_post(
             "/v1/admin/policies/activate",
@@ -395,6 +396,38 @@ async fn admin_api_uploads_activates_lists_rolls_back_and_follows_the_config_pin
         .await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert_eq!(answer.body["active"], digest_of(&v4));
+    // The swap is announced: a live `policy_activation` event and the `policy_active` metric.
+    let event = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let event = live.recv().await.expect("live bus open");
+            if let vigil::live::LiveEvent::PolicyActivation { .. } = &*event {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("a policy_activation event");
+    match &*event {
+        vigil::live::LiveEvent::PolicyActivation {
+            from_digest,
+            to_digest,
+            reason,
+            ..
+        } => {
+            assert_eq!(from_digest.as_deref(), Some(first.as_str()));
+            assert_eq!(*to_digest, digest_of(&v4));
+            assert_eq!(reason, "try it");
+        }
+        _ => unreachable!(),
+    }
+    let metrics = app.get("/metrics").await.body;
+    let metrics = metrics.as_str().expect("text body");
+    let active: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("policy_active") && !l.starts_with('#'))
+        .collect();
+    assert_eq!(active.len(), 1, "{metrics}");
+    assert!(active[0].contains(&digest_of(&v4)), "{metrics}");
     let list = app.get("/v1/policies").await.body;
     assert_eq!(list["active"]["version"], "1.4.0");
     assert_eq!(list["policies"].as_array().map(Vec::len), Some(3));

@@ -36,6 +36,11 @@ pub struct TestApp {
     /// Where the database lives; kept alive with the app.
     pub dir: std::sync::Arc<tempfile::TempDir>,
     writer: tokio::task::JoinHandle<()>,
+    dispatcher: tokio::task::JoinHandle<()>,
+    served: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 /// A decoded HTTP answer.
@@ -93,7 +98,33 @@ impl TestApp {
             store: host.store,
             dir,
             writer: host.writer,
+            dispatcher: host.dispatcher,
+            served: None,
         }
+    }
+
+    /// Serves the real router on `127.0.0.1:0` (for streams that need a socket) and returns
+    /// its address. [`TestApp::stop`] shuts it down gracefully: drop stream clients first.
+    pub async fn serve(&mut self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds loopback");
+        let address = listener.local_addr().expect("bound address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = self.router.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("serves");
+        });
+        self.served = Some((stop, task));
+        address
     }
 
     /// Stops the host: drops every handle and waits for the writer to finish its queue.
@@ -103,11 +134,19 @@ impl TestApp {
             state,
             writer,
             dir,
+            dispatcher,
+            served,
             ..
         } = self;
+        state.live.close();
+        if let Some((stop, task)) = served {
+            let _ = stop.send(());
+            task.await.expect("server ends cleanly");
+        }
         drop(router);
         drop(state);
         writer.await.expect("writer ends cleanly");
+        dispatcher.await.expect("alert dispatcher ends cleanly");
         dir
     }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::{ApiError, AppState};
 use crate::engine::{RejectionNotice, now_ms};
 use crate::ingest::decode::MAX_BODY_BYTES;
-use crate::ingest::{Refusal, TrustRules, check};
+use crate::ingest::{Refusal, TrustRules, bad_signature, prepare};
 use crate::policy::digest_of;
 
 /// The 202 body.
@@ -66,19 +66,24 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
         max_clock_skew_ms: i64::try_from(config.trust.max_clock_skew_seconds * 1000)
             .unwrap_or(i64::MAX),
     };
-    let checked = check(
-        &bytes,
-        received_at_ms,
-        rules,
-        |id| state.engine.identity(id),
-        source_ip.clone(),
-    );
-    let verified = match checked {
+    let digest = || Some(digest_of(&bytes));
+    let mut prepared = match prepare(&bytes, |id| state.engine.identity(id)) {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refuse(&state, refusal, received_at_ms, source_ip, digest()).await,
+    };
+    let key = prepared.identity.public_key.clone();
+    let message = std::mem::take(&mut prepared.message);
+    let verified = state
+        .verifier
+        .verify(&key, message, prepared.signature)
+        .await;
+    if verified.is_err() {
+        let refusal = bad_signature(&prepared.decoded);
+        return refuse(&state, refusal, received_at_ms, source_ip, digest()).await;
+    }
+    let verified = match prepared.finish(&bytes, received_at_ms, rules, source_ip.clone()) {
         Ok(verified) => verified,
-        Err(refusal) => {
-            let digest = Some(digest_of(&bytes));
-            return refuse(&state, refusal, received_at_ms, source_ip, digest).await;
-        }
+        Err(refusal) => return refuse(&state, refusal, received_at_ms, source_ip, digest()).await,
     };
     let interval = verified
         .decoded
@@ -87,6 +92,15 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
     let server_id = verified.decoded.server_id.clone();
     match state.engine.submit_heartbeat(verified).await {
         Ok(ack) => {
+            let pending_commands = state
+                .commands
+                .deliver(&server_id)
+                .await
+                .unwrap_or_else(|e| {
+                    // The heartbeat is stored; the commands stay queued for the next one.
+                    tracing::error!(%server_id, error = %e, "could not take pending commands");
+                    Vec::new()
+                });
             tracing::debug!(%server_id, duplicate = ack.duplicate, status = %ack.status, "heartbeat accepted");
             let body = HeartbeatAccepted {
                 accepted: true,
@@ -96,7 +110,7 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
                 confidence: ack.confidence,
                 policy: ack.policy,
                 next_heartbeat_seconds: interval,
-                pending_commands: Vec::new(),
+                pending_commands,
             };
             (StatusCode::ACCEPTED, axum::Json(body)).into_response()
         }

@@ -6,9 +6,13 @@
 
 pub mod admin;
 pub mod agent;
+pub mod commands;
 pub mod directory;
 pub mod error;
+pub mod openapi;
+pub mod ops;
 pub mod policies;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -32,6 +36,14 @@ pub struct AppState {
     pub config: ConfigHandle,
     /// Policy versions: validation, storage, activation.
     pub policies: PolicyRegistry,
+    /// Batched signature verification off the async executor.
+    pub verifier: crate::ingest::verifier::Verifier,
+    /// This host's Prometheus registry.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Committed events for live streams.
+    pub live: crate::live::LiveHub,
+    /// Pending commands and the host's signing key.
+    pub commands: crate::commands::Commands,
 }
 
 impl std::fmt::Debug for AppState {
@@ -60,6 +72,17 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/servers/{id}/verify", post(admin::verify_server))
         .route("/healthz", get(directory::healthz))
         .route("/readyz", get(directory::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/events", get(stream::events))
+        .route("/v1/servers/{id}/observe", get(stream::observe))
+        .route("/openapi.json", get(openapi::serve))
+        .route("/v1/admin/servers/{id}/commands", post(commands::queue))
+        .route("/v1/agent/commands/{id}/result", post(commands::result))
+        .route("/v1/host-key", get(commands::host_key))
         .fallback(|| async { ApiError::not_found("this route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            ops::track_latency,
+        ))
         .with_state(state)
 }

@@ -1,6 +1,7 @@
 //! The `vigil` command line: one file per subcommand group. `main` only parses and calls
 //! [`run`].
 
+pub mod bench;
 pub mod keys;
 pub mod policy;
 pub mod send;
@@ -27,6 +28,8 @@ pub enum Command {
     Keygen(keys::KeygenArgs),
     /// Sign and post one heartbeat.
     Send(send::SendArgs),
+    /// Load-test a host: pre-signed heartbeats over keep-alive connections.
+    Bench(bench::BenchArgs),
     /// Manage servers through the admin API.
     #[command(subcommand)]
     Server(server::ServerCommand),
@@ -74,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send::run(args).await,
         Command::Server(command) => server::run(command).await,
         Command::Policy(command) => policy::run(command).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

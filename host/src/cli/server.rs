@@ -52,6 +52,23 @@ pub enum ServerCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Queue a command for a server; its next accepted heartbeat's reply carries it, signed
+    /// by the host key.
+    Command {
+        /// The server's identifier.
+        server_id: String,
+        /// The command name (`^[a-z0-9][a-z0-9._-]{0,63}$`).
+        command: String,
+        /// Arguments as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// Seconds until the command expires undelivered.
+        #[arg(long, default_value_t = 3600)]
+        ttl_seconds: u64,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// List servers (public directory).
     List {
         /// The host's base URL.
@@ -105,6 +122,20 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
         } => {
             let path = format!("/v1/admin/servers/{server_id}/verify");
             let body = serde_json::json!({ "verified": !revoke });
+            super::read_response(post(&target, &path)?.json(&body).send().await?).await?
+        }
+        ServerCommand::Command {
+            server_id,
+            command,
+            args,
+            ttl_seconds,
+            target,
+        } => {
+            let args: serde_json::Value =
+                serde_json::from_str(&args).context("--args must be a JSON object")?;
+            let path = format!("/v1/admin/servers/{server_id}/commands");
+            let body =
+                serde_json::json!({ "command": command, "args": args, "ttl_seconds": ttl_seconds });
             super::read_response(post(&target, &path)?.json(&body).send().await?).await?
         }
         ServerCommand::List { url } => {

@@ -27,6 +27,8 @@ pub struct FoldEffects {
     pub errors: Vec<PolicyError>,
     /// Evaluations run.
     pub evaluations: u64,
+    /// How long each evaluation took (for metrics).
+    pub durations: Vec<std::time::Duration>,
 }
 
 /// The facts a policy sees about a server record.
@@ -85,7 +87,9 @@ pub fn fold(
         Some(by) if by.digest == policy.digest() => snapshot.policy_state.as_deref(),
         _ => None,
     };
+    let started = std::time::Instant::now();
     let result = policy.evaluate(&facts, state, now_ms, event);
+    effects.durations.push(started.elapsed());
     match result {
         Ok(outcome) => apply(
             policy,

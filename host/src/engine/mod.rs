@@ -11,6 +11,7 @@
 
 pub mod backtest;
 pub mod fold;
+pub mod observe;
 pub mod replay;
 mod shadow;
 mod swap;
@@ -32,6 +33,7 @@ use crate::store::{
     WriteBatch,
 };
 use fold::{FoldEffects, catch_up, fold_heartbeat, fold_rejection};
+pub use observe::Observers;
 pub use shadow::{Disagreement, Judgement, ShadowReport};
 pub use swap::{Activation, ActivationOutcome, Probation};
 
@@ -211,21 +213,15 @@ pub enum WriteError {
     Closed,
 }
 
+/// Where the writer sends one answer.
+type Responder<T> = oneshot::Sender<Result<T, WriteError>>;
+
 enum Command {
-    Heartbeat(
-        Box<VerifiedHeartbeat>,
-        oneshot::Sender<Result<Ack, WriteError>>,
-    ),
-    Reject(
-        Box<RejectionNotice>,
-        oneshot::Sender<Result<(), WriteError>>,
-    ),
-    Register(Box<NewServer>, oneshot::Sender<Result<(), WriteError>>),
-    SetVerified(String, bool, oneshot::Sender<Result<(), WriteError>>),
-    Activate(
-        Box<Activation>,
-        oneshot::Sender<Result<ActivationOutcome, WriteError>>,
-    ),
+    Heartbeat(Box<VerifiedHeartbeat>, Responder<Ack>),
+    Reject(Box<RejectionNotice>, Responder<()>),
+    Register(Box<NewServer>, Responder<()>),
+    SetVerified(String, bool, Responder<()>),
+    Activate(Box<Activation>, Responder<ActivationOutcome>),
     Shadow(Option<Arc<LoadedPolicy>>, oneshot::Sender<()>),
     FailNextCommit,
 }
@@ -273,6 +269,11 @@ impl EngineHandle {
             mpsc::error::TrySendError::Closed(_) => WriteError::Closed,
         })?;
         answer.await.map_err(|_| WriteError::Closed)?
+    }
+
+    /// Commands waiting in the writer's queue.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Folds and stores a verified heartbeat; answers after the commit.
@@ -403,6 +404,7 @@ pub async fn start(
     policy: Arc<LoadedPolicy>,
     max_batch: usize,
     queue_capacity: usize,
+    observers: Observers,
 ) -> Result<(EngineHandle, JoinHandle<()>), StoreError> {
     let records = store.load_servers().await?;
     let mut servers = HashMap::with_capacity(records.len());
@@ -418,6 +420,10 @@ pub async fn start(
         if let Some(at) = record.snapshot.next_check_at_ms {
             deadlines.insert((at, record.server_id.clone()));
         }
+        let s = &record.snapshot;
+        observers
+            .metrics
+            .server_moved(None, (&s.status, &s.confidence));
         servers.insert(record.server_id.clone(), record);
     }
     tracing::info!(servers = servers.len(), policy = %policy.digest(), "engine loaded");
@@ -441,6 +447,7 @@ pub async fn start(
         max_batch,
         fail_next_commit: false,
         last_policy_error: None,
+        observers,
     };
     // Snapshots computed by another version (the configured policy changed while the host was
     // down) are rebuilt like after a swap.
@@ -489,6 +496,8 @@ struct Pending {
     replies: Vec<Reply>,
     accepted: u64,
     duplicates: u64,
+    /// Live events to publish once the batch is committed.
+    live: Vec<crate::live::LiveEvent>,
 }
 
 struct Writer {
@@ -511,6 +520,7 @@ struct Writer {
     /// The running shadow, offered every committed batch.
     shadow: Option<shadow::Shadow>,
     shadow_slot: ShadowSlot,
+    observers: Observers,
 }
 
 impl Writer {
@@ -562,8 +572,14 @@ impl Writer {
     async fn process(&mut self, commands: Vec<Command>) {
         let mut pending = Pending::default();
         self.rebuild_named(&commands, &mut pending).await;
+        // Consecutive registrations share one transaction (a bulk import registers thousands).
+        let mut registrations: Vec<(NewServer, Responder<()>)> = Vec::new();
         self.fire_due_ticks(now_ms(), &mut pending);
         for command in commands {
+            if !registrations.is_empty() && !matches!(command, Command::Register(..)) {
+                self.flush(std::mem::take(&mut pending)).await;
+                self.register_all(std::mem::take(&mut registrations)).await;
+            }
             match command {
                 Command::Heartbeat(hb, reply) => {
                     let result = self.apply_heartbeat(&hb, &mut pending);
@@ -573,10 +589,7 @@ impl Writer {
                     self.apply_rejection(&notice, &mut pending);
                     pending.replies.push(Reply::Unit(reply, Ok(())));
                 }
-                Command::Register(server, reply) => {
-                    self.flush(std::mem::take(&mut pending)).await;
-                    let _ = reply.send(self.register(*server).await);
-                }
+                Command::Register(server, reply) => registrations.push((*server, reply)),
                 Command::SetVerified(id, verified, reply) => {
                     self.flush(std::mem::take(&mut pending)).await;
                     let _ = reply.send(self.set_verified(&id, verified).await);
@@ -596,6 +609,9 @@ impl Writer {
             }
         }
         self.flush(pending).await;
+        if !registrations.is_empty() {
+            self.register_all(registrations).await;
+        }
     }
 
     /// Marks a server as touched by this batch (remembering its snapshot for a rollback) and
@@ -614,10 +630,16 @@ impl Writer {
         }
     }
 
-    fn record_effects(&mut self, effects: FoldEffects, pending: &mut Pending) {
+    fn record_effects(&mut self, server_id: &str, effects: FoldEffects, pending: &mut Pending) {
         if let Some(error) = effects.errors.last() {
             self.last_policy_error = Some(error.to_string());
         }
+        self.observers.folded(
+            self.servers.get(server_id),
+            self.policy.digest(),
+            &effects,
+            &mut pending.batch,
+        );
         self.stats
             .policy_evaluations
             .fetch_add(effects.evaluations, Ordering::Relaxed);
@@ -654,7 +676,7 @@ impl Writer {
             };
             let mut effects = FoldEffects::default();
             catch_up(&self.policy, server, now, &mut effects);
-            self.record_effects(effects, pending);
+            self.record_effects(&id, effects, pending);
         }
     }
 
@@ -705,7 +727,7 @@ impl Writer {
                 source_ip: hb.source_ip.clone(),
                 body_sha256: Some(crate::policy::digest_of(hb.body_text.as_bytes())),
             });
-            self.record_effects(effects, pending);
+            self.record_effects(id, effects, pending);
             return Err(WriteError::Replay(detail));
         }
         let mut effects = FoldEffects::default();
@@ -726,7 +748,10 @@ impl Writer {
         });
         pending.accepted += 1;
         let answer = ack(&server.snapshot, false);
-        self.record_effects(effects, pending);
+        if let Some(event) = self.observers.heartbeat_event(server, &hb.body_text, now) {
+            pending.live.push(event);
+        }
+        self.record_effects(id, effects, pending);
         Ok(answer)
     }
 
@@ -746,7 +771,7 @@ impl Writer {
             let mut effects = FoldEffects::default();
             fold_rejection(&self.policy, server, now, notice.code, &mut effects);
             seq = Some(server.snapshot.event_seq);
-            self.record_effects(effects, pending);
+            self.record_effects(&id, effects, pending);
         }
         pending.batch.rejections.push(RejectionRow {
             received_at_ms: notice.received_at_ms,
@@ -776,7 +801,15 @@ impl Writer {
             self.store.commit(&pending.batch).await
         };
         let failure = match result {
-            Ok(()) => {
+            Ok(receipt) => {
+                self.observers.committed(
+                    &pending.batch,
+                    &receipt,
+                    (pending.accepted, pending.duplicates),
+                    std::mem::take(&mut pending.live),
+                    &pending.before,
+                    &self.servers,
+                );
                 if !pending.batch.is_empty() {
                     self.stats.batches_committed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -800,6 +833,7 @@ impl Writer {
                     "batch commit failed; restoring snapshots and failing its requests"
                 );
                 self.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
+                self.observers.metrics.batches_failed.inc();
                 for (id, snapshot) in pending.before.drain() {
                     if let Some(server) = self.servers.get_mut(&id) {
                         server.snapshot = snapshot;
@@ -874,12 +908,33 @@ impl Writer {
         }
     }
 
-    async fn register(&mut self, server: NewServer) -> Result<(), WriteError> {
-        match self.store.insert_server(&server).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return Err(WriteError::Conflict(server.server_id)),
-            Err(e) => return Err(WriteError::Storage(e.to_string())),
+    async fn register_all(&mut self, registrations: Vec<(NewServer, Responder<()>)>) {
+        let servers: Vec<NewServer> = registrations.iter().map(|(s, _)| s.clone()).collect();
+        let results = match self.store.insert_servers(&servers).await {
+            Ok(results) => results,
+            Err(e) => {
+                let error = WriteError::Storage(e.to_string());
+                for (_, reply) in registrations {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                return;
+            }
+        };
+        for ((server, reply), result) in registrations.into_iter().zip(results) {
+            let answer = match result {
+                Ok(()) => {
+                    self.remember(server);
+                    Ok(())
+                }
+                Err(StoreError::Conflict(_)) => Err(WriteError::Conflict(server.server_id)),
+                Err(e) => Err(WriteError::Storage(e.to_string())),
+            };
+            let _ = reply.send(answer);
         }
+    }
+
+    /// Adds a newly registered server to the working set and the identity cache.
+    fn remember(&mut self, server: NewServer) {
         let record = ServerRecord {
             server_id: server.server_id.clone(),
             display_name: server.display_name,
@@ -896,8 +951,17 @@ impl Writer {
             cache.insert(record.server_id.clone(), Arc::new(identity));
         }
         tracing::info!(server_id = %record.server_id, "server registered");
+        self.observers
+            .metrics
+            .server_moved(None, (&record.snapshot.status, &record.snapshot.confidence));
+        self.observers
+            .live
+            .publish(crate::live::LiveEvent::Registration {
+                server_id: record.server_id.clone(),
+                cluster_id: record.cluster_id.clone(),
+                at_ms: record.registered_at_ms,
+            });
         self.servers.insert(record.server_id.clone(), record);
-        Ok(())
     }
 
     async fn set_verified(&mut self, id: &str, verified: bool) -> Result<(), WriteError> {

@@ -152,17 +152,19 @@ impl Writer {
             });
         }
         // The record first: a swap that is not in the log never happens.
+        let row = ActivationRow {
+            at_ms: now_ms(),
+            who: activation.who.clone(),
+            from_digest: Some(previous.clone()),
+            to_digest: next.clone(),
+            reason: activation.reason.clone(),
+        };
         self.store
-            .append_activation(&ActivationRow {
-                at_ms: now_ms(),
-                who: activation.who.clone(),
-                from_digest: Some(previous.clone()),
-                to_digest: next.clone(),
-                reason: activation.reason.clone(),
-            })
+            .append_activation(&row)
             .await
             .map_err(|e| WriteError::Storage(e.to_string()))?;
         let old = self.swap_to(activation.policy);
+        self.announce(row);
         self.swap.probation = activation.probation.map(|limits| Watch {
             previous: old,
             limits,
@@ -194,6 +196,27 @@ impl Writer {
             .fetch_add(1, Ordering::Relaxed);
         self.last_policy_error = None;
         old
+    }
+
+    /// Tells the observers about a recorded swap: the `policy_active` metric now names the
+    /// active version, and live streams get a `policy_activation` event.
+    fn announce(&self, row: ActivationRow) {
+        let d = self.policy.description();
+        self.observers
+            .metrics
+            .policy_activated(crate::metrics::PolicyInfoLabels {
+                name: d.name.clone(),
+                version: d.version.clone(),
+                digest: d.digest.clone(),
+            });
+        self.observers
+            .live
+            .publish(crate::live::LiveEvent::PolicyActivation {
+                at_ms: row.at_ms,
+                from_digest: row.from_digest,
+                to_digest: row.to_digest,
+                reason: row.reason,
+            });
     }
 
     /// Rolls a version on probation back when too many of its first evaluations failed, or
@@ -228,23 +251,21 @@ impl Writer {
             watch.limits.max_failure_share * 100.0,
             self.last_policy_error.as_deref().unwrap_or("unknown")
         );
-        if let Err(e) = self
-            .store
-            .append_activation(&ActivationRow {
-                at_ms: now_ms(),
-                who: "auto-rollback".into(),
-                from_digest: Some(failed.clone()),
-                to_digest: back.clone(),
-                reason: reason.clone(),
-            })
-            .await
-        {
+        let row = ActivationRow {
+            at_ms: now_ms(),
+            who: "auto-rollback".into(),
+            from_digest: Some(failed.clone()),
+            to_digest: back.clone(),
+            reason: reason.clone(),
+        };
+        if let Err(e) = self.store.append_activation(&row).await {
             // Keep watching: the next check retries the record and the rollback.
             tracing::error!(error = %e, "cannot record the automatic rollback; retrying");
             self.swap.probation = Some(watch);
             return;
         }
         self.swap_to(watch.previous);
+        self.announce(row);
         self.stats.policy_rollbacks.fetch_add(1, Ordering::Relaxed);
         tracing::error!(from = %failed, to = %back, %reason, "POLICY ROLLED BACK to the last known good version");
         self.mark_stale();

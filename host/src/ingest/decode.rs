@@ -132,7 +132,7 @@ pub fn decode_object(body: Map<String, Value>) -> Result<DecodedHeartbeat, Decod
             format!("unknown member `{unknown}`"),
         ));
     }
-    check_numbers(&Value::Object(body.clone()), "", 0)?;
+    body.iter().try_for_each(|(k, v)| check_numbers(v, k, 1))?;
 
     let server_id = required_str(&body, "server_id")?;
     if !valid_server_id(server_id) {

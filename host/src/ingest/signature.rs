@@ -49,6 +49,11 @@ impl PublicKey {
         Ok(Self(key))
     }
 
+    /// The underlying ed25519 key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.0
+    }
+
     /// Standard base64 of the raw key.
     pub fn to_base64(&self) -> String {
         STANDARD.encode(self.0.as_bytes())
@@ -79,11 +84,25 @@ pub fn parse_signature(text: &str) -> Result<Signature, SignatureError> {
     Ok(Signature::from_bytes(&raw))
 }
 
+/// A view of a body object without its `signature` member (serialising it avoids copying the
+/// body; the canonicaliser orders members itself).
+struct Unsigned<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for Unsigned<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let members = self.0.iter().filter(|(k, _)| k.as_str() != "signature");
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in members {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
 /// The exact bytes an agent signs for `body` (the `signature` member, if any, is left out).
 pub fn signed_message(body: &Map<String, Value>) -> Result<Vec<u8>, SignatureError> {
-    let mut unsigned = body.clone();
-    unsigned.remove("signature");
-    let canonical = serde_json_canonicalizer::to_vec(&Value::Object(unsigned))
+    let canonical = serde_json_canonicalizer::to_vec(&Unsigned(body))
         .map_err(|e| SignatureError::Canonical(e.to_string()))?;
     let mut message = Vec::with_capacity(HEARTBEAT_PREFIX.len() + canonical.len());
     message.extend_from_slice(HEARTBEAT_PREFIX);

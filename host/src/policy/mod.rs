@@ -76,6 +76,8 @@ pub struct PolicyLimits {
     pub max_state_bytes: usize,
     /// Largest returned assessment (names of scores, badges, signals), bytes.
     pub max_output_bytes: usize,
+    /// Calls one instance serves before a fresh one is made (1 = a fresh instance per call).
+    pub reuse_instance_calls: u32,
 }
 
 impl From<&PolicyConfig> for PolicyLimits {
@@ -85,6 +87,7 @@ impl From<&PolicyConfig> for PolicyLimits {
             memory_bytes: c.memory_bytes,
             max_state_bytes: c.max_state_bytes,
             max_output_bytes: c.max_output_bytes,
+            reuse_instance_calls: c.reuse_instance_calls,
         }
     }
 }
@@ -298,6 +301,7 @@ impl PolicyRuntime {
             pre,
             params: Vec::new(),
             limits: self.limits,
+            warm: std::sync::Mutex::new(None),
         };
         let info = policy.describe()?;
         policy.params = resolve_params(&info.params, params)?;
@@ -404,12 +408,22 @@ fn resolve_params(
         .collect()
 }
 
+/// An instance kept between calls, with its store.
+struct WarmInstance {
+    store: Store<GuestCtx>,
+    instance: bindings::Policy,
+    calls: u32,
+}
+
 /// One compiled policy version, ready to instantiate.
 pub struct LoadedPolicy {
     description: PolicyDescription,
     pre: PolicyPre<GuestCtx>,
     params: Vec<wit::Param>,
     limits: PolicyLimits,
+    /// A Mutex, taken with `try_lock` only: the writer is the one hot caller; a concurrent
+    /// caller (replay, backtest) never waits, it instantiates its own.
+    warm: std::sync::Mutex<Option<WarmInstance>>,
 }
 
 impl std::fmt::Debug for LoadedPolicy {
@@ -528,11 +542,30 @@ impl LoadedPolicy {
             }),
             PolicyEvent::Tick => wit::Event::Tick,
         };
-        let mut store = self.store()?;
-        let instance = self.pre.instantiate(&mut store).map_err(classify)?;
-        let result = instance
+        // Reuse a warm instance when one is free (the writer's common case); otherwise, or
+        // after `reuse_instance_calls` calls, a fresh one. Any failure drops the instance: a
+        // trapped instance is dead, and a misbehaving one is not worth keeping.
+        let mut slot = self.warm.try_lock().ok();
+        let warm = slot.as_mut().and_then(|s| s.take());
+        let mut warm = match warm {
+            Some(w) if w.calls < self.limits.reuse_instance_calls => w,
+            _ => {
+                let mut store = self.store()?;
+                let instance = self.pre.instantiate(&mut store).map_err(classify)?;
+                WarmInstance {
+                    store,
+                    instance,
+                    calls: 0,
+                }
+            }
+        };
+        warm.store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| PolicyError::Trap(format!("{e:#}")))?;
+        let result = warm
+            .instance
             .call_evaluate(
-                &mut store,
+                &mut warm.store,
                 &self.params,
                 &wit_facts,
                 state,
@@ -541,7 +574,12 @@ impl LoadedPolicy {
             )
             .map_err(classify)?;
         let evaluation = result.map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
-        self.validate(evaluation, now_ms)
+        let outcome = self.validate(evaluation, now_ms)?;
+        warm.calls += 1;
+        if let Some(slot) = slot.as_mut() {
+            **slot = Some(warm);
+        }
+        Ok(outcome)
     }
 
     fn validate(&self, e: wit::Evaluation, now_ms: i64) -> Result<Outcome, PolicyError> {

@@ -217,6 +217,36 @@ pub struct WriteBatch {
     pub transitions: Vec<TransitionRow>,
     /// Latest snapshot of every server the batch touched (one per server).
     pub snapshots: Vec<SnapshotRow>,
+    /// Alerts raised by this batch's transitions and signals (the durable outbox).
+    pub alerts: Vec<AlertRow>,
+}
+
+/// An alert to append to the outbox, in the same transaction as its cause.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRow {
+    /// The server.
+    pub server_id: String,
+    /// Its cluster, if any (routes match on it).
+    pub cluster_id: Option<String>,
+    /// `server_offline`, `server_online`, `confidence_red`, `emergency_mode`, `restart_detected`.
+    pub kind: String,
+    /// `critical`, `warning`, `info` or `recovery`.
+    pub severity: String,
+    /// When the cause happened (the evaluation's now-ms).
+    pub at_ms: i64,
+    /// One human-readable line.
+    pub summary: String,
+    /// A JSON object with the cause's details.
+    pub details: String,
+    /// The policy that decided it.
+    pub policy_digest: String,
+}
+
+/// What a commit assigned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommitReceipt {
+    /// The ids of `WriteBatch::transitions`, in the same order.
+    pub transition_ids: Vec<i64>,
 }
 
 impl WriteBatch {
@@ -226,6 +256,7 @@ impl WriteBatch {
             && self.rejections.is_empty()
             && self.transitions.is_empty()
             && self.snapshots.is_empty()
+            && self.alerts.is_empty()
     }
 }
 
@@ -246,6 +277,16 @@ pub struct StoredTransition {
     /// The row as appended.
     #[serde(flatten)]
     pub row: TransitionRow,
+}
+
+/// A stored transition with the server's cluster (for filtered streams).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterTransition {
+    /// The transition.
+    #[serde(flatten)]
+    pub transition: StoredTransition,
+    /// The server's cluster.
+    pub cluster_id: Option<String>,
 }
 
 /// One folded event of a server's history, in sequence order (for replay).
@@ -386,10 +427,25 @@ pub trait Store: Send + Sync + 'static {
     async fn load_servers(&self) -> Result<Vec<ServerRecord>, StoreError>;
     /// Registers a server and appends its first key. `Conflict` if the id exists.
     async fn insert_server(&self, server: &NewServer) -> Result<(), StoreError>;
+    /// Registers several servers in one transaction where the backend can; one result per
+    /// server, in order (`Conflict` for a taken id). The default registers them one by one.
+    async fn insert_servers(
+        &self,
+        servers: &[NewServer],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut results = Vec::with_capacity(servers.len());
+        for server in servers {
+            match self.insert_server(server).await {
+                Err(StoreError::Conflict(what)) => results.push(Err(StoreError::Conflict(what))),
+                other => results.push(other),
+            }
+        }
+        Ok(results)
+    }
     /// Sets the operator's verified flag. `false` if the server is unknown.
     async fn set_verified(&self, server_id: &str, verified: bool) -> Result<bool, StoreError>;
     /// Writes one group commit in one transaction.
-    async fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError>;
+    async fn commit(&self, batch: &WriteBatch) -> Result<CommitReceipt, StoreError>;
     /// One server.
     async fn get_server(&self, server_id: &str) -> Result<Option<ServerRecord>, StoreError>;
     /// A page of the directory.
@@ -408,6 +464,15 @@ pub trait Store: Send + Sync + 'static {
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredTransition>, StoreError>;
+    /// Transitions of every server with `id > after_id`, oldest first, optionally only one
+    /// server's or one cluster's (the live stream's replay after `Last-Event-ID`).
+    async fn transitions_after(
+        &self,
+        after_id: i64,
+        server_id: Option<&str>,
+        cluster_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ClusterTransition>, StoreError>;
     /// A server's folded events with `received_at_ms >= since_ms`, in sequence order.
     async fn history(
         &self,

@@ -14,9 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
 use super::{
-    ActivationRow, HeartbeatRow, HistoryEvent, NewServer, PolicyRecord, PolicyRef, PolicySummary,
-    ServerQuery, ServerRecord, ServerSort, Snapshot, Store, StoreError, StoredActivation,
-    StoredHeartbeat, StoredTransition, TransitionRow, WriteBatch,
+    ActivationRow, ClusterTransition, CommitReceipt, HeartbeatRow, HistoryEvent, NewServer,
+    PolicyRecord, PolicyRef, PolicySummary, ServerQuery, ServerRecord, ServerSort, Snapshot, Store,
+    StoreError, StoredActivation, StoredHeartbeat, StoredTransition, TransitionRow, WriteBatch,
 };
 
 /// Rows per multi-row statement (SQLite allows 32,766 bound variables; snapshots bind 22).
@@ -190,6 +190,49 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn insert_servers(
+        &self,
+        servers: &[NewServer],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(servers.len());
+        for server in servers {
+            let inserted = sqlx::query(
+                "INSERT INTO servers (server_id, display_name, cluster_id, public_key, \
+                 key_version, is_verified, registered_at_ms) VALUES (?, ?, ?, ?, 1, 0, ?) \
+                 ON CONFLICT (server_id) DO NOTHING",
+            )
+            .bind(&server.server_id)
+            .bind(&server.display_name)
+            .bind(&server.cluster_id)
+            .bind(&server.public_key)
+            .bind(server.registered_at_ms)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                results.push(Err(StoreError::Conflict(format!(
+                    "server {}",
+                    server.server_id
+                ))));
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO server_keys (server_id, key_version, public_key, fingerprint, \
+                 added_at_ms, added_by) VALUES (?, 1, ?, ?, ?, ?)",
+            )
+            .bind(&server.server_id)
+            .bind(&server.public_key)
+            .bind(&server.fingerprint)
+            .bind(server.registered_at_ms)
+            .bind(&server.added_by)
+            .execute(&mut *tx)
+            .await?;
+            results.push(Ok(()));
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
     async fn set_verified(&self, server_id: &str, verified: bool) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE servers SET is_verified = ? WHERE server_id = ?")
             .bind(verified)
@@ -199,9 +242,10 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+    async fn commit(&self, batch: &WriteBatch) -> Result<CommitReceipt, StoreError> {
+        let mut receipt = CommitReceipt::default();
         if batch.is_empty() {
-            return Ok(());
+            return Ok(receipt);
         }
         let mut tx = self.pool.begin().await?;
         for chunk in batch.heartbeats.chunks(ROWS_PER_STATEMENT) {
@@ -252,6 +296,28 @@ impl Store for SqliteStore {
                     .push_bind(&t.from_confidence)
                     .push_bind(&t.to_confidence)
                     .push_bind(&t.policy_digest);
+            });
+            // SQLite returns the rows of a multi-row INSERT in VALUES order; sort anyway, since
+            // ids of one statement by the single writer are ascending in that order.
+            q.push(" RETURNING id");
+            let mut ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+            ids.sort_unstable();
+            receipt.transition_ids.extend(ids);
+        }
+        for chunk in batch.alerts.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO alert_outbox (server_id, cluster_id, kind, severity, at_ms, summary, \
+                 details, policy_digest) ",
+            );
+            q.push_values(chunk, |mut b, a| {
+                b.push_bind(&a.server_id)
+                    .push_bind(&a.cluster_id)
+                    .push_bind(&a.kind)
+                    .push_bind(&a.severity)
+                    .push_bind(a.at_ms)
+                    .push_bind(&a.summary)
+                    .push_bind(&a.details)
+                    .push_bind(&a.policy_digest);
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -304,7 +370,7 @@ impl Store for SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(receipt)
     }
 
     async fn get_server(&self, server_id: &str) -> Result<Option<ServerRecord>, StoreError> {
@@ -409,6 +475,50 @@ impl Store for SqliteStore {
                         to_confidence: r.try_get("to_confidence")?,
                         policy_digest: r.try_get("policy_digest")?,
                     },
+                })
+            })
+            .collect()
+    }
+
+    async fn transitions_after(
+        &self,
+        after_id: i64,
+        server_id: Option<&str>,
+        cluster_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ClusterTransition>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.server_id, t.at_ms, t.cause, t.from_status, t.to_status, \
+             t.from_confidence, t.to_confidence, t.policy_digest, s.cluster_id \
+             FROM status_transitions t LEFT JOIN servers s ON s.server_id = t.server_id \
+             WHERE t.id > ? AND (? IS NULL OR t.server_id = ?) AND (? IS NULL OR s.cluster_id = ?) \
+             ORDER BY t.id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(server_id)
+        .bind(server_id)
+        .bind(cluster_id)
+        .bind(cluster_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClusterTransition {
+                    transition: StoredTransition {
+                        id: r.try_get("id")?,
+                        row: TransitionRow {
+                            server_id: r.try_get("server_id")?,
+                            at_ms: r.try_get("at_ms")?,
+                            cause: r.try_get("cause")?,
+                            from_status: r.try_get("from_status")?,
+                            to_status: r.try_get("to_status")?,
+                            from_confidence: r.try_get("from_confidence")?,
+                            to_confidence: r.try_get("to_confidence")?,
+                            policy_digest: r.try_get("policy_digest")?,
+                        },
+                    },
+                    cluster_id: r.try_get("cluster_id")?,
                 })
             })
             .collect()

@@ -1,0 +1,285 @@
+//! `[alerts]`: sinks, routes, maintenance windows and the delivery schedule.
+//!
+//! ```toml
+//! [alerts]
+//! dedup_window_seconds = 300      # the same alert kind for the same server is sent once per window
+//! give_up_after_seconds = 86400   # undelivered alerts older than this are dropped (logged, counted)
+//!
+//! [[alerts.sinks]]
+//! name = "ops"
+//! kind = "webhook"                # webhook | alertmanager | slack
+//! url = "http://127.0.0.1:9000/hooks/vigil"
+//! hmac_secret_env = "VIGIL_OPS_HOOK_SECRET"   # optional: X-Vigil-Signature: sha256=<hex>
+//!
+//! [[alerts.routes]]
+//! kinds = ["server_offline", "server_online"] # empty = any
+//! severities = []                             # empty = any
+//! clusters = ["eu"]                           # empty = any
+//! sink = "ops"
+//!
+//! [[alerts.maintenance]]
+//! cluster_id = "eu"                           # or server_id = "eu-island-01"
+//! start = "2026-01-22T20:00:00Z"
+//! end = "2026-01-22T22:00:00Z"
+//! ```
+//!
+//! Sinks speak plain HTTP only: this build's HTTP client has no TLS (put an HTTPS relay or
+//! Alertmanager in between for Slack). The section reloads with the rest of the config.
+
+use serde::Deserialize;
+
+use crate::ingest::decode::parse_rfc3339_ms;
+
+/// `[alerts]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// An alert of the same kind for the same server within this many seconds of one already
+    /// pending or delivered to a sink is not sent to that sink again. Default 300.
+    pub dedup_window_seconds: u64,
+    /// Undelivered alerts older than this are given up (logged at error, counted as
+    /// `failed`). Default 86,400 (a day).
+    pub give_up_after_seconds: u64,
+    /// First retry delay in milliseconds; doubles per attempt. Default 1,000.
+    pub retry_initial_ms: u64,
+    /// Largest retry delay in milliseconds. Default 300,000.
+    pub retry_max_ms: u64,
+    /// How often the dispatcher looks for due work when nothing wakes it. Default 1,000 ms.
+    pub poll_interval_ms: u64,
+    /// Timeout of one delivery request. Default 10,000 ms.
+    pub request_timeout_ms: u64,
+    /// Where alerts can go.
+    pub sinks: Vec<SinkConfig>,
+    /// Which alerts go where (every matching route's sink receives the alert).
+    pub routes: Vec<RouteConfig>,
+    /// Windows during which a server's or cluster's alerts are muted.
+    pub maintenance: Vec<MaintenanceWindow>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            dedup_window_seconds: 300,
+            give_up_after_seconds: 86_400,
+            retry_initial_ms: 1_000,
+            retry_max_ms: 300_000,
+            poll_interval_ms: 1_000,
+            request_timeout_ms: 10_000,
+            sinks: Vec::new(),
+            routes: Vec::new(),
+            maintenance: Vec::new(),
+        }
+    }
+}
+
+/// The wire format of a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// `POST url` with the alert as JSON, optionally HMAC-SHA256 signed.
+    Webhook,
+    /// Prometheus Alertmanager: `POST {url}/api/v2/alerts`.
+    Alertmanager,
+    /// Slack-compatible incoming webhook: `POST url` with `{"text": ...}`.
+    Slack,
+}
+
+/// `[[alerts.sinks]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Unique name routes refer to.
+    pub name: String,
+    /// Wire format.
+    pub kind: SinkKind,
+    /// `http://` URL (for Alertmanager, its base URL).
+    pub url: String,
+    /// HMAC-SHA256 key for the webhook signature header.
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    /// Environment variable holding the HMAC key (wins over `hmac_secret`).
+    #[serde(default)]
+    pub hmac_secret_env: Option<String>,
+}
+
+impl SinkConfig {
+    /// The HMAC key in force, if any.
+    pub fn secret(&self) -> Option<String> {
+        self.hmac_secret_env
+            .as_deref()
+            .and_then(|var| std::env::var(var).ok())
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.hmac_secret.clone())
+    }
+}
+
+/// `[[alerts.routes]]`: empty lists match anything.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Alert kinds to match.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Severities to match.
+    #[serde(default)]
+    pub severities: Vec<String>,
+    /// Clusters to match (a server without a cluster matches only an empty list).
+    #[serde(default)]
+    pub clusters: Vec<String>,
+    /// The sink's name.
+    pub sink: String,
+}
+
+impl RouteConfig {
+    /// Whether an alert matches this route.
+    pub fn matches(&self, kind: &str, severity: &str, cluster: Option<&str>) -> bool {
+        let any = |list: &[String], value: Option<&str>| {
+            list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+        };
+        any(&self.kinds, Some(kind))
+            && any(&self.severities, Some(severity))
+            && any(&self.clusters, cluster)
+    }
+}
+
+/// `[[alerts.maintenance]]`: one of `server_id` or `cluster_id`, and an RFC 3339 interval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    /// The server to mute.
+    #[serde(default)]
+    pub server_id: Option<String>,
+    /// The cluster to mute.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Start (inclusive), RFC 3339.
+    pub start: String,
+    /// End (exclusive), RFC 3339.
+    pub end: String,
+    /// Why (logged).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl MaintenanceWindow {
+    /// Whether this window mutes an alert of `server_id` in `cluster_id` raised at `at_ms`.
+    pub fn mutes(&self, server_id: &str, cluster_id: Option<&str>, at_ms: i64) -> bool {
+        let target = self.server_id.as_deref() == Some(server_id)
+            || (self.cluster_id.is_some() && self.cluster_id.as_deref() == cluster_id);
+        let (Some(start), Some(end)) = (parse_rfc3339_ms(&self.start), parse_rfc3339_ms(&self.end))
+        else {
+            return false;
+        };
+        target && start <= at_ms && at_ms < end
+    }
+}
+
+impl AlertsConfig {
+    /// Checks names, URLs, routes and windows.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::BTreeSet::new();
+        for sink in &self.sinks {
+            anyhow::ensure!(
+                names.insert(sink.name.as_str()),
+                "[[alerts.sinks]] name {:?} is used twice",
+                sink.name
+            );
+            anyhow::ensure!(
+                sink.url.starts_with("http://"),
+                "[[alerts.sinks]] {:?}: url must be http:// (this build has no TLS client; \
+                 relay HTTPS through a local proxy or Alertmanager)",
+                sink.name
+            );
+        }
+        for route in &self.routes {
+            anyhow::ensure!(
+                names.contains(route.sink.as_str()),
+                "[[alerts.routes]] sink {:?} is not a configured [[alerts.sinks]] name",
+                route.sink
+            );
+            for kind in &route.kinds {
+                anyhow::ensure!(
+                    super::KINDS.iter().any(|(k, _)| k == kind),
+                    "[[alerts.routes]] unknown kind {kind:?}"
+                );
+            }
+            for severity in &route.severities {
+                anyhow::ensure!(
+                    super::SEVERITIES.contains(&severity.as_str()),
+                    "[[alerts.routes]] unknown severity {severity:?}"
+                );
+            }
+        }
+        for w in &self.maintenance {
+            anyhow::ensure!(
+                w.server_id.is_some() != w.cluster_id.is_some(),
+                "[[alerts.maintenance]] needs exactly one of server_id or cluster_id"
+            );
+            let (start, end) = (parse_rfc3339_ms(&w.start), parse_rfc3339_ms(&w.end));
+            anyhow::ensure!(
+                start.is_some() && end.is_some(),
+                "[[alerts.maintenance]] start and end must be RFC 3339 times"
+            );
+            anyhow::ensure!(
+                start < end,
+                "[[alerts.maintenance]] start must be before end"
+            );
+        }
+        anyhow::ensure!(
+            self.retry_initial_ms >= 1 && self.retry_initial_ms <= self.retry_max_ms,
+            "[alerts] retry_initial_ms must be at least 1 and at most retry_max_ms"
+        );
+        anyhow::ensure!(
+            self.poll_interval_ms >= 10,
+            "[alerts] poll_interval_ms must be at least 10"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_on_kind_severity_and_cluster() {
+        let r = RouteConfig {
+            kinds: vec!["server_offline".into()],
+            severities: vec![],
+            clusters: vec!["eu".into()],
+            sink: "x".into(),
+        };
+        assert!(r.matches("server_offline", "critical", Some("eu")));
+        assert!(!r.matches("server_offline", "critical", Some("us")));
+        assert!(!r.matches("server_offline", "critical", None));
+        assert!(!r.matches("server_online", "recovery", Some("eu")));
+    }
+
+    #[test]
+    fn windows_mute_inside_only() {
+        let w = MaintenanceWindow {
+            server_id: None,
+            cluster_id: Some("eu".into()),
+            start: "2026-01-01T00:00:00Z".into(),
+            end: "2026-01-01T01:00:00Z".into(),
+            reason: None,
+        };
+        let start = parse_rfc3339_ms("2026-01-01T00:00:00Z").expect("valid");
+        assert!(w.mutes("a", Some("eu"), start));
+        assert!(!w.mutes("a", Some("eu"), start + 3_600_000));
+        assert!(!w.mutes("a", None, start));
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut c = AlertsConfig::default();
+        c.routes.push(RouteConfig {
+            kinds: vec![],
+            severities: vec![],
+            clusters: vec![],
+            sink: "nope".into(),
+        });
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+}

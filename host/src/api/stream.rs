@@ -1,0 +1,257 @@
+//! Live streams: `GET /v1/events` (Server-Sent Events) and `GET /v1/servers/{id}/observe`
+//! (WebSocket).
+//!
+//! Both read the [`LiveHub`](crate::live::LiveHub) the writer feeds after each commit. A
+//! subscriber that falls behind the bus's buffer is dropped (SSE: the stream ends; WebSocket:
+//! close code 1013), so a slow client never slows ingestion. `/v1/events` sends transitions
+//! (SSE `id` = the transition's id in the stored log), registrations and policy activations;
+//! a client reconnecting with `Last-Event-ID` first gets every stored transition after that
+//! id (with the same filters), then the live tail, without gaps or repeats.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{ApiError, AppState};
+use crate::live::LiveEvent;
+use crate::store::Store;
+
+/// Transitions read per page while replaying after `Last-Event-ID`.
+const REPLAY_PAGE: u32 = 500;
+
+/// Filters of `GET /v1/events`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventFilter {
+    /// Only this server's events.
+    pub server_id: Option<String>,
+    /// Only events of servers in this cluster.
+    pub cluster_id: Option<String>,
+}
+
+impl EventFilter {
+    fn admits(&self, event: &LiveEvent) -> bool {
+        if matches!(event, LiveEvent::Heartbeat { .. }) {
+            return false;
+        }
+        if matches!(event, LiveEvent::PolicyActivation { .. }) {
+            return true;
+        }
+        self.server_id
+            .as_deref()
+            .is_none_or(|id| event.server_id() == Some(id))
+            && self
+                .cluster_id
+                .as_deref()
+                .is_none_or(|c| event.cluster_id() == Some(c))
+    }
+}
+
+fn sse_event(event: &LiveEvent) -> Event {
+    let data = serde_json::to_string(event).unwrap_or_default();
+    let sse = Event::default().event(event.name()).data(data);
+    match event {
+        LiveEvent::Transition { id, .. } => sse.id(id.to_string()),
+        _ => sse,
+    }
+}
+
+struct Feed {
+    rx: tokio::sync::broadcast::Receiver<Arc<LiveEvent>>,
+    store: Arc<dyn Store>,
+    filter: EventFilter,
+    /// Highest transition id sent; `Some` while still replaying the stored log.
+    last_id: i64,
+    replaying: bool,
+    buffer: VecDeque<Event>,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Resolves at host shutdown.
+    closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Some(event);
+            }
+            if self.replaying {
+                let page = self
+                    .store
+                    .transitions_after(
+                        self.last_id,
+                        self.filter.server_id.as_deref(),
+                        self.filter.cluster_id.as_deref(),
+                        REPLAY_PAGE,
+                    )
+                    .await;
+                match page {
+                    Ok(rows) if rows.is_empty() => self.replaying = false,
+                    Ok(rows) => {
+                        for row in rows {
+                            self.last_id = row.transition.id;
+                            self.buffer.push_back(sse_event(&LiveEvent::Transition {
+                                id: row.transition.id,
+                                cluster_id: row.cluster_id,
+                                transition: row.transition.row,
+                            }));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "replaying transitions for an event stream");
+                        return None;
+                    }
+                }
+                continue;
+            }
+            let received = tokio::select! {
+                received = self.rx.recv() => received,
+                () = &mut self.closed => return None,
+            };
+            match received {
+                Ok(event) => {
+                    if let LiveEvent::Transition { id, .. } = *event {
+                        if id <= self.last_id {
+                            continue;
+                        }
+                        self.last_id = id;
+                    }
+                    if self.filter.admits(&event) {
+                        return Some(sse_event(&event));
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    self.metrics.live_lagged.inc();
+                    tracing::info!(missed, "event stream subscriber fell behind; dropping it");
+                    return None;
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// `GET /v1/events?server_id=&cluster_id=` as Server-Sent Events.
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<EventFilter>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(filter) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "invalid_last_event_id",
+                        "Last-Event-ID must be a transition id (a non-negative integer)",
+                    )
+                })?,
+        ),
+    };
+    // Subscribe before replaying, so nothing committed meanwhile is missed.
+    let feed = Feed {
+        rx: state.live.subscribe(),
+        store: state.store.clone(),
+        filter,
+        last_id: resume.unwrap_or(0),
+        replaying: resume.is_some(),
+        buffer: VecDeque::new(),
+        metrics: state.metrics.clone(),
+        closed: Box::pin(state.live.closed()),
+    };
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        feed.next().await.map(|event| (Ok(event), feed))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /v1/servers/{id}/observe`: a WebSocket streaming the server's accepted heartbeats
+/// (each with the assessment it produced) and its transitions, as JSON text messages.
+pub async fn observe(
+    State(state): State<AppState>,
+    Path(server_id): Path<String>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_required",
+            format!("this route speaks WebSocket only: {}", e.body_text()),
+        )
+    })?;
+    if state.store.get_server(&server_id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_server",
+            format!("server `{server_id}` is not registered"),
+        ));
+    }
+    let rx = state.live.subscribe();
+    let closed = state.live.closed();
+    let metrics = state.metrics.clone();
+    Ok(upgrade
+        .on_upgrade(move |socket| observe_socket(socket, rx, server_id, metrics, closed))
+        .into_response())
+}
+
+async fn observe_socket(
+    mut socket: WebSocket,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<LiveEvent>>,
+    server_id: String,
+    metrics: Arc<crate::metrics::Metrics>,
+    closed: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            () = &mut closed => {
+                let close = CloseFrame { code: 1001, reason: "host shutting down".into() };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                return;
+            }
+            received = rx.recv() => match received {
+                Ok(event) => {
+                    let ours = event.server_id() == Some(server_id.as_str())
+                        && matches!(*event, LiveEvent::Heartbeat { .. } | LiveEvent::Transition { .. });
+                    if !ours {
+                        continue;
+                    }
+                    let text = serde_json::to_string(&*event).unwrap_or_default();
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    metrics.live_lagged.inc();
+                    tracing::info!(%server_id, missed, "observer fell behind; closing");
+                    let close = CloseFrame { code: 1013, reason: "lagged: reconnect".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                // Clients have nothing to say; pings are answered by the library.
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! `vigil bench`: a load generator for the agent endpoint.
+//!
+//! It registers N servers, pre-signs their heartbeats (so signing does not compete with the
+//! host for CPU during the run), then drives K keep-alive connections against the host for a
+//! fixed duration — closed loop (as fast as answers come) or open loop at a fixed rate (latency
+//! measured from each request's scheduled time, so a stalled host cannot hide its queueing).
+//! With `--spawn` it starts the host itself on a fresh SQLite database and reports the host's
+//! CPU time and peak RSS. Every loop is bounded in count and time; it targets the URL given
+//! (loopback by default) and stops by itself.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use clap::Args;
+use ed25519_dalek::SigningKey;
+use hdrhistogram::Histogram;
+use serde_json::{Map, Value, json};
+
+use crate::ingest::decode::format_rfc3339_ms;
+use crate::ingest::signature::sign_body;
+
+/// Arguments of `vigil bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The host's base URL (ignored with `--spawn`).
+    #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Admin token of that host (to register the servers).
+    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Start a host (this binary, `serve`) on a temporary SQLite database, measure its CPU and
+    /// peak RSS, and stop it afterwards.
+    #[arg(long)]
+    pub spawn: bool,
+    /// Extra TOML appended to the spawned host's configuration (e.g. "[ingest]\nmax_batch = 1024").
+    #[arg(long, default_value = "")]
+    pub host_config: String,
+    /// Servers to register and send for.
+    #[arg(long, default_value_t = 10_000)]
+    pub servers: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Measured duration, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Open loop: send this many heartbeats per second in total (default: closed loop).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Closed loop: heartbeats to pre-sign per second of run (the most the run can send).
+    #[arg(long, default_value_t = 40_000)]
+    pub max_rate: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What one run measured.
+#[derive(Debug, serde::Serialize)]
+pub struct BenchReport {
+    /// Servers.
+    pub servers: usize,
+    /// Connections.
+    pub connections: usize,
+    /// Open-loop target rate, if any.
+    pub target_rate: Option<u64>,
+    /// Measured seconds.
+    pub elapsed_seconds: f64,
+    /// Requests sent.
+    pub requests: u64,
+    /// 202 answers per second.
+    pub accepted_per_second: f64,
+    /// Latency percentiles, milliseconds.
+    pub latency_ms: BTreeMap<String, f64>,
+    /// Answers by status code (`transport` for connection errors).
+    pub status_counts: BTreeMap<String, u64>,
+    /// Host CPU use over the run, in cores (1.0 = one core busy), when spawned.
+    pub host_cpu_cores: Option<f64>,
+    /// Host peak RSS, MiB, when spawned.
+    pub host_peak_rss_mib: Option<f64>,
+    /// This load generator's CPU use over the run, in cores.
+    pub generator_cpu_cores: f64,
+}
+
+struct SpawnedHost {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SpawnedHost {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) of a process, from /proc.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux platform Vigil targets.
+    Some(ticks / 100.0)
+}
+
+fn peak_rss_mib(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn spawn_host(extra_config: &str) -> anyhow::Result<(SpawnedHost, String, String)> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let token = format!("bench-{}", rand::random::<u64>());
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nurl = \"sqlite://{}\"\n{extra_config}\n",
+            dir.path().join("bench.db").display()
+        ),
+    )?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("VIGIL_ADMIN_TOKEN", &token)
+        .env("VIGIL_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the host")?;
+    Ok((
+        SpawnedHost { child, _dir: dir },
+        format!("http://127.0.0.1:{port}"),
+        token,
+    ))
+}
+
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(r) = client.get(format!("{url}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the host at {url} did not become ready within 60 s")
+}
+
+/// One server's identity and its pre-signed heartbeats.
+struct Sender {
+    bodies: Vec<bytes::Bytes>,
+}
+
+fn presign(keys: &[(String, SigningKey)], per_server: usize, base_ms: i64) -> Vec<Sender> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = keys.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = keys
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(i, (id, key))| {
+                            let bodies = (0..per_server)
+                                .map(|n| {
+                                    let mut body = Map::new();
+                                    body.insert("server_id".into(), id.clone().into());
+                                    body.insert("key_version".into(), 1.into());
+                                    let at = base_ms + (n as i64) * 10 + (i as i64 % 10);
+                                    body.insert("timestamp".into(), format_rfc3339_ms(at).into());
+                                    body.insert("status".into(), "online".into());
+                                    body.insert(
+                                        "players_current".into(),
+                                        ((n * 7 + i) % 64).into(),
+                                    );
+                                    body.insert("players_capacity".into(), 64.into());
+                                    body.insert("map_name".into(), "The Island".into());
+                                    body.insert("agent_version".into(), "1.0.3".into());
+                                    body.insert("interval_seconds".into(), 30.into());
+                                    body.insert("uptime_seconds".into(), (3600 + n).into());
+                                    body.insert(
+                                        "metrics".into(),
+                                        json!({"cpu_percent": 23.5, "memory_percent": 67.2}),
+                                    );
+                                    let sig =
+                                        sign_body(key, &body).expect("a map always canonicalises");
+                                    body.insert("signature".into(), sig.into());
+                                    bytes::Bytes::from(
+                                        serde_json::to_vec(&Value::Object(body))
+                                            .expect("serialises"),
+                                    )
+                                })
+                                .collect();
+                            Sender { bodies }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signing thread"))
+            .collect()
+    })
+}
+
+async fn register(url: &str, token: &str, keys: &[(String, SigningKey)]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let keys: Arc<Vec<(String, String)>> = Arc::new(
+        keys.iter()
+            .map(|(id, k)| (id.clone(), STANDARD.encode(k.verifying_key().as_bytes())))
+            .collect(),
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (client, next, keys) = (client.clone(), next.clone(), keys.clone());
+        let (url, token) = (url.to_owned(), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((id, public_key)) = keys.get(i) else {
+                    return Ok(());
+                };
+                let r = client
+                    .post(format!("{url}/v1/admin/servers"))
+                    .bearer_auth(&token)
+                    .json(&json!({"server_id": id, "public_key": public_key}))
+                    .send()
+                    .await?;
+                if r.status() != reqwest::StatusCode::CREATED {
+                    bail!(
+                        "registering {id}: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+struct Tally {
+    histogram: Histogram<u64>,
+    statuses: BTreeMap<String, u64>,
+    requests: u64,
+}
+
+async fn drive(
+    url: String,
+    senders: Vec<Arc<Sender>>,
+    deadline: Instant,
+    interval: Option<Duration>,
+) -> Tally {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .http1_only()
+        .build()
+        .expect("client builds");
+    let endpoint = format!("{url}/v1/agent/heartbeat");
+    let mut tally = Tally {
+        histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        statuses: BTreeMap::new(),
+        requests: 0,
+    };
+    let mut cursor = vec![0usize; senders.len()];
+    let mut next_send = Instant::now();
+    let mut turn = 0usize;
+    while Instant::now() < deadline && !senders.is_empty() {
+        let s = turn % senders.len();
+        turn += 1;
+        let Some(body) = senders[s].bodies.get(cursor[s]).cloned() else {
+            if cursor
+                .iter()
+                .zip(&senders)
+                .all(|(c, s)| *c >= s.bodies.len())
+            {
+                break;
+            }
+            continue;
+        };
+        cursor[s] += 1;
+        let started = match interval {
+            Some(step) => {
+                tokio::time::sleep_until(next_send.into()).await;
+                let scheduled = next_send;
+                next_send += step;
+                scheduled
+            }
+            None => Instant::now(),
+        };
+        let answer = client
+            .post(&endpoint)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        let status = match answer {
+            Ok(r) => {
+                let code = r.status().as_u16().to_string();
+                let _ = r.bytes().await;
+                code
+            }
+            Err(_) => "transport".to_owned(),
+        };
+        let micros = u64::try_from(started.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let _ = tally.histogram.record(micros.min(60_000_000));
+        *tally.statuses.entry(status).or_default() += 1;
+        tally.requests += 1;
+    }
+    tally
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.servers >= 1 && args.connections >= 1 && args.duration >= 1,
+        "servers, connections and duration must be at least 1"
+    );
+    anyhow::ensure!(args.duration <= 600, "duration is at most 600 s");
+    let (host, url, token) = if args.spawn {
+        let (host, url, token) = spawn_host(&args.host_config)?;
+        (Some(host), url, Some(token))
+    } else {
+        (
+            None,
+            args.url.trim_end_matches('/').to_owned(),
+            args.token.clone(),
+        )
+    };
+    wait_ready(&url).await?;
+    let token = token
+        .context("an admin token is needed to register servers: --token or VIGIL_ADMIN_TOKEN")?;
+
+    let run_id = rand::random::<u32>();
+    let keys: Vec<(String, SigningKey)> = (0..args.servers)
+        .map(|i| {
+            (
+                format!("bench-{run_id:08x}-{i}"),
+                SigningKey::generate(&mut rand::rngs::OsRng),
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    register(&url, &token, &keys).await?;
+    eprintln!(
+        "registered {} servers in {:.1} s",
+        keys.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    let total = args
+        .rate
+        .unwrap_or(args.max_rate)
+        .saturating_mul(args.duration);
+    let per_server = usize::try_from(total.div_ceil(args.servers as u64))
+        .unwrap_or(usize::MAX)
+        .clamp(1, 20_000);
+    let t = Instant::now();
+    // Timestamps start 100 s in the past (well inside the default 300 s skew window) and step
+    // 10 ms per heartbeat of a server.
+    let senders = presign(&keys, per_server, crate::engine::now_ms() - 100_000);
+    eprintln!(
+        "pre-signed {} heartbeats in {:.1} s",
+        per_server * keys.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    let connections = args.connections.min(args.servers);
+    let mut groups: Vec<Vec<Arc<Sender>>> = vec![Vec::new(); connections];
+    for (i, sender) in senders.into_iter().enumerate() {
+        groups[i % connections].push(Arc::new(sender));
+    }
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(connections as f64 / rate.max(1) as f64));
+    let host_pid = host.as_ref().map(|h| h.child.id().to_string());
+    let host_cpu_before = host_pid.as_deref().and_then(cpu_seconds);
+    let self_cpu_before = cpu_seconds("self").unwrap_or(0.0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration);
+    let tasks: Vec<_> = groups
+        .into_iter()
+        .map(|g| tokio::spawn(drive(url.clone(), g, deadline, interval)))
+        .collect();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut statuses = BTreeMap::new();
+    let mut requests = 0;
+    for task in tasks {
+        let tally = task.await?;
+        histogram
+            .add(&tally.histogram)
+            .context("merging latencies")?;
+        for (k, v) in tally.statuses {
+            *statuses.entry(k).or_insert(0) += v;
+        }
+        requests += tally.requests;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let host_cpu = host_pid
+        .as_deref()
+        .and_then(cpu_seconds)
+        .zip(host_cpu_before)
+        .map(|(after, before)| (after - before) / elapsed);
+    let host_rss = host_pid.as_deref().and_then(peak_rss_mib);
+    let generator_cpu = (cpu_seconds("self").unwrap_or(0.0) - self_cpu_before) / elapsed;
+    drop(host);
+
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let report = BenchReport {
+        servers: args.servers,
+        connections,
+        target_rate: args.rate,
+        elapsed_seconds: elapsed,
+        requests,
+        accepted_per_second: statuses.get("202").copied().unwrap_or(0) as f64 / elapsed,
+        latency_ms: BTreeMap::from([
+            ("p50".to_owned(), ms(0.50)),
+            ("p95".to_owned(), ms(0.95)),
+            ("p99".to_owned(), ms(0.99)),
+            ("max".to_owned(), histogram.max() as f64 / 1000.0),
+        ]),
+        status_counts: statuses,
+        host_cpu_cores: host_cpu,
+        host_peak_rss_mib: host_rss,
+        generator_cpu_cores: generator_cpu,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} servers, {} connections, {}: {:.1} s",
+            report.servers,
+            report.connections,
+            report
+                .target_rate
+                .map_or("closed loop".to_owned(), |r| format!("open loop at {r}/s")),
+            report.elapsed_seconds
+        );
+        println!(
+            "accepted/s: {:.0}   requests: {}",
+            report.accepted_per_second, report.requests
+        );
+        println!(
+            "latency ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+            report.latency_ms["p50"],
+            report.latency_ms["p95"],
+            report.latency_ms["p99"],
+            report.latency_ms["max"]
+        );
+        println!("status codes: {:?}", report.status_counts);
+        if let (Some(cpu), Some(rss)) = (report.host_cpu_cores, report.host_peak_rss_mib) {
+            println!("host: {cpu:.2} cores busy, peak RSS {rss:.0} MiB");
+        }
+        println!(
+            "load generator: {:.2} cores busy",
+            report.generator_cpu_cores
+        );
+    }
+    let unexpected: u64 = report
+        .status_counts
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "202" | "429" | "503"))
+        .map(|(_, v)| v)
+        .sum();
+    if unexpected > 0 {
+        bail!("{unexpected} answers other than 202/429/503");
+    }
+    Ok(())
+}

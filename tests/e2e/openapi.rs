@@ -1,0 +1,127 @@
+//! `/openapi.json` documents exactly the routes of the router.
+//!
+//! The router's routes are read from the source of `api::app` (every `.route("path",
+//! get(..).post(..))`), so a route added there without a declaration in `api/openapi.rs` fails
+//! here; every documented route is then requested through the real router, so a documented
+//! route that is not served fails too.
+
+use std::collections::BTreeSet;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use serde_json::Value;
+use tower::ServiceExt;
+use vigil_tests::TestApp;
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+/// `(method, path)` of every `.route(...)` in the source of `api::app`.
+fn router_routes() -> BTreeSet<(String, String)> {
+    let source = include_str!("../../host/src/api/mod.rs");
+    let mut routes = BTreeSet::new();
+    for (at, _) in source.match_indices(".route(") {
+        let rest = &source[at + ".route(".len()..];
+        // The call's text, up to its matching parenthesis.
+        let mut depth = 1usize;
+        let end = rest
+            .char_indices()
+            .find_map(|(i, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                (depth == 0).then_some(i)
+            })
+            .expect("balanced .route( call");
+        let call = &rest[..end];
+        let path = call.split('"').nth(1).expect("a path literal").to_owned();
+        let methods = &call[call.find(',').expect("a method router")..];
+        for method in METHODS {
+            let found = methods.match_indices(&format!("{method}(")).any(|(i, _)| {
+                i == 0
+                    || !methods.as_bytes()[i - 1].is_ascii_alphanumeric()
+                        && methods.as_bytes()[i - 1] != b'_'
+            });
+            if found {
+                routes.insert((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_json_lists_every_route_of_the_router_with_problem_errors() {
+    let app = TestApp::spawn().await;
+    let answer = app.get("/openapi.json").await;
+    assert_eq!(answer.status, 200);
+    let doc = answer.body;
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            documented.insert((method.to_owned(), path.clone()));
+            // Every error an operation declares is problem+json.
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert!(
+                        response["content"]
+                            .get("application/problem+json")
+                            .is_some(),
+                        "{method} {path} {status} is not problem+json: {response}"
+                    );
+                }
+            }
+            if path.starts_with("/v1/") {
+                let errors = operation["responses"]
+                    .as_object()
+                    .expect("responses")
+                    .keys()
+                    .filter(|s| s.starts_with('4') || s.starts_with('5'))
+                    .count();
+                assert!(errors > 0, "{method} {path} documents no error");
+            }
+        }
+    }
+    let routes = router_routes();
+    assert!(routes.len() >= 14, "parsed too few routes: {routes:?}");
+    let undocumented: Vec<_> = routes.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from /openapi.json: {undocumented:?}"
+    );
+
+    // Every documented route is served (not the fallback's 404, not 405).
+    for (method, path) in &documented {
+        let uri = path.replace("{id}", "no-such-server");
+        let request = Request::builder()
+            .method(Method::from_bytes(method.to_uppercase().as_bytes()).expect("method"))
+            .uri(&uri)
+            .body(Body::empty())
+            .expect("request");
+        let response = app.router.clone().oneshot(request).await.expect("answers");
+        let status = response.status();
+        // Only a 404 body is read: `/v1/events` answers 200 with an endless stream.
+        let problem: Value = if status == 404 {
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
+        assert_ne!(status, 405, "{method} {path} is documented but not routed");
+        assert!(
+            !(status == 404 && problem["code"] == "not_found"),
+            "{method} {path} is documented but falls through to the fallback"
+        );
+    }
+}
