@@ -97,6 +97,8 @@ fn build_guest(root: &Path, target_dir: &Path, package: &str, artifact: &str) ->
         "CARGO_BUILD_TARGET",
         "CARGO_TARGET_DIR",
         "CARGO_PRIMARY_PACKAGE",
+        // Test-only version override of the default policy (see policies/default).
+        "VIGIL_POLICY_VERSION",
     ] {
         cmd.env_remove(var);
     }

@@ -132,6 +132,21 @@ pub struct PolicyConfig {
     pub max_state_bytes: usize,
     /// Largest assessment (scores, badges, signals) a policy may return, in bytes. Default 64 KiB.
     pub max_output_bytes: usize,
+    /// A folder watched for `NAME-VERSION.wasm` (+ optional `NAME-VERSION.wasm.sig`): a file
+    /// dropped there is validated, stored and activated (unless `active` pins a version).
+    pub dir: Option<std::path::PathBuf>,
+    /// Pins the active version, `"name@version"` (a stored one). Editing it reloads.
+    pub active: Option<String>,
+    /// Refuse, on every path, a component without a signature by one of `trusted_keys`.
+    pub require_signed: bool,
+    /// Author public keys (base64 raw ed25519) whose signatures are trusted.
+    pub trusted_keys: Vec<String>,
+    /// A freshly activated version is on probation for its first this-many evaluations
+    /// (0 turns automatic rollback off). Default 20.
+    pub probation_evaluations: u64,
+    /// The share (0–1) of its probation evaluations a new version may fail before the host
+    /// rolls back to the previous version by itself. Default 0.5.
+    pub max_failure_share: f64,
     /// Evaluations one guest instance serves before it is replaced (default 256). Instances are
     /// always replaced after a failure. 1 gives every evaluation a fresh instance, so even a
     /// policy that keeps global state between calls stays deterministic (at ~4 µs a call).
@@ -147,6 +162,12 @@ impl Default for PolicyConfig {
             memory_bytes: 16 << 20,
             max_state_bytes: 64 << 10,
             max_output_bytes: 64 << 10,
+            dir: None,
+            active: None,
+            require_signed: false,
+            trusted_keys: Vec::new(),
+            probation_evaluations: 20,
+            max_failure_share: 0.5,
             reuse_instance_calls: 256,
         }
     }
@@ -220,6 +241,22 @@ impl Config {
             self.storage.url
         );
         self.rate_limit.validate()?;
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.policy.max_failure_share),
+            "[policy] max_failure_share must be from 0 to 1"
+        );
+        if let Some(active) = &self.policy.active {
+            anyhow::ensure!(
+                active
+                    .split_once('@')
+                    .is_some_and(|(n, v)| !n.is_empty() && !v.is_empty()),
+                "[policy] active must be \"name@version\" (got {active:?})"
+            );
+        }
+        for key in &self.policy.trusted_keys {
+            crate::ingest::signature::PublicKey::from_base64(key)
+                .map_err(|e| anyhow::anyhow!("[policy] trusted_keys: {key:?}: {e}"))?;
+        }
         for (name, value) in &self.policy.params {
             anyhow::ensure!(
                 matches!(

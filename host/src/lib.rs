@@ -12,9 +12,12 @@
 //! - [`ingest`]: the checks a request can pass alone — decode (wire contract v1), key, JCS
 //!   signature, clock skew, trust rules.
 //! - [`engine`]: the single writer path — replay rules, the fold through the active policy,
-//!   deadlines (ticks), group commit; and replay of stored history.
-//! - [`policy`]: the wasmtime component runtime — loading, limits, validated outputs. The only
-//!   `bindgen!` lives in `policy::bindings`.
+//!   deadlines (ticks), group commit; policy swaps with background rebuild and probation;
+//!   replay of stored history, backtests and shadow evaluation.
+//! - [`policy`]: the wasmtime component runtime — loading, limits, validated outputs (the only
+//!   `bindgen!` lives in `policy::bindings`); the registry every shipped version goes through
+//!   (validate, store, activate), author signatures, the watched folder and config pin, golden
+//!   vectors.
 //! - [`store`]: the append-only storage trait and its SQLite backend.
 //! - [`trust`]: rate limits, open registration, key rotation requests, client addresses.
 //! - [`reload`]: watching the config file and putting valid edits in force without a restart.
@@ -52,9 +55,10 @@ use tokio::task::JoinHandle;
 
 use crate::api::AppState;
 use crate::config::Config;
+use crate::policy::registry::PolicyRegistry;
 use crate::policy::{PolicyLimits, PolicyRuntime};
+use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ActivationRow, PolicyRecord, Store};
 
 /// A built host: the shared state and the writer task.
 #[derive(Debug)]
@@ -90,43 +94,15 @@ pub async fn build_with(
 
     let runtime = PolicyRuntime::new(PolicyLimits::from(&config.policy))
         .context("starting the policy runtime")?;
-    let (bytes, origin) = match &config.policy.component {
-        Some(path) => (
-            std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?,
-            path.display().to_string(),
-        ),
-        None => (
-            policy::DEFAULT_POLICY.to_vec(),
-            "bundled default policy".to_owned(),
-        ),
+    let handle = config::ConfigHandle::new(config.clone());
+    let policies = PolicyRegistry::new(runtime, shared.clone(), handle.clone());
+    // Files already in the watched folder are registered first, so a pin can name one.
+    let seen = match &config.policy.dir {
+        Some(dir) => policy::watch::scan(&policies, dir).await,
+        None => Default::default(),
     };
-    let policy = runtime
-        .load(&bytes, &config.policy.params)
-        .with_context(|| format!("loading the {origin}"))?;
+    let policy = policy::registry::boot_policy(&policies, &config.policy).await?;
     let description = policy.description().clone();
-    shared
-        .save_policy(&PolicyRecord {
-            digest: description.digest.clone(),
-            name: description.name.clone(),
-            version: description.version.clone(),
-            component: bytes,
-            uploaded_by: "config".into(),
-            uploaded_at_ms: engine::now_ms(),
-            signer: None,
-        })
-        .await?;
-    let previous = shared.active_policy_digest().await?;
-    if previous.as_deref() != Some(description.digest.as_str()) {
-        shared
-            .append_activation(&ActivationRow {
-                at_ms: engine::now_ms(),
-                who: "config".into(),
-                from_digest: previous,
-                to_digest: description.digest.clone(),
-                reason: format!("start-up with the {origin}"),
-            })
-            .await?;
-    }
     tracing::info!(
         policy = %format!("{}@{}", description.name, description.version),
         digest = %description.digest,
@@ -140,10 +116,9 @@ pub async fn build_with(
         digest: description.digest.clone(),
     });
     let live = live::LiveHub::new(config.live.buffer);
-    let config = config::ConfigHandle::new(config);
     let (alerts_wake, wake) = tokio::sync::mpsc::channel(1);
     let dispatcher =
-        alerts::dispatch::spawn(store.pool().clone(), config.clone(), metrics.clone(), wake);
+        alerts::dispatch::spawn(store.pool().clone(), handle.clone(), metrics.clone(), wake);
     let observers = engine::Observers {
         metrics: metrics.clone(),
         live: live.clone(),
@@ -152,7 +127,7 @@ pub async fn build_with(
     let commands = commands::Commands::open(store.pool().clone())
         .await
         .context("loading the host key")?;
-    let current = config.current();
+    let current = handle.current();
     let (engine, writer) = engine::start(
         shared.clone(),
         policy,
@@ -161,12 +136,18 @@ pub async fn build_with(
         observers,
     )
     .await?;
+    policies.attach(engine.clone());
+    if let Some(dir) = &config.policy.dir {
+        policy::watch::spawn_folder_watcher(&policies, dir.clone(), seen)?;
+    }
+    policy::watch::spawn_pin_follower(&policies);
     let verifier = ingest::verifier::Verifier::start(current.ingest.queue_capacity)
         .context("starting the signature verifier")?;
     let state = AppState {
         engine,
         store: shared,
-        config,
+        config: handle,
+        policies,
         verifier,
         metrics,
         live,

@@ -1,6 +1,7 @@
 //! Vigil's end-to-end tests: one binary, shared harness in `vigil_tests`.
 
 mod alerts;
+mod backtest;
 mod cli;
 mod commands;
 mod containment;
@@ -8,9 +9,12 @@ mod deadlines;
 mod determinism;
 mod directory;
 mod ingest;
+mod lifecycle;
 mod live;
 mod metrics;
 mod openapi;
+mod policy_cli;
+mod policy_vectors;
 mod storage;
 mod trust;
 mod vectors;

@@ -872,7 +872,7 @@ async fn unsigned_heartbeats_are_stored_as_unsigned_and_replay_to_the_same_snaps
         .expect("exists");
     let history = app.store.history("unsigned-1", 0).await.expect("history");
     let (rebuilt, _) = vigil::engine::replay::replay(
-        app.state.engine.policy(),
+        &app.state.engine.policy(),
         &live,
         &history,
         live.snapshot.evaluated_at_ms,

@@ -397,3 +397,94 @@ pub fn misbehaving_policy() -> PathBuf {
         })
         .clone()
 }
+
+/// Builds a policy crate from source with build-time environment overrides (distinct versions
+/// or behaviours of the same policy, for the lifecycle tests) and returns the component bytes.
+/// Variants share one target dir (only the policy crate itself recompiles between them); a
+/// lock keeps two tests of this binary from building into it at once.
+pub fn policy_variant(package: &str, env: &[(&str, &str)]) -> Vec<u8> {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    let root = workspace_root();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("policy-variants");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    for var in [
+        "VIGIL_POLICY_VERSION",
+        "VIGIL_TEST_POLICY_VERSION",
+        "VIGIL_TEST_POLICY_BEHAVIOUR",
+        "VIGIL_TEST_POLICY_DESCRIBE",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().expect("cargo runs");
+    assert!(status.success(), "building {package} {env:?} failed");
+    let artifact = package.replace('-', "_");
+    std::fs::read(target_dir.join(format!("wasm32-wasip2/release/{artifact}.wasm")))
+        .expect("the built component")
+}
+
+/// The bundled default policy rebuilt with another `describe()` version.
+pub fn default_policy_version(version: &str) -> Vec<u8> {
+    policy_variant("vigil-policy-default", &[("VIGIL_POLICY_VERSION", version)])
+}
+
+/// The same component claiming another major of the `vigil:policy` package: every
+/// `vigil:policy/…@1.0.0` name becomes `@2.0.0` (same length, so the binary stays well formed).
+pub fn with_world_major_2(component: &[u8]) -> Vec<u8> {
+    let (from, to) = (b"vigil:policy/".as_slice(), b"@1.0.0".as_slice());
+    let mut out = component.to_vec();
+    let mut i = 0;
+    let mut replaced = 0;
+    while let Some(pos) = out[i..].windows(from.len()).position(|w| w == from) {
+        let start = i + pos + from.len();
+        if let Some(at) = out[start..].iter().take(64).position(|b| *b == b'@')
+            && out[start + at..].starts_with(to)
+        {
+            out[start + at + 1] = b'2';
+            replaced += 1;
+        }
+        i = start;
+    }
+    assert!(replaced > 0, "the component names vigil:policy@1.0.0");
+    out
+}
+
+/// Waits (polling `GET /v1/policies`) until `digest` is active and no rebuild is pending;
+/// panics after `limit`.
+pub async fn wait_for_active(app: &TestApp, digest: &str, limit: std::time::Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let answer = app.get("/v1/policies").await;
+        if answer.body["active"]["digest"] == digest && answer.body["rebuild"]["pending"] == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{digest} never became active: {:#}",
+            answer.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -315,12 +315,6 @@ pub async fn transitions(
     )
 }
 
-/// `GET /v1/policies` — the active policy.
-pub async fn policies(State(state): State<AppState>) -> Response {
-    let active = state.engine.policy().description().clone();
-    Json(serde_json::json!({ "active": active, "policies": [active] })).into_response()
-}
-
 /// `GET /healthz` — the process is up; includes the engine's counters.
 pub async fn healthz(State(state): State<AppState>) -> Response {
     Json(serde_json::json!({

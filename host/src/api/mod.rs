@@ -11,6 +11,7 @@ pub mod directory;
 pub mod error;
 pub mod openapi;
 pub mod ops;
+pub mod policies;
 pub mod stream;
 pub mod trust;
 
@@ -21,6 +22,7 @@ use axum::routing::{get, post};
 
 use crate::config::ConfigHandle;
 use crate::engine::EngineHandle;
+use crate::policy::registry::PolicyRegistry;
 use crate::store::Store;
 pub use error::ApiError;
 
@@ -33,6 +35,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The configuration in force (reloadable).
     pub config: ConfigHandle,
+    /// Policy versions: validation, storage, activation.
+    pub policies: PolicyRegistry,
     /// Batched signature verification off the async executor.
     pub verifier: crate::ingest::verifier::Verifier,
     /// This host's Prometheus registry.
@@ -61,7 +65,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/servers/{id}", get(directory::get_server))
         .route("/v1/servers/{id}/heartbeats", get(directory::heartbeats))
         .route("/v1/servers/{id}/transitions", get(directory::transitions))
-        .route("/v1/policies", get(directory::policies))
+        .route("/v1/policies", get(policies::list))
+        .route("/v1/admin/policies", post(policies::upload))
+        .route("/v1/admin/policies/activate", post(policies::activate))
+        .route("/v1/admin/policies/rollback", post(policies::rollback))
+        .route("/v1/admin/policies/shadow", post(policies::start_shadow))
+        .route("/v1/policies/shadow", get(policies::shadow_report))
         .route("/v1/admin/servers", post(admin::add_server))
         .route("/v1/admin/servers/{id}/verify", post(admin::verify_server))
         .route("/v1/agent/rotate-key", post(trust::rotate_key))

@@ -65,6 +65,11 @@ pub struct HeartbeatAccepted {
         heartbeats,
         transitions,
         policies,
+        upload_policy,
+        activate_policy,
+        rollback_policy,
+        start_shadow,
+        shadow_report,
         add_server,
         verify_server,
         healthz,
@@ -160,13 +165,83 @@ fn heartbeats() {}
     ))]
 fn transitions() {}
 
-/// Stored policy versions and the active one.
-#[utoipa::path(get, path = "/v1/policies", tag = "directory",
+/// Stored policy versions, the active one, recent activations and refusals, and the
+/// progress of the background rebuild.
+#[utoipa::path(get, path = "/v1/policies", tag = "policies",
     responses(
         (status = 200, description = "Policies"),
         (status = 500, description = "`internal`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`storage_unavailable`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn policies() {}
+
+/// Upload a policy component (admin): validated, smoke-tested, stored; activated too with
+/// `?activate=true`.
+#[utoipa::path(post, path = "/v1/admin/policies", tag = "policies",
+    params(
+        ("activate" = Option<bool>, Query, description = "activate the version once stored"),
+        ("vigil-policy-signature" = Option<String>, Header, description = "the text of the component's detached `.sig` file"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/wasm",
+        description = "The component's bytes"),
+    responses(
+        (status = 201, description = "Stored (and activated, when asked)"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`policy_unsigned`, `policy_signature_untrusted`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_query`, `invalid_body`, `policy_invalid`, `policy_params`, `policy_signature_malformed`, `policy_smoke_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`admin_disabled`, `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn upload_policy() {}
+
+/// Activate a stored policy version (admin); snapshots are rebuilt through it in the
+/// background.
+#[utoipa::path(post, path = "/v1/admin/policies/activate", tag = "policies",
+    request_body(content = String, content_type = "application/json",
+        description = "`{policy: \"sha256:<hex>\" | \"name@version\", reason?}`"),
+    responses(
+        (status = 200, description = "The activation"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`policy_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_body`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`admin_disabled`, `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn activate_policy() {}
+
+/// Roll back to the previously active policy version (admin).
+#[utoipa::path(post, path = "/v1/admin/policies/rollback", tag = "policies",
+    request_body(content = String, content_type = "application/json",
+        description = "Optional `{reason?}`"),
+    responses(
+        (status = 200, description = "The activation of the previous version"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`no_previous_policy`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_body`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`admin_disabled`, `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn rollback_policy() {}
+
+/// Start (or, with `policy: null`, stop) evaluating a stored version in the shadow of the
+/// active one (admin).
+#[utoipa::path(post, path = "/v1/admin/policies/shadow", tag = "policies",
+    request_body(content = String, content_type = "application/json",
+        description = "`{policy: \"sha256:<hex>\" | \"name@version\" | null}`"),
+    responses(
+        (status = 200, description = "The fresh shadow report"),
+        (status = 204, description = "Shadow stopped"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`policy_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_body`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`admin_disabled`, `storage_unavailable`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn start_shadow() {}
+
+/// Agreement and differences of the running shadow evaluation so far.
+#[utoipa::path(get, path = "/v1/policies/shadow", tag = "policies",
+    responses(
+        (status = 200, description = "The shadow report"),
+        (status = 404, description = "`no_shadow`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn shadow_report() {}
 
 /// Register a server (admin).
 #[utoipa::path(post, path = "/v1/admin/servers", tag = "admin",

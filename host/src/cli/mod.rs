@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod bench;
 pub mod keys;
+pub mod policy;
 pub mod rotate;
 pub mod send;
 pub mod serve;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Manage admin API keys (directly in the database).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Ship, list, roll back and sign policy versions.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// The whole `vigil` program: logging to stderr (`VIGIL_LOG`, default `info`), parse the
@@ -80,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send::run(args).await,
         Command::RotateKey(args) => rotate::run(args).await,
         Command::Server(command) => server::run(command).await,
+        Command::Policy(command) => policy::run(command).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Admin(command) => admin::run(command).await,
     }

@@ -81,8 +81,14 @@ pub fn fold(
     let facts = facts_of(server);
     let snapshot = &mut server.snapshot;
     snapshot.evaluated_at_ms = Some(now_ms);
+    // State is opaque to the version that wrote it: another version starts from none (a
+    // swap rebuilds snapshots by replay, so this only happens when that rebuild failed).
+    let state = match &snapshot.policy {
+        Some(by) if by.digest == policy.digest() => snapshot.policy_state.as_deref(),
+        _ => None,
+    };
     let started = std::time::Instant::now();
-    let result = policy.evaluate(&facts, snapshot.policy_state.as_deref(), now_ms, event);
+    let result = policy.evaluate(&facts, state, now_ms, event);
     effects.durations.push(started.elapsed());
     match result {
         Ok(outcome) => apply(

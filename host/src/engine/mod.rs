@@ -9,9 +9,12 @@
 //! request of the batch with an error. Deadlines live in an ordered index: the writer sleeps
 //! until the earliest one, it never scans every server.
 
+pub mod backtest;
 pub mod fold;
 pub mod observe;
 pub mod replay;
+mod shadow;
+mod swap;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +34,8 @@ use crate::store::{
 };
 use fold::{FoldEffects, catch_up, fold_heartbeat, fold_rejection};
 pub use observe::Observers;
+pub use shadow::{Disagreement, Judgement, ShadowReport};
+pub use swap::{Activation, ActivationOutcome, Probation};
 
 /// Milliseconds since the Unix epoch, from the host clock.
 pub fn now_ms() -> i64 {
@@ -81,6 +86,14 @@ pub struct EngineStats {
     pub batches_committed: AtomicU64,
     /// Batches whose commit failed.
     pub batches_failed: AtomicU64,
+    /// Snapshots rebuilt by replay after a policy swap.
+    pub snapshots_rebuilt: AtomicU64,
+    /// Snapshots still waiting to be rebuilt after the last swap (a gauge).
+    pub rebuilds_pending: AtomicU64,
+    /// Policy activations (including automatic rollbacks).
+    pub policy_activations: AtomicU64,
+    /// Automatic rollbacks to the last known good policy.
+    pub policy_rollbacks: AtomicU64,
 }
 
 /// A point-in-time copy of [`EngineStats`].
@@ -100,6 +113,14 @@ pub struct StatsSnapshot {
     pub batches_committed: u64,
     /// Batches failed.
     pub batches_failed: u64,
+    /// Snapshots rebuilt after a policy swap.
+    pub snapshots_rebuilt: u64,
+    /// Snapshots waiting to be rebuilt.
+    pub rebuilds_pending: u64,
+    /// Policy activations.
+    pub policy_activations: u64,
+    /// Automatic rollbacks.
+    pub policy_rollbacks: u64,
 }
 
 impl EngineStats {
@@ -114,6 +135,10 @@ impl EngineStats {
             policy_evaluations: r(&self.policy_evaluations),
             batches_committed: r(&self.batches_committed),
             batches_failed: r(&self.batches_failed),
+            snapshots_rebuilt: r(&self.snapshots_rebuilt),
+            rebuilds_pending: r(&self.rebuilds_pending),
+            policy_activations: r(&self.policy_activations),
+            policy_rollbacks: r(&self.policy_rollbacks),
         }
     }
 }
@@ -200,8 +225,19 @@ enum Command {
     Register(Box<NewServer>, Responder<()>),
     SetVerified(String, bool, Responder<()>),
     RotateKey(Box<crate::store::trust::KeyRotation>, Responder<u32>),
+    Activate(Box<Activation>, Responder<ActivationOutcome>),
+    Shadow(Option<Arc<LoadedPolicy>>, oneshot::Sender<()>),
     FailNextCommit,
 }
+
+/// The running shadow's report, if any: written by the writer when a shadow starts or stops,
+/// read by `GET /v1/policies/shadow`. std mutexes: short critical sections, never awaited.
+type ShadowSlot = Arc<std::sync::Mutex<Option<Arc<std::sync::Mutex<ShadowReport>>>>>;
+
+/// The active policy, shared by the writer (who swaps it) and every reader. A std `RwLock`
+/// around an `Arc` because a read is one pointer clone that never awaits, swaps are rare, and
+/// readers that hold the old `Arc` (an in-flight batch) keep it alive until they finish.
+type SharedPolicy = Arc<RwLock<Arc<LoadedPolicy>>>;
 
 /// Shared identity cache: read by every request, written only by the writer after a commit.
 /// A std `RwLock` because critical sections are a map lookup and never await.
@@ -214,13 +250,14 @@ pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
     identities: IdentityCache,
     stats: Arc<EngineStats>,
-    policy: Arc<LoadedPolicy>,
+    policy: SharedPolicy,
+    shadow: ShadowSlot,
 }
 
 impl std::fmt::Debug for EngineHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineHandle")
-            .field("policy", &self.policy.digest())
+            .field("policy", &self.policy().digest())
             .finish()
     }
 }
@@ -286,14 +323,90 @@ impl EngineHandle {
         self.identities.read().ok()?.get(server_id).cloned()
     }
 
-    /// The active policy.
-    pub fn policy(&self) -> &Arc<LoadedPolicy> {
-        &self.policy
+    /// The active policy (the one new events are folded with).
+    pub fn policy(&self) -> Arc<LoadedPolicy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            // Only the writer writes it, with a plain assignment that cannot panic half-way.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes `activation.policy` the active policy between two batches (the batch in flight
+    /// finishes on the old one), appends the activation record, and starts rebuilding every
+    /// snapshot through the new version in the background. Waits for room in the queue rather
+    /// than failing: an activation is rare and must not be lost to a burst of heartbeats.
+    pub async fn activate(&self, activation: Activation) -> Result<ActivationOutcome, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Activate(Box::new(activation), reply))
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        answer.await.map_err(|_| WriteError::Closed)?
+    }
+
+    /// A handle that does not keep the writer alive (for background tasks).
+    pub fn downgrade(&self) -> WeakEngineHandle {
+        WeakEngineHandle {
+            tx: self.tx.downgrade(),
+            identities: self.identities.clone(),
+            stats: self.stats.clone(),
+            policy: self.policy.clone(),
+            shadow: self.shadow.clone(),
+        }
+    }
+
+    /// Starts (replacing any) or stops (`None`) shadow evaluation of a candidate on live
+    /// events. The shadow never changes an answer or a snapshot.
+    pub async fn set_shadow(&self, policy: Option<Arc<LoadedPolicy>>) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Shadow(policy, reply))
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        answer.await.map_err(|_| WriteError::Closed)
+    }
+
+    /// The running shadow's report so far.
+    pub fn shadow_report(&self) -> Option<ShadowReport> {
+        let slot = self.shadow.lock().ok()?;
+        let report = slot.as_ref()?.lock().ok()?.clone();
+        Some(report)
     }
 
     /// The engine's counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+}
+
+/// An [`EngineHandle`] that does not keep the writer running: background tasks hold this and
+/// upgrade it per use, so dropping the last real handle still stops the writer.
+#[derive(Clone)]
+pub struct WeakEngineHandle {
+    tx: mpsc::WeakSender<Command>,
+    identities: IdentityCache,
+    stats: Arc<EngineStats>,
+    policy: SharedPolicy,
+    shadow: ShadowSlot,
+}
+
+impl std::fmt::Debug for WeakEngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakEngineHandle").finish_non_exhaustive()
+    }
+}
+
+impl WeakEngineHandle {
+    /// The engine, while it still runs.
+    pub fn upgrade(&self) -> Option<EngineHandle> {
+        Some(EngineHandle {
+            tx: self.tx.upgrade()?,
+            identities: self.identities.clone(),
+            stats: self.stats.clone(),
+            policy: self.policy.clone(),
+            shadow: self.shadow.clone(),
+        })
     }
 }
 
@@ -330,9 +443,15 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(queue_capacity);
     let identities = Arc::new(RwLock::new(identities));
     let stats = Arc::new(EngineStats::default());
-    let writer = Writer {
+    let shared_policy: SharedPolicy = Arc::new(RwLock::new(policy.clone()));
+    let shadow_slot: ShadowSlot = Arc::default();
+    let mut writer = Writer {
+        shadow: None,
+        shadow_slot: shadow_slot.clone(),
         store,
         policy: policy.clone(),
+        shared_policy: shared_policy.clone(),
+        swap: swap::SwapState::default(),
         servers,
         deadlines,
         identities: identities.clone(),
@@ -340,15 +459,20 @@ pub async fn start(
         rx,
         max_batch,
         fail_next_commit: false,
+        last_policy_error: None,
         observers,
     };
+    // Snapshots computed by another version (the configured policy changed while the host was
+    // down) are rebuilt like after a swap.
+    writer.mark_stale();
     let task = tokio::spawn(writer.run());
     Ok((
         EngineHandle {
             tx,
             identities,
             stats,
-            policy,
+            policy: shared_policy,
+            shadow: shadow_slot,
         },
         task,
     ))
@@ -392,6 +516,10 @@ struct Pending {
 struct Writer {
     store: Arc<dyn Store>,
     policy: Arc<LoadedPolicy>,
+    /// What [`EngineHandle::policy`] reads; written only together with `policy`.
+    shared_policy: SharedPolicy,
+    /// Snapshots to rebuild after a swap, and the probation of a fresh version.
+    swap: swap::SwapState,
     servers: HashMap<String, ServerRecord>,
     /// (deadline, server): the earliest is the next tick.
     deadlines: BTreeSet<(i64, String)>,
@@ -400,6 +528,11 @@ struct Writer {
     rx: mpsc::Receiver<Command>,
     max_batch: usize,
     fail_next_commit: bool,
+    /// The last evaluation failure (for the auto-rollback reason).
+    last_policy_error: Option<String>,
+    /// The running shadow, offered every committed batch.
+    shadow: Option<shadow::Shadow>,
+    shadow_slot: ShadowSlot,
     observers: Observers,
 }
 
@@ -407,6 +540,30 @@ impl Writer {
     async fn run(mut self) {
         let mut commands = Vec::with_capacity(self.max_batch);
         loop {
+            if self.swap.has_work() {
+                // Rebuilding after a swap: take what is queued without waiting, fold it (the
+                // servers it names are rebuilt first), then rebuild one chunk, and repeat.
+                let mut closed = false;
+                while commands.len() < self.max_batch {
+                    match self.rx.try_recv() {
+                        Ok(command) => commands.push(command),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+                if !commands.is_empty() {
+                    self.process(std::mem::take(&mut commands)).await;
+                }
+                if closed {
+                    break;
+                }
+                self.rebuild_chunk().await;
+                self.check_probation().await;
+                continue;
+            }
             let sleep = match self.deadlines.first() {
                 Some((at, _)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
                 None => Duration::from_secs(3600),
@@ -420,12 +577,14 @@ impl Writer {
                 () = tokio::time::sleep(sleep) => {}
             }
             self.process(std::mem::take(&mut commands)).await;
+            self.check_probation().await;
         }
         tracing::info!("engine writer stopped");
     }
 
     async fn process(&mut self, commands: Vec<Command>) {
         let mut pending = Pending::default();
+        self.rebuild_named(&commands, &mut pending).await;
         // Consecutive registrations share one transaction (a bulk import registers thousands).
         let mut registrations: Vec<(NewServer, Responder<()>)> = Vec::new();
         self.fire_due_ticks(now_ms(), &mut pending);
@@ -452,6 +611,17 @@ impl Writer {
                     self.flush(std::mem::take(&mut pending)).await;
                     let _ = reply.send(self.rotate_key(*rotation).await);
                 }
+                Command::Activate(activation, reply) => {
+                    self.flush(std::mem::take(&mut pending)).await;
+                    let _ = reply.send(self.activate(*activation).await);
+                }
+                Command::Shadow(policy, reply) => {
+                    self.shadow = policy.map(|p| shadow::start(self.store.clone(), p));
+                    if let Ok(mut slot) = self.shadow_slot.lock() {
+                        *slot = self.shadow.as_ref().map(|s| s.report.clone());
+                    }
+                    let _ = reply.send(());
+                }
                 Command::FailNextCommit => self.fail_next_commit = true,
             }
         }
@@ -477,7 +647,10 @@ impl Writer {
         }
     }
 
-    fn record_effects(&self, server_id: &str, effects: FoldEffects, pending: &mut Pending) {
+    fn record_effects(&mut self, server_id: &str, effects: FoldEffects, pending: &mut Pending) {
+        if let Some(error) = effects.errors.last() {
+            self.last_policy_error = Some(error.to_string());
+        }
         self.observers.folded(
             self.servers.get(server_id),
             self.policy.digest(),
@@ -506,6 +679,12 @@ impl Writer {
         while let Some((at, id)) = self.deadlines.first().cloned() {
             if at > now {
                 break;
+            }
+            if self.swap.is_stale(&id) {
+                // Its deadline was set by the previous version: rebuild it soon instead.
+                self.deadlines.remove(&(at, id.clone()));
+                self.swap.prioritise(&id);
+                continue;
             }
             self.touch(&id, pending);
             let Some(server) = self.servers.get_mut(&id) else {
@@ -662,6 +841,7 @@ impl Writer {
                 self.stats
                     .rejections
                     .fetch_add(pending.batch.rejections.len() as u64, Ordering::Relaxed);
+                self.offer_to_shadow(&pending.batch);
                 None
             }
             Err(e) => {
@@ -676,6 +856,8 @@ impl Writer {
                 for (id, snapshot) in pending.before.drain() {
                     if let Some(server) = self.servers.get_mut(&id) {
                         server.snapshot = snapshot;
+                        // A rebuild that was not committed must run again.
+                        self.swap.restale(server, self.policy.digest());
                     }
                 }
                 Some(WriteError::Storage(e.to_string()))
@@ -696,6 +878,52 @@ impl Writer {
         }
         for reply in pending.replies {
             reply.send(failure.as_ref());
+        }
+    }
+
+    /// Offers a committed batch to the shadow, if one runs (never waits for it).
+    fn offer_to_shadow(&self, batch: &WriteBatch) {
+        let Some(shadow) = &self.shadow else { return };
+        if batch.snapshots.is_empty() {
+            return;
+        }
+        let mut events: HashMap<&str, Vec<crate::store::HistoryEvent>> = HashMap::new();
+        for h in &batch.heartbeats {
+            events
+                .entry(h.server_id.as_str())
+                .or_default()
+                .push(crate::store::HistoryEvent::Heartbeat(h.clone()));
+        }
+        for r in &batch.rejections {
+            if let (Some(id), Some(seq)) = (r.claimed_server_id.as_deref(), r.seq) {
+                events
+                    .entry(id)
+                    .or_default()
+                    .push(crate::store::HistoryEvent::Rejected {
+                        seq,
+                        received_at_ms: r.received_at_ms,
+                        code: r.code.clone(),
+                    });
+            }
+        }
+        let offers = batch
+            .snapshots
+            .iter()
+            .filter_map(|s| self.servers.get(&s.server_id))
+            .map(|live| {
+                let mut events = events.remove(live.server_id.as_str()).unwrap_or_default();
+                events.sort_by_key(crate::store::HistoryEvent::seq);
+                shadow::Offer {
+                    live: live.clone(),
+                    events,
+                }
+            })
+            .collect();
+        if shadow.tx.try_send(offers).is_err()
+            && let Some(report) = &*self.shadow_slot.lock().unwrap_or_else(|p| p.into_inner())
+            && let Ok(mut r) = report.lock()
+        {
+            r.dropped += 1;
         }
     }
 

@@ -40,6 +40,21 @@ pub fn replay(
         ..identity.clone()
     };
     let mut effects = FoldEffects::default();
+    replay_onto(policy, &mut server, history, &mut effects)?;
+    if let Some(until) = until_ms {
+        catch_up(policy, &mut server, until, &mut effects);
+    }
+    Ok((server, effects))
+}
+
+/// Folds `history` (in sequence order) onto `server`'s current snapshot (shadow evaluation
+/// continues a snapshot event by event with it).
+pub fn replay_onto(
+    policy: &LoadedPolicy,
+    server: &mut ServerRecord,
+    history: &[HistoryEvent],
+    effects: &mut FoldEffects,
+) -> Result<(), ReplayError> {
     for event in history {
         match event {
             HistoryEvent::Heartbeat(row) => {
@@ -57,11 +72,11 @@ pub fn replay(
                 let signed = !row.signature.is_empty();
                 fold_heartbeat(
                     policy,
-                    &mut server,
+                    server,
                     row.received_at_ms,
                     &decoded,
                     signed,
-                    &mut effects,
+                    effects,
                 );
             }
             HistoryEvent::Rejected {
@@ -70,12 +85,9 @@ pub fn replay(
                 code,
             } => {
                 server.snapshot.event_seq = seq - 1;
-                fold_rejection(policy, &mut server, *received_at_ms, code, &mut effects);
+                fold_rejection(policy, server, *received_at_ms, code, effects);
             }
         }
     }
-    if let Some(until) = until_ms {
-        catch_up(policy, &mut server, until, &mut effects);
-    }
-    Ok((server, effects))
+    Ok(())
 }

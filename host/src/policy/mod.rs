@@ -9,6 +9,10 @@
 //! This module never touches storage or HTTP.
 
 pub mod bindings;
+pub mod registry;
+pub mod signing;
+pub mod vectors;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -256,15 +260,30 @@ impl PolicyRuntime {
         bytes: &[u8],
         params: &BTreeMap<String, toml::Value>,
     ) -> Result<Arc<LoadedPolicy>, PolicyError> {
-        let digest = digest_of(bytes);
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PolicyError::Load(format!("not a valid component: {e:#}")))?;
+        let component = self.compile(bytes)?;
+        self.load_compiled(&component, digest_of(bytes), params)
+    }
+
+    /// Compiles component bytes (milliseconds: keep it off the async workers).
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, PolicyError> {
+        Component::new(&self.engine, bytes)
+            .map_err(|e| PolicyError::Load(format!("not a valid component: {e:#}")))
+    }
+
+    /// [`PolicyRuntime::load`] for an already compiled component whose bytes hash to `digest`.
+    pub fn load_compiled(
+        &self,
+        component: &Component,
+        digest: String,
+        params: &BTreeMap<String, toml::Value>,
+    ) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        check_world_major(&self.engine, component)?;
         let mut linker: Linker<GuestCtx> = Linker::new(&self.engine);
         linker
-            .define_unknown_imports_as_traps(&component)
+            .define_unknown_imports_as_traps(component)
             .map_err(|e| PolicyError::Load(format!("{e:#}")))?;
         let instance_pre = linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| PolicyError::Load(format!("{e:#}")))?;
         let pre = PolicyPre::new(instance_pre).map_err(|e| {
             PolicyError::Load(format!(
@@ -292,6 +311,38 @@ impl PolicyRuntime {
         policy.description.params = info.params.iter().map(describe_param).collect();
         Ok(Arc::new(policy))
     }
+}
+
+/// The WIT major version this host implements (`vigil:policy@1.x`).
+pub const WORLD_MAJOR: u64 = 1;
+
+/// Refuses, with a reason an author understands, a component built against another major of
+/// the `vigil:policy` package (instantiate-pre would fail with a type-mismatch error).
+fn check_world_major(engine: &Engine, component: &Component) -> Result<(), PolicyError> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(n, _)| n)
+        .chain(ty.exports(engine).map(|(n, _)| n));
+    for name in names {
+        let Some(rest) = name.strip_prefix("vigil:policy/") else {
+            continue;
+        };
+        let Some((_, version)) = rest.split_once('@') else {
+            continue;
+        };
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u64>().ok());
+        if major != Some(WORLD_MAJOR) {
+            return Err(PolicyError::Load(format!(
+                "the component is built for vigil:policy@{version} (`{name}`); this host \
+                 implements vigil:policy@{WORLD_MAJOR}.x: rebuild it with a matching SDK"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn describe_param(spec: &wit::ParamSpec) -> ParamDescription {

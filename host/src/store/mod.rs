@@ -365,6 +365,44 @@ pub struct PolicyRecord {
     pub uploaded_at_ms: i64,
     /// Author key fingerprint, when signed.
     pub signer: Option<String>,
+    /// The detached author signature (base64), when signed.
+    pub signature: Option<String>,
+}
+
+/// A stored policy version without its bytes (for listings).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicySummary {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// From `describe()`.
+    pub name: String,
+    /// From `describe()`.
+    pub version: String,
+    /// Component size, bytes.
+    pub size_bytes: i64,
+    /// Who stored it.
+    pub uploaded_by: String,
+    /// When.
+    pub uploaded_at_ms: i64,
+    /// Author key fingerprint, when signed.
+    pub signer: Option<String>,
+}
+
+/// An appended activation, as read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredActivation {
+    /// Row id (monotonic).
+    pub id: i64,
+    /// When.
+    pub at_ms: i64,
+    /// Who.
+    pub who: String,
+    /// Previous active digest.
+    pub from_digest: Option<String>,
+    /// New active digest.
+    pub to_digest: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// An activation to append.
@@ -448,6 +486,27 @@ pub trait Store: Send + Sync + 'static {
     async fn append_activation(&self, activation: &ActivationRow) -> Result<(), StoreError>;
     /// The digest of the most recent activation.
     async fn active_policy_digest(&self) -> Result<Option<String>, StoreError>;
+    /// The events a rebuild replays: every folded event with `received_at_ms` in
+    /// `[newest − window, newest]` (newest = the server's latest event), plus the last heartbeat
+    /// before that window (it still covers minutes inside it), in sequence order.
+    /// `window_ms = 0` means the whole history.
+    async fn replay_history(
+        &self,
+        server_id: &str,
+        window_ms: i64,
+    ) -> Result<Vec<HistoryEvent>, StoreError>;
+    /// Every stored policy version, newest upload first (without bytes).
+    async fn list_policies(&self) -> Result<Vec<PolicySummary>, StoreError>;
+    /// One stored policy version by digest.
+    async fn load_policy(&self, digest: &str) -> Result<Option<PolicyRecord>, StoreError>;
+    /// The most recently uploaded version with this name and version.
+    async fn find_policy(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<PolicyRecord>, StoreError>;
+    /// The most recent activations, newest first.
+    async fn activations(&self, limit: u32) -> Result<Vec<StoredActivation>, StoreError>;
     /// Cheap liveness probe of the database.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Appends the next key to a server's history and makes it current, in one transaction,

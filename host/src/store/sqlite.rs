@@ -15,8 +15,8 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
 use super::{
     ActivationRow, ClusterTransition, CommitReceipt, HeartbeatRow, HistoryEvent, NewServer,
-    PolicyRecord, PolicyRef, ServerQuery, ServerRecord, ServerSort, Snapshot, Store, StoreError,
-    StoredHeartbeat, StoredTransition, TransitionRow, WriteBatch,
+    PolicyRecord, PolicyRef, PolicySummary, ServerQuery, ServerRecord, ServerSort, Snapshot, Store,
+    StoreError, StoredActivation, StoredHeartbeat, StoredTransition, TransitionRow, WriteBatch,
 };
 
 /// Rows per multi-row statement (SQLite allows 32,766 bound variables; snapshots bind 22).
@@ -125,6 +125,19 @@ fn heartbeat_from_row(row: &SqliteRow) -> Result<HeartbeatRow, StoreError> {
         signature: row.try_get("signature")?,
         body: row.try_get("body")?,
         policy_digest: row.try_get("policy_digest")?,
+    })
+}
+
+fn policy_from_row(row: &SqliteRow) -> Result<PolicyRecord, StoreError> {
+    Ok(PolicyRecord {
+        digest: row.try_get("digest")?,
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        component: row.try_get("component")?,
+        uploaded_by: row.try_get("uploaded_by")?,
+        uploaded_at_ms: row.try_get("uploaded_at_ms")?,
+        signer: row.try_get("signer")?,
+        signature: row.try_get("signature")?,
     })
 }
 
@@ -518,7 +531,7 @@ impl Store for SqliteStore {
     async fn save_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO policies (digest, name, version, size_bytes, component, uploaded_by, \
-             uploaded_at_ms, signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             uploaded_at_ms, signer, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (digest) DO NOTHING",
         )
         .bind(&policy.digest)
@@ -529,6 +542,7 @@ impl Store for SqliteStore {
         .bind(&policy.uploaded_by)
         .bind(policy.uploaded_at_ms)
         .bind(&policy.signer)
+        .bind(&policy.signature)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -555,6 +569,117 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    async fn replay_history(
+        &self,
+        server_id: &str,
+        window_ms: i64,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        if window_ms <= 0 {
+            return self.history(server_id, i64::MIN).await;
+        }
+        let newest: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(t) FROM (\
+             SELECT MAX(received_at_ms) AS t FROM heartbeats WHERE server_id = ? UNION ALL \
+             SELECT MAX(received_at_ms) FROM rejections \
+             WHERE claimed_server_id = ? AND seq IS NOT NULL)",
+        )
+        .bind(server_id)
+        .bind(server_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let Some(newest) = newest else {
+            return Ok(Vec::new());
+        };
+        let since = newest.saturating_sub(window_ms);
+        let before = sqlx::query(
+            "SELECT server_id, seq, received_at_ms, sent_at_ms, key_version, signature, body, \
+             policy_digest FROM heartbeats WHERE server_id = ? AND received_at_ms < ? \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(server_id)
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?;
+        let mut events = Vec::new();
+        if let Some(row) = before {
+            events.push(HistoryEvent::Heartbeat(heartbeat_from_row(&row)?));
+        }
+        events.extend(self.history(server_id, since).await?);
+        Ok(events)
+    }
+
+    async fn list_policies(&self) -> Result<Vec<PolicySummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT digest, name, version, size_bytes, uploaded_by, uploaded_at_ms, signer \
+             FROM policies ORDER BY uploaded_at_ms DESC, digest",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PolicySummary {
+                    digest: r.try_get("digest")?,
+                    name: r.try_get("name")?,
+                    version: r.try_get("version")?,
+                    size_bytes: r.try_get("size_bytes")?,
+                    uploaded_by: r.try_get("uploaded_by")?,
+                    uploaded_at_ms: r.try_get("uploaded_at_ms")?,
+                    signer: r.try_get("signer")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_policy(&self, digest: &str) -> Result<Option<PolicyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT digest, name, version, component, uploaded_by, uploaded_at_ms, signer, \
+             signature FROM policies WHERE digest = ?",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(policy_from_row).transpose()
+    }
+
+    async fn find_policy(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<PolicyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT digest, name, version, component, uploaded_by, uploaded_at_ms, signer, \
+             signature FROM policies WHERE name = ? AND version = ? \
+             ORDER BY uploaded_at_ms DESC LIMIT 1",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(policy_from_row).transpose()
+    }
+
+    async fn activations(&self, limit: u32) -> Result<Vec<StoredActivation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, who, from_digest, to_digest, reason FROM policy_activations \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredActivation {
+                    id: r.try_get("id")?,
+                    at_ms: r.try_get("at_ms")?,
+                    who: r.try_get("who")?,
+                    from_digest: r.try_get("from_digest")?,
+                    to_digest: r.try_get("to_digest")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

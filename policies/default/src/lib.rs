@@ -41,8 +41,12 @@ use vigil_policy_sdk::{Evaluation, Event, Facts, Params, Policy, PolicyInfo};
 
 /// The policy's name.
 pub const NAME: &str = "default";
-/// The policy's version.
-pub const VERSION: &str = "1.0.0";
+/// The policy's version. `VIGIL_POLICY_VERSION` at build time overrides it (the host's tests
+/// build distinct versions of the same policy to swap between; the bundled build never sets it).
+pub const VERSION: &str = match option_env!("VIGIL_POLICY_VERSION") {
+    Some(v) => v,
+    None => "1.0.0",
+};
 /// How much history a replay needs: the longest uptime window plus the longest grace, since
 /// a heartbeat up to one grace before the window still covers minutes inside it.
 pub const HISTORY_WINDOW_SECONDS: u64 =
@@ -74,4 +78,5 @@ impl Policy for DefaultPolicy {
     }
 }
 
+#[cfg(feature = "component")]
 vigil_policy_sdk::export_policy!(DefaultPolicy);

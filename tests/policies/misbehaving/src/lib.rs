@@ -8,6 +8,13 @@
 //! - `nan`: returns a quality score that is NaN.
 //! - `oom`: allocates and touches memory until the allocation fails.
 //! - `err`: returns `Err("deliberate failure")`.
+//! - `trap-live`: traps on every server except the host's synthetic smoke-test server
+//!   (`vigil-smoke-test`): a bug that validation cannot see, for the auto-rollback test.
+//!
+//! Test builds can change what it says about itself at compile time (the lifecycle tests need
+//! distinct versions): `VIGIL_TEST_POLICY_VERSION` (default `1.0.0`),
+//! `VIGIL_TEST_POLICY_BEHAVIOUR` (the parameter's default, `ok`) and
+//! `VIGIL_TEST_POLICY_DESCRIBE=trap` (`describe()` traps).
 //!
 //! Any other value is an `Err` naming it.
 
@@ -16,32 +23,44 @@ use vigil_policy_sdk::{
     Status,
 };
 
+const DEFAULT_BEHAVIOUR: &str = match option_env!("VIGIL_TEST_POLICY_BEHAVIOUR") {
+    Some(b) => b,
+    None => "ok",
+};
+
 /// The misbehaving policy.
 pub struct Misbehaving;
 
 impl Policy for Misbehaving {
     fn describe() -> PolicyInfo {
+        if option_env!("VIGIL_TEST_POLICY_DESCRIBE") == Some("trap") {
+            trap();
+        }
         PolicyInfo {
             name: "misbehaving".to_string(),
-            version: "1.0.0".to_string(),
+            version: option_env!("VIGIL_TEST_POLICY_VERSION")
+                .unwrap_or("1.0.0")
+                .to_string(),
             history_window_seconds: 0,
             params: vec![ParamSpec::text(
                 "behaviour",
-                "What evaluate does: ok, trap, loop, nan, oom or err.",
-                "ok",
+                "What evaluate does: ok, trap, trap-live, loop, nan, oom or err.",
+                DEFAULT_BEHAVIOUR,
             )],
         }
     }
 
     fn evaluate(
         params: &Params,
-        _facts: &Facts,
+        facts: &Facts,
         state: Option<&[u8]>,
         now_ms: i64,
         _event: &Event,
     ) -> Result<Evaluation, String> {
-        match params.text_or("behaviour", "ok") {
+        match params.text_or("behaviour", DEFAULT_BEHAVIOUR) {
             "ok" => Ok(ok(state, now_ms, 99.0)),
+            "trap-live" if facts.server_id == "vigil-smoke-test" => Ok(ok(state, now_ms, 99.0)),
+            "trap-live" => trap(),
             "nan" => Ok(ok(state, now_ms, f64::NAN)),
             "trap" => trap(),
             "loop" => spin(),

@@ -1,0 +1,115 @@
+//! `vigil policy test`: the shipped golden vectors pass for both shipped policies (default and
+//! reputation), and a
+//! deliberately wrong vector fails with its name and the difference.
+
+use std::process::Command;
+
+use vigil_tests::{policy_variant, workspace_root};
+
+fn policy_test(component: &std::path::Path, vectors: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
+        .args(["policy", "test"])
+        .arg(component)
+        .arg("--vectors")
+        .arg(vectors)
+        .output()
+        .expect("runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn shipped_vectors_pass_and_a_wrong_vector_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let component = dir.path().join("default.wasm");
+    std::fs::write(&component, vigil::policy::DEFAULT_POLICY).expect("write");
+    let shipped = workspace_root().join("policies/default/vectors.json");
+    let (ok, out) = policy_test(&component, &shipped);
+    assert!(ok, "{out}");
+    assert!(out.contains("5 of 5 vectors passed"), "{out}");
+
+    // The second shipped policy, which reuses the default one as a library.
+    let reputation = dir.path().join("reputation.wasm");
+    std::fs::write(&reputation, policy_variant("vigil-policy-reputation", &[])).expect("write");
+    let (ok, out) = policy_test(
+        &reputation,
+        &workspace_root().join("policies/reputation/vectors.json"),
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("reputation@1.0.0: 3 of 3 vectors passed"),
+        "{out}"
+    );
+
+    let text = std::fs::read_to_string(&shipped).expect("vectors");
+    let wrong = text.replace(
+        r#""expect": {"status": "online", "confidence": "red"}"#,
+        r#""expect": {"status": "online", "confidence": "green"}"#,
+    );
+    assert_ne!(wrong, text, "the vector to break exists");
+    let wrong_path = dir.path().join("wrong.json");
+    std::fs::write(&wrong_path, wrong).expect("write");
+    let (ok, out) = policy_test(&component, &wrong_path);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL forged heartbeats turn confidence red: confidence: expected \"green\", got \"red\""),
+        "{out}"
+    );
+    assert!(out.contains("4 of 5 vectors passed"), "{out}");
+}
+
+#[test]
+fn a_policy_from_the_template_builds_and_loads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vigil = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"));
+        cmd.current_dir(dir.path())
+            // A shared target dir keeps the SDK's dependencies compiled across runs.
+            .env(
+                "CARGO_TARGET_DIR",
+                workspace_root().join("target/policy-template"),
+            )
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        cmd
+    };
+    let out = vigil()
+        .args(["policy", "new", "hello-policy"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vigil()
+        .args(["policy", "build", "hello-policy"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let wasm = stdout
+        .lines()
+        .find(|l| l.ends_with("hello_policy.wasm"))
+        .expect("the component path is printed");
+    let bytes = std::fs::read(wasm).expect("built");
+    let runtime = vigil::policy::PolicyRuntime::new(vigil::policy::PolicyLimits::from(
+        &vigil::config::PolicyConfig::default(),
+    ))
+    .expect("runtime");
+    let policy = runtime
+        .load(&bytes, &Default::default())
+        .expect("the template's component loads");
+    assert_eq!(policy.description().name, "hello-policy");
+    assert_eq!(policy.description().version, "0.1.0");
+}
