@@ -15,7 +15,8 @@
 //!   deadlines (ticks), group commit; and replay of stored history.
 //! - [`policy`]: the wasmtime component runtime — loading, limits, validated outputs. The only
 //!   `bindgen!` lives in `policy::bindings`.
-//! - [`store`]: the append-only storage trait and its SQLite backend.
+//! - [`store`]: the append-only storage trait and its backends: SQLite (embedded, one host) and
+//!   PostgreSQL (shared by several hosts: row locks per batch, NOTIFY for admin changes).
 //! - [`cli`]: the `vigil` subcommands.
 //!
 //! The server is [`run`]`(listener, config, shutdown)`; [`build`] gives the state and the
@@ -40,26 +41,25 @@ use tokio::task::JoinHandle;
 use crate::api::AppState;
 use crate::config::Config;
 use crate::policy::{PolicyLimits, PolicyRuntime};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{ActivationRow, PolicyRecord, Store};
+use crate::store::{ActivationRow, Backend, PolicyRecord, Store};
 
 /// A built host: the shared state and the writer task.
 #[derive(Debug)]
 pub struct Host {
     /// State for the router.
     pub state: AppState,
-    /// The SQLite store (tests inspect tables through it).
-    pub store: SqliteStore,
+    /// The opened backend (tests inspect tables through its pool).
+    pub store: Backend,
     /// The writer; it ends after every [`AppState`] clone is dropped.
     pub writer: JoinHandle<()>,
 }
 
 /// Opens the store, loads and records the policy, and starts the engine.
 pub async fn build(config: Config) -> anyhow::Result<Host> {
-    let store = SqliteStore::open(&config.storage.url, config.storage.max_connections)
+    let store = Backend::open(&config.storage.url, config.storage.max_connections)
         .await
-        .with_context(|| format!("opening database {}", config.storage.url))?;
-    let shared: Arc<dyn Store> = Arc::new(store.clone());
+        .with_context(|| format!("opening database {}", redact(&config.storage.url)))?;
+    let shared: Arc<dyn Store> = store.shared();
 
     let runtime = PolicyRuntime::new(PolicyLimits::from(&config.policy))
         .context("starting the policy runtime")?;
@@ -123,6 +123,20 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
         store,
         writer,
     })
+}
+
+/// `url` without a password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets the writer finish what is

@@ -8,3 +8,4 @@ mod directory;
 mod ingest;
 mod storage;
 mod vectors;
+mod scale_out;

@@ -11,8 +11,9 @@
 
 pub mod fold;
 pub mod replay;
+mod shared;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -25,8 +26,8 @@ use crate::ingest::decode::DecodedHeartbeat;
 use crate::ingest::signature::PublicKey;
 use crate::policy::LoadedPolicy;
 use crate::store::{
-    HeartbeatRow, NewServer, RejectionRow, ServerRecord, Snapshot, SnapshotRow, Store, StoreError,
-    WriteBatch,
+    ChangeNotice, HeartbeatRow, NewServer, RejectionRow, ServerRecord, Snapshot, SnapshotRow, Store,
+    StoreError, WriteBatch,
 };
 use fold::{FoldEffects, catch_up, fold_heartbeat, fold_rejection};
 
@@ -197,6 +198,8 @@ enum Command {
     ),
     Register(Box<NewServer>, oneshot::Sender<Result<(), WriteError>>),
     SetVerified(String, bool, oneshot::Sender<Result<(), WriteError>>),
+    /// Another host changed a server (shared backends): re-read it.
+    Refresh(ChangeNotice),
     FailNextCommit,
 }
 
@@ -319,7 +322,13 @@ pub async fn start(
         max_batch,
         fail_next_commit: false,
     };
-    let task = tokio::spawn(writer.run());
+    let changes = shared::forward_changes(writer.store.as_ref(), tx.downgrade()).await?;
+    let task = tokio::spawn(async move {
+        writer.run().await;
+        if let Some(forwarder) = changes {
+            forwarder.abort();
+        }
+    });
     Ok((
         EngineHandle {
             tx,
@@ -362,6 +371,8 @@ struct Pending {
     replies: Vec<Reply>,
     accepted: u64,
     duplicates: u64,
+    /// Locking the batch's rows failed (shared backends): the batch fails without a commit.
+    lock_failure: Option<StoreError>,
 }
 
 struct Writer {
@@ -400,8 +411,23 @@ impl Writer {
 
     async fn process(&mut self, commands: Vec<Command>) {
         let mut pending = Pending::default();
-        self.fire_due_ticks(now_ms(), &mut pending);
-        for command in commands {
+        let now = now_ms();
+        let mut commands = VecDeque::from(commands);
+        // On a shared database, lock (and refresh) what this batch folds before folding it;
+        // a barrier command below commits, so what follows it is locked anew.
+        let shared = self.store.is_shared();
+        if shared {
+            self.lock_ahead(&commands, Some(now), &mut pending).await;
+        }
+        self.fire_due_ticks(now, &mut pending);
+        let mut locked = true;
+        while let Some(command) = commands.pop_front() {
+            if shared && !locked {
+                commands.push_front(command);
+                self.lock_ahead(&commands, None, &mut pending).await;
+                locked = true;
+                continue;
+            }
             match command {
                 Command::Heartbeat(hb, reply) => {
                     let result = self.apply_heartbeat(&hb, &mut pending);
@@ -413,11 +439,18 @@ impl Writer {
                 }
                 Command::Register(server, reply) => {
                     self.flush(std::mem::take(&mut pending)).await;
+                    locked = false;
                     let _ = reply.send(self.register(*server).await);
                 }
                 Command::SetVerified(id, verified, reply) => {
                     self.flush(std::mem::take(&mut pending)).await;
+                    locked = false;
                     let _ = reply.send(self.set_verified(&id, verified).await);
+                }
+                Command::Refresh(notice) => {
+                    self.flush(std::mem::take(&mut pending)).await;
+                    locked = false;
+                    self.refresh(notice).await;
                 }
                 Command::FailNextCommit => self.fail_next_commit = true,
             }
@@ -587,8 +620,12 @@ impl Writer {
                 });
             }
         }
-        let result = if self.fail_next_commit && !pending.batch.is_empty() {
+        let result = if let Some(e) = pending.lock_failure.take() {
+            self.store.abandon().await;
+            Err(e)
+        } else if self.fail_next_commit && !pending.batch.is_empty() {
             self.fail_next_commit = false;
+            self.store.abandon().await;
             Err(StoreError::Corrupt("injected commit failure".into()))
         } else {
             self.store.commit(&pending.batch).await
@@ -670,6 +707,10 @@ impl Writer {
     }
 
     async fn set_verified(&mut self, id: &str, verified: bool) -> Result<(), WriteError> {
+        if !self.servers.contains_key(id) && self.store.is_shared() {
+            // Registered on another host a moment ago.
+            self.refresh(ChangeNotice::Server(id.to_owned())).await;
+        }
         let Some(server) = self.servers.get_mut(id) else {
             return Err(WriteError::UnknownServer(id.to_owned()));
         };
