@@ -80,6 +80,4 @@ async fn trapping_looping_nan_erroring_and_greedy_guests_are_contained() {
     );
 }
 
-vigil_tests::on_both_backends!(
-    trapping_looping_nan_erroring_and_greedy_guests_are_contained,
-);
+vigil_tests::on_both_backends!(trapping_looping_nan_erroring_and_greedy_guests_are_contained,);

@@ -63,6 +63,4 @@ async fn replaying_stored_history_reproduces_the_snapshot_byte_for_byte() {
     assert_eq!(rebuilt.snapshot.policy_state, live.snapshot.policy_state);
 }
 
-vigil_tests::on_both_backends!(
-    replaying_stored_history_reproduces_the_snapshot_byte_for_byte,
-);
+vigil_tests::on_both_backends!(replaying_stored_history_reproduces_the_snapshot_byte_for_byte,);

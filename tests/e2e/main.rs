@@ -6,6 +6,6 @@ mod deadlines;
 mod determinism;
 mod directory;
 mod ingest;
+mod scale_out;
 mod storage;
 mod vectors;
-mod scale_out;

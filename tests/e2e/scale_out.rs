@@ -140,7 +140,10 @@ async fn heartbeats_alternated_between_two_hosts_keep_one_consistent_snapshot() 
     let agent = std::sync::Arc::new(Agent::new("shared-1"));
     a.register(&agent).await;
     let (status, answer) = until_known(&b, &agent).await;
-    assert_eq!(status, 202, "a server registered on A is known by B: {answer}");
+    assert_eq!(
+        status, 202,
+        "a server registered on A is known by B: {answer}"
+    );
 
     // In turn: each host must fold on top of what the other just committed.
     for i in 0..12u32 {
@@ -177,11 +180,21 @@ async fn heartbeats_alternated_between_two_hosts_keep_one_consistent_snapshot() 
         }
     }
     let id = "shared-1";
-    let stored = scalar(&pool, "SELECT COUNT(*) FROM heartbeats WHERE server_id = $1", id).await;
+    let stored = scalar(
+        &pool,
+        "SELECT COUNT(*) FROM heartbeats WHERE server_id = $1",
+        id,
+    )
+    .await;
     assert_eq!(stored, accepted, "one stored heartbeat per acceptance");
     // Every event (heartbeat or folded rejection) has its own sequence number, 1..=event_seq:
     // no update was lost and no event was folded twice.
-    let event_seq = scalar(&pool, "SELECT event_seq FROM servers WHERE server_id = $1", id).await;
+    let event_seq = scalar(
+        &pool,
+        "SELECT event_seq FROM servers WHERE server_id = $1",
+        id,
+    )
+    .await;
     let distinct = scalar(
         &pool,
         "SELECT COUNT(DISTINCT seq) FROM (SELECT seq FROM heartbeats WHERE server_id = $1 \
@@ -205,7 +218,12 @@ async fn heartbeats_alternated_between_two_hosts_keep_one_consistent_snapshot() 
     )
     .await;
     assert_eq!(
-        scalar(&pool, "SELECT last_sent_at_ms FROM servers WHERE server_id = $1", id).await,
+        scalar(
+            &pool,
+            "SELECT last_sent_at_ms FROM servers WHERE server_id = $1",
+            id
+        )
+        .await,
         last_sent
     );
     let (a, b) = &*hosts;
@@ -216,7 +234,12 @@ async fn heartbeats_alternated_between_two_hosts_keep_one_consistent_snapshot() 
         assert_eq!(status, 202, "{answer}");
     }
     assert_eq!(
-        scalar(&pool, "SELECT event_seq FROM servers WHERE server_id = $1", id).await,
+        scalar(
+            &pool,
+            "SELECT event_seq FROM servers WHERE server_id = $1",
+            id
+        )
+        .await,
         event_seq + 2
     );
 }
@@ -278,7 +301,10 @@ async fn a_verification_on_one_host_is_enforced_by_the_other_within_a_second() {
     let agent = Agent::new("verify-1");
     a.register(&agent).await;
     let (status, answer) = until_known(&b, &agent).await;
-    assert_eq!(status, 403, "B knows the server and refuses it unverified: {answer}");
+    assert_eq!(
+        status, 403,
+        "B knows the server and refuses it unverified: {answer}"
+    );
     assert_eq!(answer["code"], "server_unverified");
 
     let (status, answer) = a
@@ -296,5 +322,8 @@ async fn a_verification_on_one_host_is_enforced_by_the_other_within_a_second() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(accepted, "B accepts the server within 1 s of its verification on A");
+    assert!(
+        accepted,
+        "B accepts the server within 1 s of its verification on A"
+    );
 }

@@ -22,10 +22,7 @@ async fn update_and_delete_on_history_tables_fail_at_the_database() {
         "DELETE FROM status_transitions",
     ] {
         let err = app.execute(statement).await.expect_err(statement);
-        assert!(
-            err.contains("append-only"),
-            "{statement}: {err}"
-        );
+        assert!(err.contains("append-only"), "{statement}: {err}");
     }
     assert_eq!(app.count("heartbeats").await, 1);
     assert_eq!(app.count("rejections").await, 1);

@@ -26,8 +26,8 @@ use crate::ingest::decode::DecodedHeartbeat;
 use crate::ingest::signature::PublicKey;
 use crate::policy::LoadedPolicy;
 use crate::store::{
-    ChangeNotice, HeartbeatRow, NewServer, RejectionRow, ServerRecord, Snapshot, SnapshotRow, Store,
-    StoreError, WriteBatch,
+    ChangeNotice, HeartbeatRow, NewServer, RejectionRow, ServerRecord, Snapshot, SnapshotRow,
+    Store, StoreError, WriteBatch,
 };
 use fold::{FoldEffects, catch_up, fold_heartbeat, fold_rejection};
 

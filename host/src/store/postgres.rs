@@ -237,10 +237,18 @@ impl PostgresStore {
             .bind(h.iter().map(|r| r.seq).collect::<Vec<_>>())
             .bind(h.iter().map(|r| r.received_at_ms).collect::<Vec<_>>())
             .bind(h.iter().map(|r| r.sent_at_ms).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| i64::from(r.key_version)).collect::<Vec<_>>())
+            .bind(
+                h.iter()
+                    .map(|r| i64::from(r.key_version))
+                    .collect::<Vec<_>>(),
+            )
             .bind(h.iter().map(|r| r.signature.clone()).collect::<Vec<_>>())
             .bind(h.iter().map(|r| r.body.clone()).collect::<Vec<_>>())
-            .bind(h.iter().map(|r| r.policy_digest.clone()).collect::<Vec<_>>())
+            .bind(
+                h.iter()
+                    .map(|r| r.policy_digest.clone())
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut **tx)
             .await?;
         }
@@ -254,9 +262,17 @@ impl PostgresStore {
             )
             .bind(r.iter().map(|r| r.received_at_ms).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.code.clone()).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| i64::from(r.http_status)).collect::<Vec<_>>())
+            .bind(
+                r.iter()
+                    .map(|r| i64::from(r.http_status))
+                    .collect::<Vec<_>>(),
+            )
             .bind(r.iter().map(|r| r.detail.clone()).collect::<Vec<_>>())
-            .bind(r.iter().map(|r| r.claimed_server_id.clone()).collect::<Vec<_>>())
+            .bind(
+                r.iter()
+                    .map(|r| r.claimed_server_id.clone())
+                    .collect::<Vec<_>>(),
+            )
             .bind(r.iter().map(|r| r.seq).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.source_ip.clone()).collect::<Vec<_>>())
             .bind(r.iter().map(|r| r.body_sha256.clone()).collect::<Vec<_>>())
@@ -276,9 +292,21 @@ impl PostgresStore {
             .bind(t.iter().map(|t| t.cause.clone()).collect::<Vec<_>>())
             .bind(t.iter().map(|t| t.from_status.clone()).collect::<Vec<_>>())
             .bind(t.iter().map(|t| t.to_status.clone()).collect::<Vec<_>>())
-            .bind(t.iter().map(|t| t.from_confidence.clone()).collect::<Vec<_>>())
-            .bind(t.iter().map(|t| t.to_confidence.clone()).collect::<Vec<_>>())
-            .bind(t.iter().map(|t| t.policy_digest.clone()).collect::<Vec<_>>())
+            .bind(
+                t.iter()
+                    .map(|t| t.from_confidence.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                t.iter()
+                    .map(|t| t.to_confidence.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                t.iter()
+                    .map(|t| t.policy_digest.clone())
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut **tx)
             .await?;
         }
@@ -327,8 +355,16 @@ impl PostgresStore {
             .bind(s.iter().map(|r| r.server_id.clone()).collect::<Vec<_>>())
             .bind(snap(&|s| Some(s.status.clone())))
             .bind(snap(&|s| Some(s.confidence.clone())))
-            .bind(s.iter().map(|r| r.snapshot.uptime_percent).collect::<Vec<_>>())
-            .bind(s.iter().map(|r| r.snapshot.quality_score).collect::<Vec<_>>())
+            .bind(
+                s.iter()
+                    .map(|r| r.snapshot.uptime_percent)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                s.iter()
+                    .map(|r| r.snapshot.quality_score)
+                    .collect::<Vec<_>>(),
+            )
             .bind(snap(&|s| {
                 Some(serde_json::to_string(&s.scores).unwrap_or_else(|_| "{}".into()))
             }))

@@ -46,9 +46,11 @@ fn parse_args() -> Result<Args, String> {
     if args.urls.is_empty() {
         return Err("give at least one --url".into());
     }
-    if !args.urls.iter().all(|u| {
-        u.starts_with("http://127.0.0.1:") || u.starts_with("http://localhost:")
-    }) {
+    if !args
+        .urls
+        .iter()
+        .all(|u| u.starts_with("http://127.0.0.1:") || u.starts_with("http://localhost:"))
+    {
         return Err("load is only sent to loopback hosts (http://127.0.0.1:PORT)".into());
     }
     args.seconds = args.seconds.clamp(1, 300);
@@ -90,8 +92,12 @@ async fn main() -> Result<(), String> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..args.concurrency {
-        let (agents, urls, next_url, client) =
-            (agents.clone(), urls.clone(), next_url.clone(), client.clone());
+        let (agents, urls, next_url, client) = (
+            agents.clone(),
+            urls.clone(),
+            next_url.clone(),
+            client.clone(),
+        );
         let concurrency = args.concurrency;
         workers.push(tokio::spawn(async move {
             let mut answers: BTreeMap<u16, u64> = BTreeMap::new();
