@@ -327,3 +327,81 @@ async fn a_verification_on_one_host_is_enforced_by_the_other_within_a_second() {
         "B accepts the server within 1 s of its verification on A"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_killed_under_load_loses_no_acknowledged_heartbeat_and_leaves_no_lock() {
+    let Some((url, pool)) = fresh_database("killed").await else {
+        return;
+    };
+    let (mut a, b) = (Host::start(&url, ""), Host::start(&url, ""));
+    let agents: Vec<_> = (0..8)
+        .map(|i| std::sync::Arc::new(Agent::new(&format!("killed-{i}"))))
+        .collect();
+    for agent in &agents {
+        a.register(agent).await;
+    }
+    // Senders hammer A; A is killed (SIGKILL) in the middle of it.
+    let mut tasks = Vec::new();
+    for agent in &agents {
+        let (agent, client, base) = (agent.clone(), a.client.clone(), a.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for _ in 0..400 {
+                let body = agent.heartbeat(json!({}));
+                let sent = client
+                    .post(format!("{base}/v1/agent/heartbeat"))
+                    .json(&body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status().as_u16() == 202 => {
+                        acknowledged.push(body["signature"].as_str().unwrap_or("").to_owned());
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.child.kill().expect("kill A");
+    let _ = a.child.wait();
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.expect("task"));
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "A acknowledged heartbeats before it died"
+    );
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM heartbeats WHERE signature = ANY($1)")
+            .bind(&acknowledged)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(stored, acknowledged.len() as i64, "every 202 is stored");
+    // B folds on top of whatever A committed, without waiting for any lock A held.
+    for agent in &agents {
+        let (status, answer) = until_known(&b, agent).await;
+        assert_eq!(status, 202, "{answer}");
+        let id = agent.server_id.as_str();
+        let event_seq = scalar(
+            &pool,
+            "SELECT event_seq FROM servers WHERE server_id = $1",
+            id,
+        )
+        .await;
+        let distinct = scalar(
+            &pool,
+            "SELECT COUNT(DISTINCT seq) FROM heartbeats WHERE server_id = $1",
+            id,
+        )
+        .await;
+        assert_eq!(
+            distinct, event_seq,
+            "{id}: one heartbeat per sequence number"
+        );
+    }
+}

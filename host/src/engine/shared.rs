@@ -12,12 +12,16 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Command, Identity, Pending, Writer};
 use crate::store::{ChangeNotice, ServerRecord, Store, StoreError};
+
+/// Pause after a failed lock before the writer goes on.
+const LOCK_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// Forwards the store's change notices to the writer as [`Command::Refresh`]. Holds only a weak
 /// sender, so the writer still stops when the last handle is dropped (and then aborts this).
@@ -86,6 +90,9 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, servers = ids.len(), "locking the batch's servers failed");
                 pending.lock_failure = Some(e);
+                // The database is unreachable or contended: the batch fails, and a due deadline
+                // must not turn the retry into a busy loop.
+                tokio::time::sleep(LOCK_RETRY_PAUSE).await;
             }
         }
     }

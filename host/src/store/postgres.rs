@@ -70,6 +70,8 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             // The writer's batch transaction, the change listener and the readers.
             .max_connections(max_connections.max(4))
+            // Fail a batch (503, the agent retries) rather than stall the writer for long.
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
