@@ -160,3 +160,16 @@ pub async fn run(
     writer.await.context("engine writer")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_never_reach_the_logs() {
+        assert_eq!(
+            super::redact("postgres://vigil:s3cret@db:5432/vigil"),
+            "postgres://vigil:***@db:5432/vigil"
+        );
+        assert_eq!(super::redact("postgres://db/vigil"), "postgres://db/vigil");
+        assert_eq!(super::redact("sqlite://vigil.db"), "sqlite://vigil.db");
+    }
+}
