@@ -114,6 +114,22 @@ fn server_from_row(row: &SqliteRow) -> Result<ServerRecord, StoreError> {
     })
 }
 
+fn transition_from_row(r: &SqliteRow) -> Result<StoredTransition, StoreError> {
+    Ok(StoredTransition {
+        id: r.try_get("id")?,
+        row: TransitionRow {
+            server_id: r.try_get("server_id")?,
+            at_ms: r.try_get("at_ms")?,
+            cause: r.try_get("cause")?,
+            from_status: r.try_get("from_status")?,
+            to_status: r.try_get("to_status")?,
+            from_confidence: r.try_get("from_confidence")?,
+            to_confidence: r.try_get("to_confidence")?,
+            policy_digest: r.try_get("policy_digest")?,
+        },
+    })
+}
+
 fn heartbeat_from_row(row: &SqliteRow) -> Result<HeartbeatRow, StoreError> {
     Ok(HeartbeatRow {
         server_id: row.try_get("server_id")?,
@@ -428,23 +444,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredTransition {
-                    id: r.try_get("id")?,
-                    row: TransitionRow {
-                        server_id: r.try_get("server_id")?,
-                        at_ms: r.try_get("at_ms")?,
-                        cause: r.try_get("cause")?,
-                        from_status: r.try_get("from_status")?,
-                        to_status: r.try_get("to_status")?,
-                        from_confidence: r.try_get("from_confidence")?,
-                        to_confidence: r.try_get("to_confidence")?,
-                        policy_digest: r.try_get("policy_digest")?,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(transition_from_row).collect()
     }
 
     async fn transitions_after(
@@ -472,19 +472,7 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|r| {
                 Ok(ClusterTransition {
-                    transition: StoredTransition {
-                        id: r.try_get("id")?,
-                        row: TransitionRow {
-                            server_id: r.try_get("server_id")?,
-                            at_ms: r.try_get("at_ms")?,
-                            cause: r.try_get("cause")?,
-                            from_status: r.try_get("from_status")?,
-                            to_status: r.try_get("to_status")?,
-                            from_confidence: r.try_get("from_confidence")?,
-                            to_confidence: r.try_get("to_confidence")?,
-                            policy_digest: r.try_get("policy_digest")?,
-                        },
-                    },
+                    transition: transition_from_row(r)?,
                     cluster_id: r.try_get("cluster_id")?,
                 })
             })
