@@ -17,7 +17,25 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Map, Value, json};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use crate::store::Db;
+use crate::with_pool;
+
+/// Appends one step to `command_log` inside the open transaction `$tx`.
+macro_rules! log {
+    ($tx:ident, $command_id:expr, $at_ms:expr, $event:expr, $detail:expr) => {
+        sqlx::query(
+            "INSERT INTO command_log (command_id, at_ms, event, detail) VALUES ($1, $2, $3, $4)",
+        )
+        .bind($command_id)
+        .bind($at_ms)
+        .bind($event)
+        .bind($detail.to_string())
+        .execute(&mut *$tx)
+        .await?
+    };
+}
 
 use crate::ingest::decode::format_rfc3339_ms;
 use crate::ingest::signature::{PublicKey, SignatureError, parse_signature, public_key_of};
@@ -82,7 +100,7 @@ pub enum CommandError {
 #[derive(Clone)]
 pub struct Commands {
     /// sqlx pools are cheap-clone handles.
-    pool: SqlitePool,
+    db: Db,
     key: SigningKey,
     /// Servers that may have undelivered commands: the heartbeat path skips the database for
     /// everyone else. A std `Mutex` because sections are a set lookup and never await.
@@ -99,31 +117,34 @@ impl std::fmt::Debug for Commands {
 
 impl Commands {
     /// Loads the host key, generating and storing it on first start.
-    pub async fn open(pool: SqlitePool) -> Result<Self, CommandError> {
+    pub async fn open(db: Db) -> Result<Self, CommandError> {
         let fresh = SigningKey::generate(&mut rand::rngs::OsRng);
-        // Two hosts starting at once on one database: the first insert wins, both read it.
-        sqlx::query(
-            "INSERT INTO host_keys (id, secret_key, public_key, created_at_ms) \
-             VALUES (1, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(STANDARD.encode(fresh.to_bytes()))
-        .bind(public_key_of(&fresh).to_base64())
-        .bind(crate::engine::now_ms())
-        .execute(&pool)
-        .await?;
-        let secret: String = sqlx::query_scalar("SELECT secret_key FROM host_keys WHERE id = 1")
-            .fetch_one(&pool)
+        let (key, waiting) = with_pool!(&db, pool => {
+            // Two hosts starting at once on one database: the first insert wins, both read it.
+            sqlx::query(
+                "INSERT INTO host_keys (id, secret_key, public_key, created_at_ms) \
+                 VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(STANDARD.encode(fresh.to_bytes()))
+            .bind(public_key_of(&fresh).to_base64())
+            .bind(crate::engine::now_ms())
+            .execute(pool)
             .await?;
-        let key = crate::ingest::signature::signing_key_from_base64(&secret)?;
-        let waiting: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT server_id FROM commands WHERE delivered_at_ms IS NULL \
-             AND expires_at_ms > ?",
-        )
-        .bind(crate::engine::now_ms())
-        .fetch_all(&pool)
-        .await?;
+            let secret: String = sqlx::query_scalar("SELECT secret_key FROM host_keys WHERE id = 1")
+                .fetch_one(pool)
+                .await?;
+            let key = crate::ingest::signature::signing_key_from_base64(&secret)?;
+            let waiting: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT server_id FROM commands WHERE delivered_at_ms IS NULL \
+                 AND expires_at_ms > $1",
+            )
+            .bind(crate::engine::now_ms())
+            .fetch_all(pool)
+            .await?;
+            (key, waiting)
+        });
         Ok(Self {
-            pool,
+            db,
             key,
             waiting: std::sync::Arc::new(std::sync::Mutex::new(waiting.into_iter().collect())),
         })
@@ -156,10 +177,11 @@ impl Commands {
         let signature = sign(COMMAND_PREFIX, &self.key, &envelope)?;
         envelope.insert("signature".into(), json!(signature));
         let envelope = Value::Object(envelope);
-        let mut tx = self.pool.begin().await?;
+        with_pool!(&self.db, pool => {
+        let mut tx = pool.begin().await?;
         sqlx::query(
             "INSERT INTO commands (command_id, server_id, command, envelope, issued_at_ms, \
-             expires_at_ms, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             expires_at_ms, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&command_id)
         .bind(server_id)
@@ -170,15 +192,9 @@ impl Commands {
         .bind(created_by)
         .execute(&mut *tx)
         .await?;
-        log(
-            &mut tx,
-            &command_id,
-            now,
-            "queued",
-            json!({ "by": created_by }),
-        )
-        .await?;
+        log!(tx, &command_id, now, "queued", json!({ "by": created_by }));
         tx.commit().await?;
+        });
         if let Ok(mut waiting) = self.waiting.lock() {
             waiting.insert(server_id.to_owned());
         }
@@ -209,10 +225,12 @@ impl Commands {
 
     async fn take(&self, server_id: &str) -> Result<Vec<Value>, CommandError> {
         let now = crate::engine::now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::new();
+        with_pool!(&self.db, pool => {
+        let mut tx = pool.begin().await?;
         let rows = sqlx::query(
-            "UPDATE commands SET delivered_at_ms = ? WHERE server_id = ? \
-             AND delivered_at_ms IS NULL AND expires_at_ms > ? \
+            "UPDATE commands SET delivered_at_ms = $1 WHERE server_id = $2 \
+             AND delivered_at_ms IS NULL AND expires_at_ms > $3 \
              RETURNING command_id, envelope, issued_at_ms",
         )
         .bind(now)
@@ -220,18 +238,18 @@ impl Commands {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let command_id: String = row.try_get("command_id")?;
             let envelope: String = row.try_get("envelope")?;
             let issued: i64 = row.try_get("issued_at_ms")?;
-            log(&mut tx, &command_id, now, "delivered", json!({})).await?;
+            log!(tx, &command_id, now, "delivered", json!({}));
             out.push((
                 issued,
                 serde_json::from_str(&envelope).unwrap_or(Value::Null),
             ));
         }
         tx.commit().await?;
+        });
         out.sort_by_key(|(issued, _)| *issued);
         Ok(out.into_iter().map(|(_, v)| v).collect())
     }
@@ -245,10 +263,11 @@ impl Commands {
         body: &Value,
     ) -> Result<(), CommandError> {
         let now = crate::engine::now_ms();
-        let mut tx = self.pool.begin().await?;
+        with_pool!(&self.db, pool => {
+        let mut tx = pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE commands SET result_at_ms = ?, result_status = ?, result_body = ? \
-             WHERE command_id = ? AND server_id = ? AND delivered_at_ms IS NOT NULL \
+            "UPDATE commands SET result_at_ms = $1, result_status = $2, result_body = $3 \
+             WHERE command_id = $4 AND server_id = $5 AND delivered_at_ms IS NOT NULL \
              AND result_at_ms IS NULL",
         )
         .bind(now)
@@ -261,7 +280,7 @@ impl Commands {
         if done.rows_affected() == 0 {
             let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
                 "SELECT delivered_at_ms, result_at_ms FROM commands \
-                 WHERE command_id = ? AND server_id = ?",
+                 WHERE command_id = $1 AND server_id = $2",
             )
             .bind(command_id)
             .bind(server_id)
@@ -273,35 +292,12 @@ impl Commands {
                 Some((Some(_), _)) => CommandError::ResultExists(command_id.into()),
             });
         }
-        log(
-            &mut tx,
-            command_id,
-            now,
-            "result",
-            json!({ "status": status }),
-        )
-        .await?;
+        log!(tx, command_id, now, "result", json!({ "status": status }));
         tx.commit().await?;
+        });
         tracing::info!(%server_id, %command_id, %status, "command result recorded");
         Ok(())
     }
-}
-
-async fn log(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    command_id: &str,
-    at_ms: i64,
-    event: &str,
-    detail: Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO command_log (command_id, at_ms, event, detail) VALUES (?, ?, ?, ?)")
-        .bind(command_id)
-        .bind(at_ms)
-        .bind(event)
-        .bind(detail.to_string())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -62,7 +62,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Database URL. Default `sqlite://vigil.db` (created if missing).
+    /// Database URL. Default `sqlite://vigil.db` (created if missing); `postgres://…` selects
+    /// the shared PostgreSQL store (several hosts, one database).
     pub url: String,
     /// Maximum number of pooled connections for reads.
     pub max_connections: u32,
@@ -236,8 +237,9 @@ impl Config {
             "[trust] max_clock_skew_seconds must be at most a week"
         );
         anyhow::ensure!(
-            self.storage.url.starts_with("sqlite:"),
-            "[storage] url: only sqlite: URLs are supported by this build (got {:?})",
+            self.storage.url.starts_with("sqlite:")
+                || crate::store::is_postgres_url(&self.storage.url),
+            "[storage] url: must be sqlite://… or postgres://… (got {:?})",
             self.storage.url
         );
         self.rate_limit.validate()?;

@@ -18,7 +18,8 @@
 //!   `bindgen!` lives in `policy::bindings`); the registry every shipped version goes through
 //!   (validate, store, activate), author signatures, the watched folder and config pin, golden
 //!   vectors.
-//! - [`store`]: the append-only storage trait and its SQLite backend.
+//! - [`store`]: the append-only storage trait and its backends: SQLite (embedded, one host) and
+//!   PostgreSQL (shared by several hosts: row locks per batch, NOTIFY for admin changes).
 //! - [`trust`]: rate limits, open registration, key rotation requests, client addresses.
 //! - [`reload`]: watching the config file and putting valid edits in force without a restart.
 //! - [`cli`]: the `vigil` subcommands.
@@ -57,16 +58,15 @@ use crate::api::AppState;
 use crate::config::Config;
 use crate::policy::registry::PolicyRegistry;
 use crate::policy::{PolicyLimits, PolicyRuntime};
-use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
+use crate::store::{Backend, Store};
 
 /// A built host: the shared state and the writer task.
 #[derive(Debug)]
 pub struct Host {
     /// State for the router.
     pub state: AppState,
-    /// The SQLite store (tests inspect tables through it).
-    pub store: SqliteStore,
+    /// The opened backend (tests inspect tables through its pool).
+    pub store: Backend,
     /// The writer; it ends after every [`AppState`] clone is dropped.
     pub writer: JoinHandle<()>,
     /// The alert dispatcher; it ends after the writer.
@@ -87,10 +87,10 @@ pub async fn build_with(
     config: Config,
     config_path: Option<&std::path::Path>,
 ) -> anyhow::Result<Host> {
-    let store = SqliteStore::open(&config.storage.url, config.storage.max_connections)
+    let store = Backend::open(&config.storage.url, config.storage.max_connections)
         .await
-        .with_context(|| format!("opening database {}", config.storage.url))?;
-    let shared: Arc<dyn Store> = Arc::new(store.clone());
+        .with_context(|| format!("opening database {}", redact(&config.storage.url)))?;
+    let shared: Arc<dyn Store> = store.shared();
 
     let runtime = PolicyRuntime::new(PolicyLimits::from(&config.policy))
         .context("starting the policy runtime")?;
@@ -117,14 +117,13 @@ pub async fn build_with(
     });
     let live = live::LiveHub::new(config.live.buffer);
     let (alerts_wake, wake) = tokio::sync::mpsc::channel(1);
-    let dispatcher =
-        alerts::dispatch::spawn(store.pool().clone(), handle.clone(), metrics.clone(), wake);
+    let dispatcher = alerts::dispatch::spawn(store.db(), handle.clone(), metrics.clone(), wake);
     let observers = engine::Observers {
         metrics: metrics.clone(),
         live: live.clone(),
         alerts_wake,
     };
-    let commands = commands::Commands::open(store.pool().clone())
+    let commands = commands::Commands::open(store.db())
         .await
         .context("loading the host key")?;
     let current = handle.current();
@@ -141,6 +140,9 @@ pub async fn build_with(
         policy::watch::spawn_folder_watcher(&policies, dir.clone(), seen)?;
     }
     policy::watch::spawn_pin_follower(&policies);
+    if let Some(changes) = shared.subscribe_changes().await? {
+        policy::watch::spawn_change_follower(&policies, changes);
+    }
     let verifier = ingest::verifier::Verifier::start(current.ingest.queue_capacity)
         .context("starting the signature verifier")?;
     let state = AppState {
@@ -164,6 +166,20 @@ pub async fn build_with(
         dispatcher,
         config_watcher,
     })
+}
+
+/// `url` without a password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets the writer finish what is
@@ -210,4 +226,17 @@ pub async fn serve(
     writer.await.context("engine writer")?;
     dispatcher.await.context("alert dispatcher")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_never_reach_the_logs() {
+        assert_eq!(
+            super::redact("postgres://vigil:s3cret@db:5432/vigil"),
+            "postgres://vigil:***@db:5432/vigil"
+        );
+        assert_eq!(super::redact("postgres://db/vigil"), "postgres://db/vigil");
+        assert_eq!(super::redact("sqlite://vigil.db"), "sqlite://vigil.db");
+    }
 }

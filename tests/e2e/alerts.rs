@@ -126,13 +126,13 @@ fn short(agent: &Agent) -> Value {
 }
 
 async fn delivery_states(app: &TestApp, kind: &str) -> Vec<(String, i64)> {
-    sqlx::query_as(
+    vigil::with_pool!(&app.db.db(), pool => sqlx::query_as(
         "SELECT d.state, d.attempts FROM alert_deliveries d JOIN alert_outbox a \
-         ON a.id = d.alert_id WHERE a.kind = ? ORDER BY d.id",
+         ON a.id = d.alert_id WHERE a.kind = $1 ORDER BY d.id",
     )
     .bind(kind)
-    .fetch_all(app.store.pool())
-    .await
+    .fetch_all(pool)
+    .await)
     .expect("deliveries")
 }
 
@@ -194,7 +194,6 @@ async fn a_silent_server_alerts_offline_once_a_recovery_alerts_online_and_a_repe
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_receiver_failing_twice_gets_the_alert_once_after_retries() {
     let (receiver, address) = Receiver::start(2).await;
     let app = TestApp::spawn_with(|c| alerting(c, address, &["server_offline"])).await;
@@ -216,7 +215,6 @@ async fn a_receiver_failing_twice_gets_the_alert_once_after_retries() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn pending_deliveries_survive_a_host_restart() {
     let (receiver, address) = Receiver::start(usize::MAX).await;
     let app = TestApp::spawn_with(|c| alerting(c, address, &["server_offline"])).await;
@@ -245,7 +243,6 @@ async fn pending_deliveries_survive_a_host_restart() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_maintenance_window_mutes_the_alert() {
     let (receiver, address) = Receiver::start(0).await;
     let now = now_ms();
@@ -269,7 +266,6 @@ async fn a_maintenance_window_mutes_the_alert() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn alertmanager_and_slack_sinks_receive_their_formats() {
     let (receiver, address) = Receiver::start(0).await;
     let app = TestApp::spawn_with(|c| {
@@ -327,3 +323,10 @@ async fn alertmanager_and_slack_sinks_receive_their_formats() {
     );
     app.stop().await;
 }
+
+vigil_tests::on_both_backends!(
+    a_receiver_failing_twice_gets_the_alert_once_after_retries,
+    pending_deliveries_survive_a_host_restart,
+    a_maintenance_window_mutes_the_alert,
+    alertmanager_and_slack_sinks_receive_their_formats,
+);

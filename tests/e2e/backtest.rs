@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use serde_json::{Value, json};
-use vigil::store::{HeartbeatRow, Store, WriteBatch};
+use vigil::store::{HeartbeatRow, WriteBatch};
 use vigil_tests::{Agent, TestApp, now_ms};
 
 fn rows(agent: &Agent, last_ms: i64) -> Vec<HeartbeatRow> {
@@ -42,7 +42,6 @@ fn backtest(db: &str, candidate: &std::path::Path, grace: u32) -> Value {
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_shorter_grace_window_changes_exactly_the_servers_silent_longer_than_it() {
     let app = TestApp::spawn().await;
     let now = now_ms();
@@ -72,3 +71,7 @@ async fn a_shorter_grace_window_changes_exactly_the_servers_silent_longer_than_i
     assert_eq!(same["quality_delta"]["max"], 0.0);
     assert_eq!(same["uptime_delta"]["min"], 0.0);
 }
+
+vigil_tests::on_both_backends!(
+    a_shorter_grace_window_changes_exactly_the_servers_silent_longer_than_it,
+);

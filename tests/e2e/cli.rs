@@ -24,6 +24,22 @@ fn run_ok(cmd: &mut Command) -> String {
 
 #[test]
 fn readme_walkthrough_with_the_real_binary() {
+    walkthrough("sqlite://walk.db");
+}
+
+#[test]
+fn readme_walkthrough_with_the_real_binary_on_postgres() {
+    let Some(server) = vigil_tests::postgres::server_url() else {
+        return;
+    };
+    let name = format!("vigil_walkthrough_{}", std::process::id());
+    let url = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(vigil_tests::postgres::ensure_database(server, &name));
+    walkthrough(&url);
+}
+
+fn walkthrough(storage_url: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let keygen = run_ok(vigil(dir.path()).args(["keygen", "--out", "agent.key"]));
     assert!(keygen.contains("fingerprint: SHA256:"), "{keygen}");
@@ -39,7 +55,7 @@ fn readme_walkthrough_with_the_real_binary() {
 
     std::fs::write(
         dir.path().join("vigil.toml"),
-        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://walk.db\"\n",
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"{storage_url}\"\n"),
     )
     .expect("config");
     let mut server = vigil(dir.path())

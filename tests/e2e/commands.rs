@@ -31,7 +31,6 @@ async fn post_result(app: &TestApp, command_id: &str, body: &Value) -> vigil_tes
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_queued_command_is_delivered_once_signed_by_the_host_and_its_signed_result_is_recorded() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("commanded");
@@ -93,25 +92,24 @@ async fn a_queued_command_is_delivered_once_signed_by_the_host_and_its_signed_re
     let unknown = post_result(&app, "feedface", &signed_result(&agent, "feedface", "ok")).await;
     assert_eq!(unknown.code(), "unknown_command");
 
-    let (status, body): (String, String) =
-        sqlx::query_as("SELECT result_status, result_body FROM commands WHERE command_id = ?")
+    let (status, body): (String, String) = vigil::with_pool!(&app.db.db(), pool =>
+        sqlx::query_as("SELECT result_status, result_body FROM commands WHERE command_id = $1")
             .bind(&command_id)
-            .fetch_one(app.store.pool())
-            .await
-            .expect("the command row");
+            .fetch_one(pool)
+            .await)
+    .expect("the command row");
     assert_eq!(status, "ok");
     let stored: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(stored, result, "the signed result is kept as received");
-    let log: Vec<String> =
-        sqlx::query_scalar("SELECT event FROM command_log WHERE command_id = ? ORDER BY id")
+    let log: Vec<String> = vigil::with_pool!(&app.db.db(), pool =>
+        sqlx::query_scalar("SELECT event FROM command_log WHERE command_id = $1 ORDER BY id")
             .bind(&command_id)
-            .fetch_all(app.store.pool())
-            .await
-            .expect("log");
+            .fetch_all(pool)
+            .await)
+    .expect("log");
     assert_eq!(log, ["queued", "delivered", "result"]);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn expired_commands_are_never_delivered_and_the_host_key_survives_a_restart() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("late");
@@ -140,3 +138,8 @@ async fn expired_commands_are_never_delivered_and_the_host_key_survives_a_restar
     assert_eq!(app.get("/v1/host-key").await.body["public_key"], key_before);
     app.stop().await;
 }
+
+vigil_tests::on_both_backends!(
+    a_queued_command_is_delivered_once_signed_by_the_host_and_its_signed_result_is_recorded,
+    expired_commands_are_never_delivered_and_the_host_key_survives_a_restart,
+);

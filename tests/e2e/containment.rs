@@ -20,7 +20,6 @@ async fn app_with(dir: Option<std::sync::Arc<tempfile::TempDir>>, behaviour: &st
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn trapping_looping_nan_erroring_and_greedy_guests_are_contained() {
     // A good snapshot first, computed by the well-behaved mode of the same component.
     let app = app_with(None, "ok").await;
@@ -80,3 +79,5 @@ async fn trapping_looping_nan_erroring_and_greedy_guests_are_contained() {
         "every heartbeat was stored"
     );
 }
+
+vigil_tests::on_both_backends!(trapping_looping_nan_erroring_and_greedy_guests_are_contained,);

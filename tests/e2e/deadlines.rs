@@ -5,7 +5,6 @@ use std::time::Duration;
 use serde_json::json;
 use vigil_tests::{Agent, TestApp};
 
-#[tokio::test(flavor = "multi_thread")]
 async fn silent_server_flips_offline_at_its_deadline_and_a_transition_is_appended() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("short-grace");
@@ -57,3 +56,7 @@ async fn silent_server_flips_offline_at_its_deadline_and_a_transition_is_appende
         .await;
     assert_eq!(back.body["status"], "online");
 }
+
+vigil_tests::on_both_backends!(
+    silent_server_flips_offline_at_its_deadline_and_a_transition_is_appended,
+);

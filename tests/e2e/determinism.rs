@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use vigil::engine::replay::replay;
-use vigil::store::Store;
 use vigil_tests::{Agent, TestApp};
 
-#[tokio::test(flavor = "multi_thread")]
 async fn replaying_stored_history_reproduces_the_snapshot_byte_for_byte() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("replayed");
@@ -64,3 +62,5 @@ async fn replaying_stored_history_reproduces_the_snapshot_byte_for_byte() {
     assert_eq!(rebuilt.snapshot, live.snapshot);
     assert_eq!(rebuilt.snapshot.policy_state, live.snapshot.policy_state);
 }
+
+vigil_tests::on_both_backends!(replaying_stored_history_reproduces_the_snapshot_byte_for_byte,);

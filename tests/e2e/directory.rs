@@ -3,7 +3,6 @@
 use serde_json::{Value, json};
 use vigil_tests::{Agent, TestApp};
 
-#[tokio::test(flavor = "multi_thread")]
 async fn directory_filters_sorts_and_pages_with_a_cursor() {
     let app = TestApp::spawn().await;
     for (i, players) in [5u32, 50, 20, 0, 35].iter().enumerate() {
@@ -96,7 +95,6 @@ async fn directory_filters_sorts_and_pages_with_a_cursor() {
     assert_eq!(app.get("/v1/no-such-route").await.code(), "not_found");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn heartbeat_history_pages_newest_first_with_the_body_as_sent() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("history-1");
@@ -126,7 +124,6 @@ async fn heartbeat_history_pages_newest_first_with_the_body_as_sent() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn admin_routes_need_the_token_and_validate_input() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("admin-1");
@@ -178,3 +175,9 @@ async fn admin_routes_need_the_token_and_validate_input() {
         "admin_disabled"
     );
 }
+
+vigil_tests::on_both_backends!(
+    directory_filters_sorts_and_pages_with_a_cursor,
+    heartbeat_history_pages_newest_first_with_the_body_as_sent,
+    admin_routes_need_the_token_and_validate_input,
+);

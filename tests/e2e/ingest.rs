@@ -4,7 +4,6 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use vigil_tests::{Agent, TestApp, now_ms};
 
-#[tokio::test(flavor = "multi_thread")]
 async fn signed_heartbeat_is_accepted_and_server_shows_online_with_policy_digest() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("eu-island-01");
@@ -74,7 +73,6 @@ fn bytes(v: &Value) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn every_rejection_has_its_status_and_code_and_stores_nothing() {
     let app = TestApp::spawn_with(|c| c.trust.max_clock_skew_seconds = 60).await;
     let agent = Agent::new("eu-1");
@@ -185,14 +183,12 @@ async fn every_rejection_has_its_status_and_code_and_stores_nothing() {
     // The one good heartbeat is still the only one, and the rejections naming the server
     // were folded into its policy (they consumed event sequence numbers).
     assert_eq!(app.count("heartbeats").await, 1);
-    let folded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rejections WHERE seq IS NOT NULL")
-        .fetch_one(app.store.pool())
-        .await
-        .expect("count");
+    let folded = app
+        .scalar("SELECT COUNT(*) FROM rejections WHERE seq IS NOT NULL")
+        .await;
     assert!(folded >= 8, "rejections naming eu-1 are folded: {folded}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn unverified_server_is_refused_while_verification_is_required() {
     let app = TestApp::spawn_with(|c| c.trust.require_verified = true).await;
     let agent = Agent::new("homelab-1");
@@ -210,7 +206,6 @@ async fn unverified_server_is_refused_while_verification_is_required() {
     assert_eq!(app.server("homelab-1").await["is_verified"], true);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn exact_repeat_is_acknowledged_as_duplicate_and_stored_once() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("cron-7");
@@ -232,7 +227,6 @@ async fn exact_repeat_is_acknowledged_as_duplicate_and_stored_once() {
     assert_eq!(app.count("heartbeats").await, 2);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_failed_batch_answers_every_request_in_it_with_an_error_and_stores_nothing() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("batch-1");
@@ -265,7 +259,6 @@ async fn a_failed_batch_answers_every_request_in_it_with_an_error_and_stores_not
     assert_eq!(app.count("heartbeats").await, 2);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_senders_get_one_stored_heartbeat_per_acceptance() {
     let app = std::sync::Arc::new(TestApp::spawn().await);
     let mut agents = Vec::new();
@@ -294,15 +287,23 @@ async fn concurrent_senders_get_one_stored_heartbeat_per_acceptance() {
         }
     }
     assert_eq!(app.count("heartbeats").await, accepted);
-    let seqs: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM heartbeats h JOIN servers s ON s.server_id = h.server_id \
-         WHERE h.seq <= s.event_seq",
-    )
-    .fetch_one(app.store.pool())
-    .await
-    .expect("count");
+    let seqs = app
+        .scalar(
+            "SELECT COUNT(*) FROM heartbeats h JOIN servers s ON s.server_id = h.server_id \
+             WHERE h.seq <= s.event_seq",
+        )
+        .await;
     assert_eq!(
         seqs, accepted,
         "every stored heartbeat is reflected in its snapshot"
     );
 }
+
+vigil_tests::on_both_backends!(
+    signed_heartbeat_is_accepted_and_server_shows_online_with_policy_digest,
+    every_rejection_has_its_status_and_code_and_stores_nothing,
+    unverified_server_is_refused_while_verification_is_required,
+    exact_repeat_is_acknowledged_as_duplicate_and_stored_once,
+    a_failed_batch_answers_every_request_in_it_with_an_error_and_stores_nothing,
+    concurrent_senders_get_one_stored_heartbeat_per_acceptance,
+);

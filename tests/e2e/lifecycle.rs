@@ -9,7 +9,6 @@ use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use vigil::policy::digest_of;
 use vigil::policy::signing::sign;
-use vigil::store::Store;
 use vigil_tests::{
     ADMIN_TOKEN, Agent, TestApp, default_policy_version, policy_variant, wait_for_active,
     with_world_major_2,
@@ -70,7 +69,6 @@ async fn wait_for_refusals(app: &TestApp, n: usize) -> Vec<Value> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_version_dropped_into_the_folder_under_load_swaps_without_failing_a_request() {
     let next = default_policy_version("1.1.0");
     let next_digest = digest_of(&next);
@@ -173,7 +171,6 @@ async fn a_version_dropped_into_the_folder_under_load_swaps_without_failing_a_re
     assert_eq!(log[0].to_digest, next_digest);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn broken_modules_change_nothing_and_are_reported() {
     let folder = tempfile::tempdir().expect("folder");
     let dir = folder.path().to_path_buf();
@@ -229,7 +226,6 @@ async fn broken_modules_change_nothing_and_are_reported() {
     assert_eq!(app.count("policy_activations").await, 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_version_that_traps_on_every_heartbeat_is_rolled_back_and_the_log_says_why() {
     let app = TestApp::spawn_with(|c| {
         c.policy.probation_evaluations = 6;
@@ -366,7 +362,6 @@ async fn with_require_signed_unsigned_and_tampered_modules_are_refused_and_a_sig
     wait_for_active(&app, &digest2, PATIENCE).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn admin_api_uploads_activates_lists_rolls_back_and_follows_the_config_pin() {
     let app = TestApp::spawn().await;
     let first = app.state.engine.policy().digest().to_owned();
@@ -477,7 +472,6 @@ async fn admin_api_uploads_activates_lists_rolls_back_and_follows_the_config_pin
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn the_last_activated_version_survives_a_restart() {
     let app = TestApp::spawn().await;
     let v8 = default_policy_version("1.8.0");
@@ -505,7 +499,6 @@ async fn wait_for_comparisons(app: &TestApp, n: u64) -> Value {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn shadow_evaluation_never_changes_a_live_answer_or_snapshot() {
     let app = TestApp::spawn().await;
     let active = app.state.engine.policy();
@@ -597,3 +590,12 @@ async fn shadow_evaluation_never_changes_a_live_answer_or_snapshot() {
     assert_eq!(app.state.engine.stats().policy_errors, 0);
     assert_eq!(app.state.engine.policy().digest(), active.digest());
 }
+
+vigil_tests::on_both_backends!(
+    a_version_dropped_into_the_folder_under_load_swaps_without_failing_a_request,
+    broken_modules_change_nothing_and_are_reported,
+    a_version_that_traps_on_every_heartbeat_is_rolled_back_and_the_log_says_why,
+    admin_api_uploads_activates_lists_rolls_back_and_follows_the_config_pin,
+    the_last_activated_version_survives_a_restart,
+    shadow_evaluation_never_changes_a_live_answer_or_snapshot,
+);

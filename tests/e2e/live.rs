@@ -85,7 +85,6 @@ impl SseClient {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn an_sse_client_sees_a_transition_and_resumes_with_last_event_id() {
     let mut app = TestApp::spawn().await;
     let address = app.serve().await;
@@ -136,7 +135,6 @@ async fn an_sse_client_sees_a_transition_and_resumes_with_last_event_id() {
     drop(filtered);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn last_event_id_must_be_a_transition_id() {
     use tower::ServiceExt;
     let app = TestApp::spawn().await;
@@ -160,7 +158,6 @@ async fn last_event_id_must_be_a_transition_id() {
     assert_eq!(problem["code"], "invalid_last_event_id");
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_websocket_observer_sees_each_accepted_heartbeat() {
     let mut app = TestApp::spawn().await;
     let address = app.serve().await;
@@ -219,3 +216,9 @@ async fn a_websocket_observer_sees_each_accepted_heartbeat() {
         "{last:?}"
     );
 }
+
+vigil_tests::on_both_backends!(
+    an_sse_client_sees_a_transition_and_resumes_with_last_event_id,
+    last_event_id_must_be_a_transition_id,
+    a_websocket_observer_sees_each_accepted_heartbeat,
+);

@@ -15,6 +15,7 @@ mod metrics;
 mod openapi;
 mod policy_cli;
 mod policy_vectors;
+mod scale_out;
 mod storage;
 mod trust;
 mod vectors;

@@ -37,7 +37,6 @@ async fn fetch(app: &TestApp) -> (String, Scrape) {
     (text, parsed)
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("metered");
@@ -146,3 +145,5 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
         Some(2.0)
     );
 }
+
+vigil_tests::on_both_backends!(metrics_parse_as_prometheus_text_and_counters_move_with_traffic,);

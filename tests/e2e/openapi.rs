@@ -51,7 +51,6 @@ fn router_routes() -> BTreeSet<(String, String)> {
     routes
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn openapi_json_lists_every_route_of_the_router_with_problem_errors() {
     let app = TestApp::spawn().await;
     let answer = app.get("/openapi.json").await;
@@ -125,3 +124,5 @@ async fn openapi_json_lists_every_route_of_the_router_with_problem_errors() {
         );
     }
 }
+
+vigil_tests::on_both_backends!(openapi_json_lists_every_route_of_the_router_with_problem_errors,);

@@ -3,14 +3,12 @@
 use serde_json::json;
 use vigil_tests::{Agent, TestApp};
 
-#[tokio::test(flavor = "multi_thread")]
 async fn update_and_delete_on_history_tables_fail_at_the_database() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("append-only");
     app.register(&agent).await;
     app.post_heartbeat(&agent.heartbeat(json!({}))).await;
     app.post_heartbeat_raw(b"not json".to_vec()).await;
-    let pool = app.store.pool();
     for statement in [
         "UPDATE heartbeats SET body = '{}'",
         "DELETE FROM heartbeats",
@@ -23,14 +21,8 @@ async fn update_and_delete_on_history_tables_fail_at_the_database() {
         "UPDATE status_transitions SET to_status = 'x'",
         "DELETE FROM status_transitions",
     ] {
-        let err = sqlx::query(statement)
-            .execute(pool)
-            .await
-            .expect_err(statement);
-        assert!(
-            err.to_string().contains("append-only"),
-            "{statement}: {err}"
-        );
+        let err = app.execute(statement).await.expect_err(statement);
+        assert!(err.contains("append-only"), "{statement}: {err}");
     }
     assert_eq!(app.count("heartbeats").await, 1);
     assert_eq!(app.count("rejections").await, 1);
@@ -38,7 +30,6 @@ async fn update_and_delete_on_history_tables_fail_at_the_database() {
     assert_eq!(app.count("policy_activations").await, 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn state_survives_a_restart_on_the_same_database() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("restart-1");
@@ -58,3 +49,8 @@ async fn state_survives_a_restart_on_the_same_database() {
     // One activation: restarting with the same policy appends nothing.
     assert_eq!(app.count("policy_activations").await, 1);
 }
+
+vigil_tests::on_both_backends!(
+    update_and_delete_on_history_tables_fail_at_the_database,
+    state_survives_a_restart_on_the_same_database,
+);

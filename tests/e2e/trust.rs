@@ -87,7 +87,6 @@ fn rotation_body(server_id: &str, version: u32, current: &SigningKey, next: &Sig
     Value::Object(body)
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn open_registration_registers_unverified_and_the_id_cannot_be_taken_with_another_key() {
     let app =
         TestApp::spawn_with(|c| c.trust.registration = vigil::trust::Registration::Open).await;
@@ -141,7 +140,6 @@ async fn open_registration_registers_unverified_and_the_id_cannot_be_taken_with_
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn operator_mode_ignores_offered_keys() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("op-1");
@@ -153,7 +151,6 @@ async fn operator_mode_ignores_offered_keys() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn operator_rotation_bumps_the_version_and_the_old_key_gets_409() {
     let app = TestApp::spawn().await;
     let old = Agent::new("rot-1");
@@ -205,9 +202,7 @@ async fn operator_rotation_bumps_the_version_and_the_old_key_gets_409() {
         .await;
     assert_eq!(stale.code(), "key_version_mismatch", "{:?}", stale.body);
     // The history is append-only in the database too.
-    let edit = sqlx::query("UPDATE server_keys SET added_by = 'x'")
-        .execute(app.store.pool())
-        .await;
+    let edit = app.execute("UPDATE server_keys SET added_by = 'x'").await;
     assert!(edit.is_err());
     // Survives a restart: the engine loads the rotated key.
     let dir = app.stop().await;
@@ -217,7 +212,6 @@ async fn operator_rotation_bumps_the_version_and_the_old_key_gets_409() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn agent_rotation_signed_by_the_current_key_then_the_old_key_gets_409() {
     let app = TestApp::spawn().await;
     let old = Agent::new("rot-2");
@@ -280,7 +274,6 @@ async fn agent_rotation_signed_by_the_current_key_then_the_old_key_gets_409() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_per_server_and_per_ip_answer_429_and_write_nothing() {
     let app = TestApp::spawn_with(|c| {
         c.rate_limit.per_server_per_minute = 1;
@@ -407,16 +400,15 @@ async fn rate_limits_per_server_and_per_ip_answer_429_and_write_nothing() {
     )
     .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    let ips: Vec<Option<String>> =
+    let ips: Vec<Option<String>> = vigil::with_pool!(&app.db.db(), pool =>
         sqlx::query_scalar("SELECT source_ip FROM rejections ORDER BY id DESC LIMIT 1")
-            .fetch_all(app.store.pool())
-            .await
-            .expect("rows");
+            .fetch_all(pool)
+            .await)
+    .expect("rows");
     assert_eq!(ips, vec![Some("198.51.100.10".to_owned())]);
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_forged_heartbeats_turns_a_verified_server_red_and_is_listed() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("victim-1");
@@ -515,7 +507,6 @@ async fn until_config(app: &TestApp, done: impl Fn(&Config) -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn flags_flip_by_editing_the_config_file_and_an_invalid_edit_keeps_the_old_config() {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let db = dir.path().join("vigil.db");
@@ -649,7 +640,6 @@ fn vigil_cli(dir: &Path, args: &[&str]) -> std::process::Output {
         .expect("vigil runs")
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys() {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     let db = dir.path().join("vigil.db");
@@ -809,14 +799,13 @@ async fn admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn the_directory_needs_a_key_only_when_configured() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/v1/servers").await.status, StatusCode::OK);
     app.stop().await;
     let app = TestApp::spawn_with(|c| c.directory.require_key = true).await;
     let reader = vigil::trust::admin_keys::create(
-        app.store.pool(),
+        &app.db.db(),
         "reader",
         vigil::trust::admin_keys::Scope::Read,
         now_ms(),
@@ -840,9 +829,7 @@ async fn the_directory_needs_a_key_only_when_configured() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn unsigned_heartbeats_are_stored_as_unsigned_and_replay_to_the_same_snapshot() {
-    use vigil::store::Store;
     let app = TestApp::spawn_with(|c| c.trust.require_signature = false).await;
     let agent = Agent::new("unsigned-1");
     app.register(&agent).await;
@@ -855,11 +842,11 @@ async fn unsigned_heartbeats_are_stored_as_unsigned_and_replay_to_the_same_snaps
         let a = app.post_heartbeat(&body).await;
         assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
     }
-    let signatures: Vec<String> =
+    let signatures: Vec<String> = vigil::with_pool!(&app.db.db(), pool =>
         sqlx::query_scalar("SELECT signature FROM heartbeats ORDER BY seq")
-            .fetch_all(app.store.pool())
-            .await
-            .expect("rows");
+            .fetch_all(pool)
+            .await)
+    .expect("rows");
     assert_eq!(
         signatures.iter().map(|s| !s.is_empty()).collect::<Vec<_>>(),
         vec![false, true, false, true, false, true]
@@ -976,3 +963,16 @@ async fn rotation_with_the_real_cli_operator_then_agent() {
     let _ = stop.send(());
     host.await.expect("joins").expect("host stops cleanly");
 }
+
+vigil_tests::on_both_backends!(
+    open_registration_registers_unverified_and_the_id_cannot_be_taken_with_another_key,
+    operator_mode_ignores_offered_keys,
+    operator_rotation_bumps_the_version_and_the_old_key_gets_409,
+    agent_rotation_signed_by_the_current_key_then_the_old_key_gets_409,
+    rate_limits_per_server_and_per_ip_answer_429_and_write_nothing,
+    a_burst_of_forged_heartbeats_turns_a_verified_server_red_and_is_listed,
+    flags_flip_by_editing_the_config_file_and_an_invalid_edit_keeps_the_old_config,
+    admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys,
+    the_directory_needs_a_key_only_when_configured,
+    unsigned_heartbeats_are_stored_as_unsigned_and_replay_to_the_same_snapshot,
+);

@@ -1,11 +1,17 @@
 //! Shared harness for Vigil's end-to-end tests.
 //!
-//! [`TestApp`] builds the real host (real SQLite file in a temp dir, the real compiled policy)
-//! and drives the real router over HTTP semantics without a socket; [`Agent`] signs heartbeats
-//! exactly as an agent does; [`misbehaving_policy`] builds the test guest from source.
+//! [`TestApp`] builds the real host (real SQLite file in a temp dir, or a fresh database on a
+//! real PostgreSQL — see [`postgres`] — and the real compiled policy) and drives the real router
+//! over HTTP semantics without a socket; [`on_both_backends!`] runs a test once per backend;
+//! [`Agent`] signs heartbeats exactly as an agent does; [`misbehaving_policy`] builds the test
+//! guest from source.
 
+pub mod postgres;
+
+use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -20,10 +26,73 @@ use vigil::api::AppState;
 use vigil::config::Config;
 use vigil::ingest::decode::format_rfc3339_ms;
 use vigil::ingest::signature::sign_body;
-use vigil::store::sqlite::SqliteStore;
+use vigil::store::{Backend, Store};
 
 /// The admin token every test app uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Which database a test's hosts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    /// A SQLite file in the test's temp dir (the default).
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server ([`postgres::server_url`]).
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The backend of the test running in this task (set by [`TestBackend::run`]).
+    static BACKEND: TestBackend;
+}
+
+impl TestBackend {
+    /// The backend of the running test: SQLite unless [`TestBackend::run`] says otherwise.
+    pub fn current() -> Self {
+        BACKEND.try_with(|b| *b).unwrap_or(TestBackend::Sqlite)
+    }
+
+    /// Runs `test` with every [`TestApp`] it spawns on this backend. A PostgreSQL run without a
+    /// PostgreSQL server is skipped (see [`postgres::server_url`]).
+    pub async fn run(self, test: impl Future<Output = ()>) {
+        if self == TestBackend::Postgres && postgres::server_url().is_none() {
+            return;
+        }
+        BACKEND.scope(self, test).await;
+    }
+
+    /// The storage URL of the test database that belongs to `dir`.
+    pub async fn database_url(self, dir: &Path) -> String {
+        match self {
+            TestBackend::Sqlite => format!("sqlite://{}", dir.join("vigil.db").display()),
+            TestBackend::Postgres => {
+                let server = postgres::server_url().expect("checked by TestBackend::run");
+                // One database per temp dir, so a restart on the same dir finds its data.
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                dir.hash(&mut hasher);
+                let name = format!("vigil_test_{:016x}", hasher.finish());
+                postgres::ensure_database(server, &name).await
+            }
+        }
+    }
+}
+
+/// Defines, for each listed `async fn name()`, a module `name` with two tests, `sqlite` and
+/// `postgres`, that run it on each backend (`cargo test postgres` runs the PostgreSQL half).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                $crate::TestBackend::Sqlite.run(super::$name()).await;
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                $crate::TestBackend::Postgres.run(super::$name()).await;
+            }
+        }
+    )*};
+}
 
 /// A running host: router, state and its database.
 pub struct TestApp {
@@ -31,8 +100,10 @@ pub struct TestApp {
     pub router: Router,
     /// The state behind it.
     pub state: AppState,
-    /// The database (for direct inspection).
-    pub store: SqliteStore,
+    /// The store behind the trait.
+    pub store: Arc<dyn Store>,
+    /// The opened backend (raw SQL: [`TestApp::scalar`], [`TestApp::execute`]).
+    pub db: Backend,
     /// Where the database lives; kept alive with the app.
     pub dir: std::sync::Arc<tempfile::TempDir>,
     writer: tokio::task::JoinHandle<()>,
@@ -95,6 +166,7 @@ impl TestApp {
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
         let mut config = test_config(dir.path());
+        config.storage.url = TestBackend::current().database_url(dir.path()).await;
         adjust(&mut config);
         let host = vigil::build(config).await.expect("host builds");
         Self::from_host(host, dir)
@@ -114,8 +186,9 @@ impl TestApp {
         let router = vigil::api::app(host.state.clone());
         Self {
             router,
+            store: host.state.store.clone(),
             state: host.state,
-            store: host.store,
+            db: host.store,
             dir,
             writer: host.writer,
             dispatcher: host.dispatcher,
@@ -277,17 +350,31 @@ impl TestApp {
     /// Rows in a table.
     pub async fn count(&self, table: &str) -> i64 {
         // Table names come from the tests themselves, never from input.
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-            .fetch_one(self.store.pool())
+        self.scalar(&format!("SELECT COUNT(*) FROM {table}")).await
+    }
+
+    /// The integer one row, one column `sql` returns (SQL portable to both backends).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        // Statements come from the tests themselves, never from input.
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        vigil::with_pool!(&self.db.db(), pool => sqlx::query_scalar(sql).fetch_one(pool).await)
+            .expect("scalar query")
+    }
+
+    /// Runs `sql` (portable to both backends); the database's error message if it fails.
+    pub async fn execute(&self, sql: &str) -> Result<u64, String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        vigil::with_pool!(&self.db.db(), pool => sqlx::query(sql)
+            .execute(pool)
             .await
-            .expect("count")
+            .map(|r| r.rows_affected()))
+        .map_err(|e| e.to_string())
     }
 
     /// Codes of the rejections appended so far, oldest first.
     pub async fn rejection_codes(&self) -> Vec<String> {
-        sqlx::query_scalar("SELECT code FROM rejections ORDER BY id")
-            .fetch_all(self.store.pool())
-            .await
+        let sql = "SELECT code FROM rejections ORDER BY id";
+        vigil::with_pool!(&self.db.db(), pool => sqlx::query_scalar(sql).fetch_all(pool).await)
             .expect("rejections")
     }
 }

@@ -14,9 +14,10 @@ pub mod fold;
 pub mod observe;
 pub mod replay;
 mod shadow;
+mod shared;
 mod swap;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -29,8 +30,8 @@ use crate::ingest::decode::DecodedHeartbeat;
 use crate::ingest::signature::PublicKey;
 use crate::policy::LoadedPolicy;
 use crate::store::{
-    HeartbeatRow, NewServer, RejectionRow, ServerRecord, Snapshot, SnapshotRow, Store, StoreError,
-    WriteBatch,
+    ChangeNotice, HeartbeatRow, NewServer, RejectionRow, ServerRecord, Snapshot, SnapshotRow,
+    Store, StoreError, WriteBatch,
 };
 use fold::{FoldEffects, catch_up, fold_heartbeat, fold_rejection};
 pub use observe::Observers;
@@ -227,6 +228,8 @@ enum Command {
     RotateKey(Box<crate::store::trust::KeyRotation>, Responder<u32>),
     Activate(Box<Activation>, Responder<ActivationOutcome>),
     Shadow(Option<Arc<LoadedPolicy>>, oneshot::Sender<()>),
+    /// Another host changed a server (shared backends): re-read it.
+    Refresh(ChangeNotice),
     FailNextCommit,
 }
 
@@ -309,6 +312,11 @@ impl EngineHandle {
     ) -> Result<u32, WriteError> {
         self.ask(|r| Command::RotateKey(Box::new(rotation), r))
             .await
+    }
+
+    /// Re-reads what another host sharing the database changed (see [`ChangeNotice`]).
+    pub async fn refresh(&self, notice: ChangeNotice) {
+        let _ = self.tx.send(Command::Refresh(notice)).await;
     }
 
     /// Makes the next non-empty batch commit fail, as a database failure would (tests of
@@ -511,6 +519,8 @@ struct Pending {
     duplicates: u64,
     /// Live events to publish once the batch is committed.
     live: Vec<crate::live::LiveEvent>,
+    /// Locking the batch's rows failed (shared backends): the batch fails without a commit.
+    lock_failure: Option<StoreError>,
 }
 
 struct Writer {
@@ -584,14 +594,32 @@ impl Writer {
 
     async fn process(&mut self, commands: Vec<Command>) {
         let mut pending = Pending::default();
-        self.rebuild_named(&commands, &mut pending).await;
+        let now = now_ms();
+        let mut commands = VecDeque::from(commands);
+        // On a shared database, lock (and refresh) what this batch folds before folding or
+        // rebuilding it; a barrier command below commits, so what follows it is locked anew.
+        let shared = self.store.is_shared();
+        if shared {
+            self.lock_ahead(&commands, Some(now), &mut pending).await;
+        }
+        self.rebuild_named(commands.make_contiguous(), &mut pending)
+            .await;
         // Consecutive registrations share one transaction (a bulk import registers thousands).
         let mut registrations: Vec<(NewServer, Responder<()>)> = Vec::new();
-        self.fire_due_ticks(now_ms(), &mut pending);
-        for command in commands {
-            if !registrations.is_empty() && !matches!(command, Command::Register(..)) {
+        self.fire_due_ticks(now, &mut pending);
+        let mut locked = true;
+        while let Some(command) = commands.pop_front() {
+            let is_registration = matches!(command, Command::Register(..));
+            if !registrations.is_empty() && !is_registration {
                 self.flush(std::mem::take(&mut pending)).await;
                 self.register_all(std::mem::take(&mut registrations)).await;
+                locked = false;
+            }
+            if shared && !locked && !is_registration {
+                commands.push_front(command);
+                self.lock_ahead(&commands, None, &mut pending).await;
+                locked = true;
+                continue;
             }
             match command {
                 Command::Heartbeat(hb, reply) => {
@@ -605,14 +633,17 @@ impl Writer {
                 Command::Register(server, reply) => registrations.push((*server, reply)),
                 Command::SetVerified(id, verified, reply) => {
                     self.flush(std::mem::take(&mut pending)).await;
+                    locked = false;
                     let _ = reply.send(self.set_verified(&id, verified).await);
                 }
                 Command::RotateKey(rotation, reply) => {
                     self.flush(std::mem::take(&mut pending)).await;
+                    locked = false;
                     let _ = reply.send(self.rotate_key(*rotation).await);
                 }
                 Command::Activate(activation, reply) => {
                     self.flush(std::mem::take(&mut pending)).await;
+                    locked = false;
                     let _ = reply.send(self.activate(*activation).await);
                 }
                 Command::Shadow(policy, reply) => {
@@ -621,6 +652,11 @@ impl Writer {
                         *slot = self.shadow.as_ref().map(|s| s.report.clone());
                     }
                     let _ = reply.send(());
+                }
+                Command::Refresh(notice) => {
+                    self.flush(std::mem::take(&mut pending)).await;
+                    locked = false;
+                    self.refresh(notice).await;
                 }
                 Command::FailNextCommit => self.fail_next_commit = true,
             }
@@ -813,8 +849,12 @@ impl Writer {
                 });
             }
         }
-        let result = if self.fail_next_commit && !pending.batch.is_empty() {
+        let result = if let Some(e) = pending.lock_failure.take() {
+            self.store.abandon().await;
+            Err(e)
+        } else if self.fail_next_commit && !pending.batch.is_empty() {
             self.fail_next_commit = false;
+            self.store.abandon().await;
             Err(StoreError::Corrupt("injected commit failure".into()))
         } else {
             self.store.commit(&pending.batch).await
@@ -985,6 +1025,10 @@ impl Writer {
     }
 
     async fn set_verified(&mut self, id: &str, verified: bool) -> Result<(), WriteError> {
+        if !self.servers.contains_key(id) && self.store.is_shared() {
+            // Registered on another host a moment ago.
+            self.refresh(ChangeNotice::Server(id.to_owned())).await;
+        }
         let Some(server) = self.servers.get_mut(id) else {
             return Err(WriteError::UnknownServer(id.to_owned()));
         };

@@ -45,6 +45,9 @@ pub struct Activation {
     pub reason: String,
     /// Roll back to the current version if the new one fails too often at first.
     pub probation: Option<Probation>,
+    /// Already in the activation log: another host sharing the database activated it and this
+    /// host follows (nothing is recorded again; that host runs the probation).
+    pub recorded: bool,
 }
 
 /// What an activation did.
@@ -159,10 +162,12 @@ impl Writer {
             to_digest: next.clone(),
             reason: activation.reason.clone(),
         };
-        self.store
-            .append_activation(&row)
-            .await
-            .map_err(|e| WriteError::Storage(e.to_string()))?;
+        if !activation.recorded {
+            self.store
+                .append_activation(&row)
+                .await
+                .map_err(|e| WriteError::Storage(e.to_string()))?;
+        }
         let old = self.swap_to(activation.policy);
         self.announce(row);
         self.swap.probation = activation.probation.map(|limits| Watch {
@@ -298,7 +303,29 @@ impl Writer {
     /// Rebuilds up to one chunk of stale servers (due ones first) and commits it.
     pub(super) async fn rebuild_chunk(&mut self) {
         let mut pending = Pending::default();
-        self.fire_due_ticks(now_ms(), &mut pending);
+        let now = now_ms();
+        if self.store.is_shared() {
+            // Lock what this chunk may rebuild (and the due deadlines) first, adopting what
+            // other hosts committed: a snapshot another host already rebuilt is skipped.
+            let mut ids: Vec<String> = self
+                .swap
+                .queue
+                .iter()
+                .filter(|id| self.swap.is_stale(id))
+                .take(CHUNK_SERVERS)
+                .cloned()
+                .collect();
+            ids.extend(
+                self.deadlines
+                    .iter()
+                    .take_while(|(at, _)| *at <= now)
+                    .map(|(_, id)| id.clone()),
+            );
+            ids.sort();
+            ids.dedup();
+            self.lock_and_adopt(&ids, &mut pending).await;
+        }
+        self.fire_due_ticks(now, &mut pending);
         let started = Instant::now();
         let mut done = 0;
         while done < CHUNK_SERVERS && started.elapsed() < CHUNK_BUDGET {
@@ -338,6 +365,10 @@ impl Writer {
         let Some(record) = self.servers.get(id) else {
             return;
         };
+        if !needs_rebuild(record, self.policy.digest()) {
+            // Already computed by the active version (another host rebuilt it).
+            return;
+        }
         let window_ms = i64::try_from(
             self.policy
                 .description()

@@ -169,6 +169,11 @@ impl PolicyRegistry {
         &self.inner.store
     }
 
+    /// The engine, once attached.
+    pub(crate) fn engine_handle(&self) -> Option<&EngineHandle> {
+        self.inner.engine.get()
+    }
+
     fn engine(&self) -> Result<&EngineHandle, RegistryError> {
         self.inner
             .engine
@@ -411,8 +416,39 @@ impl PolicyRegistry {
                 who: who.to_owned(),
                 reason: reason.to_owned(),
                 probation,
+                recorded: false,
             })
             .await?)
+    }
+
+    /// Follows an activation another host sharing the database recorded: loads that stored
+    /// version and makes it active here too, without recording it again.
+    pub async fn follow(&self, digest: &str) -> Result<ActivationOutcome, RegistryError> {
+        let engine = self.engine()?;
+        if engine.policy().digest() != digest {
+            let record = self
+                .inner
+                .store
+                .load_policy(digest)
+                .await?
+                .ok_or_else(|| RegistryError::NotFound(digest.to_owned()))?;
+            let policy = self.load_stored(&record).await?;
+            return Ok(engine
+                .activate(Activation {
+                    policy,
+                    who: "cluster".to_owned(),
+                    reason: "activated on another host".to_owned(),
+                    probation: None,
+                    recorded: true,
+                })
+                .await?);
+        }
+        Ok(ActivationOutcome {
+            previous: digest.to_owned(),
+            active: digest.to_owned(),
+            changed: false,
+            rebuilds: 0,
+        })
     }
 
     /// Starts shadow evaluation of a stored version beside the active one (`None` stops it).

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::digest_of;
 use super::registry::{PolicyRegistry, RegistryError, WeakRegistry};
+use crate::store::ChangeNotice;
 
 /// How long a file must be quiet before it is read.
 pub const QUIET: Duration = Duration::from_millis(150);
@@ -213,6 +214,51 @@ pub fn spawn_pin_follower(registry: &PolicyRegistry) {
                     tracing::info!(%pin, active = %outcome.active, "pinned policy active")
                 }
                 Err(e) => tracing::error!(%pin, error = %e, "cannot activate the pinned policy"),
+            }
+        }
+    });
+}
+
+/// Follows what other hosts sharing the database change (PostgreSQL): a server's row
+/// (registered, verified, key rotated) is re-read by the writer; an activation is followed
+/// here ([`PolicyRegistry::follow`]). On a periodic or reconnect [`ChangeNotice::Resync`] the
+/// writer re-reads every server and the active version is compared with the activation log, so
+/// a missed notification is repaired within one resync period. Ends with the host.
+pub fn spawn_change_follower(registry: &PolicyRegistry, mut changes: mpsc::Receiver<ChangeNotice>) {
+    let weak = registry.downgrade();
+    tokio::spawn(async move {
+        while let Some(notice) = changes.recv().await {
+            let Some(registry) = weak.upgrade() else {
+                break;
+            };
+            let wanted = match &notice {
+                ChangeNotice::Policy(digest) => Some(digest.clone()),
+                ChangeNotice::Resync => match registry.store().active_policy_digest().await {
+                    Ok(active) => active,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the active policy");
+                        None
+                    }
+                },
+                ChangeNotice::Server(_) => None,
+            };
+            if !matches!(notice, ChangeNotice::Policy(_))
+                && let Some(engine) = registry.engine_handle()
+            {
+                engine.refresh(notice).await;
+            }
+            if let Some(digest) = wanted {
+                match registry.follow(&digest).await {
+                    Ok(outcome) if outcome.changed => tracing::info!(
+                        policy = %outcome.active, rebuilds = outcome.rebuilds,
+                        "following the policy activated on another host"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(
+                        policy = %digest, error = %e,
+                        "cannot follow the policy activated on another host"
+                    ),
+                }
             }
         }
     });

@@ -5,6 +5,8 @@
 //! `servers` snapshot is a cache the engine overwrites as a whole ([`SnapshotRow`]). Reads never
 //! evaluate a policy. One [`WriteBatch`] is one transaction (group commit).
 
+mod common;
+pub mod postgres;
 pub mod sqlite;
 pub mod trust;
 
@@ -420,6 +422,89 @@ pub struct ActivationRow {
     pub reason: String,
 }
 
+/// A change another host made that this host's caches must pick up (shared backends only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeNotice {
+    /// A server's row changed outside a batch: registered, verified, key rotated.
+    Server(String),
+    /// Notifications may have been missed (reconnect) or the periodic check is due: re-read
+    /// every server (and check which policy version is active).
+    Resync,
+    /// A policy version was activated (or rolled back to) on another host.
+    Policy(String),
+}
+
+/// The opened backend, chosen by the `[storage] url` scheme.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// `sqlite://…`: embedded, one host.
+    Sqlite(sqlite::SqliteStore),
+    /// `postgres://…`: shared by several hosts.
+    Postgres(postgres::PostgresStore),
+}
+
+impl Backend {
+    /// Opens the database named by `url` (`sqlite:` or `postgres:`/`postgresql:`).
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        if is_postgres_url(url) {
+            Ok(Self::Postgres(
+                postgres::PostgresStore::open(url, max_connections).await?,
+            ))
+        } else {
+            Ok(Self::Sqlite(
+                sqlite::SqliteStore::open(url, max_connections).await?,
+            ))
+        }
+    }
+
+    /// The backend behind the [`Store`] trait.
+    pub fn shared(&self) -> std::sync::Arc<dyn Store> {
+        match self {
+            Self::Sqlite(s) => std::sync::Arc::new(s.clone()),
+            Self::Postgres(s) => std::sync::Arc::new(s.clone()),
+        }
+    }
+}
+
+impl Backend {
+    /// The pool, for the operations tables (alert outbox, commands, admin keys) whose few
+    /// statements are written once in SQL both backends accept (see [`with_pool!`]).
+    pub fn db(&self) -> Db {
+        match self {
+            Self::Sqlite(s) => Db::Sqlite(s.pool().clone()),
+            Self::Postgres(s) => Db::Postgres(s.pool().clone()),
+        }
+    }
+}
+
+/// A connection pool of either backend (cheap to clone).
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// The SQLite pool.
+    Sqlite(sqlx::SqlitePool),
+    /// The PostgreSQL pool.
+    Postgres(sqlx::PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the pool of whichever backend `$db` holds. The body is
+/// written once and compiled once per backend, so its SQL must be accepted by both: numbered
+/// `$1, $2, …` placeholders (SQLite reads them by number too), `ON CONFLICT … DO NOTHING`,
+/// `RETURNING`, integers for flags.
+#[macro_export]
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// The storage backend. Append-only for history; the snapshot is overwritten only through
 /// [`Store::commit`].
 #[async_trait]
@@ -526,4 +611,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<crate::trust::admin_keys::AdminKey>, StoreError>;
     /// Whether any admin API key is active.
     async fn any_admin_key(&self) -> Result<bool, StoreError>;
+
+    /// Whether several hosts may share this database. The writer then calls
+    /// [`Store::lock_servers`] before folding each batch. `false` for SQLite (one host).
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Opens the transaction of the next [`Store::commit`], locks the rows of `server_ids`
+    /// until that commit (or [`Store::abandon`]) and returns their records as committed now, so
+    /// the writer can refresh snapshots another host changed. A no-op on single-host backends.
+    async fn lock_servers(&self, _server_ids: &[String]) -> Result<Vec<ServerRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Ends the transaction [`Store::lock_servers`] opened without writing anything.
+    async fn abandon(&self) {}
+    /// Changes other hosts make to servers, as they happen (plus a periodic
+    /// [`ChangeNotice::Resync`]). `None` on single-host backends.
+    async fn subscribe_changes(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<ChangeNotice>>, StoreError> {
+        Ok(None)
+    }
 }

@@ -14,9 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite};
 
 use super::{
-    ActivationRow, ClusterTransition, CommitReceipt, HeartbeatRow, HistoryEvent, NewServer,
-    PolicyRecord, PolicyRef, PolicySummary, ServerQuery, ServerRecord, ServerSort, Snapshot, Store,
-    StoreError, StoredActivation, StoredHeartbeat, StoredTransition, TransitionRow, WriteBatch,
+    ActivationRow, ClusterTransition, CommitReceipt, HistoryEvent, NewServer, PolicyRecord,
+    PolicyRef, PolicySummary, ServerQuery, ServerRecord, ServerSort, Snapshot, Store, StoreError,
+    StoredActivation, StoredHeartbeat, StoredTransition, WriteBatch,
 };
 
 /// Rows per multi-row statement (SQLite allows 32,766 bound variables; snapshots bind 22).
@@ -50,6 +50,11 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// The pool as a [`super::Db`], for the statements both backends share.
+    pub fn db(&self) -> super::Db {
+        super::Db::Sqlite(self.pool.clone())
     }
 
     /// The underlying pool (tests use it to inspect tables directly).
@@ -111,49 +116,6 @@ fn server_from_row(row: &SqliteRow) -> Result<ServerRecord, StoreError> {
             next_check_at_ms: row.try_get("next_check_at_ms")?,
             policy_errors: row.try_get("policy_errors")?,
         },
-    })
-}
-
-fn transition_from_row(r: &SqliteRow) -> Result<StoredTransition, StoreError> {
-    Ok(StoredTransition {
-        id: r.try_get("id")?,
-        row: TransitionRow {
-            server_id: r.try_get("server_id")?,
-            at_ms: r.try_get("at_ms")?,
-            cause: r.try_get("cause")?,
-            from_status: r.try_get("from_status")?,
-            to_status: r.try_get("to_status")?,
-            from_confidence: r.try_get("from_confidence")?,
-            to_confidence: r.try_get("to_confidence")?,
-            policy_digest: r.try_get("policy_digest")?,
-        },
-    })
-}
-
-fn heartbeat_from_row(row: &SqliteRow) -> Result<HeartbeatRow, StoreError> {
-    Ok(HeartbeatRow {
-        server_id: row.try_get("server_id")?,
-        seq: row.try_get("seq")?,
-        received_at_ms: row.try_get("received_at_ms")?,
-        sent_at_ms: row.try_get("sent_at_ms")?,
-        key_version: u32::try_from(row.try_get::<i64, _>("key_version")?)
-            .map_err(|e| StoreError::Corrupt(format!("key_version: {e}")))?,
-        signature: row.try_get("signature")?,
-        body: row.try_get("body")?,
-        policy_digest: row.try_get("policy_digest")?,
-    })
-}
-
-fn policy_from_row(row: &SqliteRow) -> Result<PolicyRecord, StoreError> {
-    Ok(PolicyRecord {
-        digest: row.try_get("digest")?,
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        component: row.try_get("component")?,
-        uploaded_by: row.try_get("uploaded_by")?,
-        uploaded_at_ms: row.try_get("uploaded_at_ms")?,
-        signer: row.try_get("signer")?,
-        signature: row.try_get("signature")?,
     })
 }
 
@@ -408,24 +370,7 @@ impl Store for SqliteStore {
         before_seq: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredHeartbeat>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, server_id, seq, received_at_ms, sent_at_ms, key_version, signature, body, \
-             policy_digest FROM heartbeats WHERE server_id = ? AND seq < ? \
-             ORDER BY seq DESC LIMIT ?",
-        )
-        .bind(server_id)
-        .bind(before_seq.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredHeartbeat {
-                    id: r.try_get("id")?,
-                    row: heartbeat_from_row(r)?,
-                })
-            })
-            .collect()
+        super::common::heartbeats(&self.db(), server_id, before_seq, limit).await
     }
 
     async fn transitions(
@@ -434,17 +379,7 @@ impl Store for SqliteStore {
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredTransition>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, server_id, at_ms, cause, from_status, to_status, from_confidence, \
-             to_confidence, policy_digest FROM status_transitions \
-             WHERE server_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(server_id)
-        .bind(before_id.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(transition_from_row).collect()
+        super::common::transitions(&self.db(), server_id, before_id, limit).await
     }
 
     async fn transitions_after(
@@ -454,29 +389,7 @@ impl Store for SqliteStore {
         cluster_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ClusterTransition>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT t.id, t.server_id, t.at_ms, t.cause, t.from_status, t.to_status, \
-             t.from_confidence, t.to_confidence, t.policy_digest, s.cluster_id \
-             FROM status_transitions t LEFT JOIN servers s ON s.server_id = t.server_id \
-             WHERE t.id > ? AND (? IS NULL OR t.server_id = ?) AND (? IS NULL OR s.cluster_id = ?) \
-             ORDER BY t.id LIMIT ?",
-        )
-        .bind(after_id)
-        .bind(server_id)
-        .bind(server_id)
-        .bind(cluster_id)
-        .bind(cluster_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ClusterTransition {
-                    transition: transition_from_row(r)?,
-                    cluster_id: r.try_get("cluster_id")?,
-                })
-            })
-            .collect()
+        super::common::transitions_after(&self.db(), after_id, server_id, cluster_id, limit).await
     }
 
     async fn history(
@@ -484,56 +397,11 @@ impl Store for SqliteStore {
         server_id: &str,
         since_ms: i64,
     ) -> Result<Vec<HistoryEvent>, StoreError> {
-        let heartbeats = sqlx::query(
-            "SELECT server_id, seq, received_at_ms, sent_at_ms, key_version, signature, body, \
-             policy_digest FROM heartbeats WHERE server_id = ? AND received_at_ms >= ? \
-             ORDER BY seq",
-        )
-        .bind(server_id)
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        let rejections = sqlx::query(
-            "SELECT seq, received_at_ms, code FROM rejections \
-             WHERE claimed_server_id = ? AND seq IS NOT NULL AND received_at_ms >= ? ORDER BY seq",
-        )
-        .bind(server_id)
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut events = Vec::with_capacity(heartbeats.len() + rejections.len());
-        for row in &heartbeats {
-            events.push(HistoryEvent::Heartbeat(heartbeat_from_row(row)?));
-        }
-        for row in &rejections {
-            events.push(HistoryEvent::Rejected {
-                seq: row.try_get("seq")?,
-                received_at_ms: row.try_get("received_at_ms")?,
-                code: row.try_get("code")?,
-            });
-        }
-        events.sort_by_key(HistoryEvent::seq);
-        Ok(events)
+        super::common::history(&self.db(), server_id, since_ms).await
     }
 
     async fn save_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO policies (digest, name, version, size_bytes, component, uploaded_by, \
-             uploaded_at_ms, signer, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (digest) DO NOTHING",
-        )
-        .bind(&policy.digest)
-        .bind(&policy.name)
-        .bind(&policy.version)
-        .bind(i64::try_from(policy.component.len()).unwrap_or(i64::MAX))
-        .bind(&policy.component)
-        .bind(&policy.uploaded_by)
-        .bind(policy.uploaded_at_ms)
-        .bind(&policy.signer)
-        .bind(&policy.signature)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        super::common::save_policy(&self.db(), policy).await
     }
 
     async fn append_activation(&self, a: &ActivationRow) -> Result<(), StoreError> {
@@ -552,11 +420,7 @@ impl Store for SqliteStore {
     }
 
     async fn active_policy_digest(&self) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT to_digest FROM policy_activations ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        super::common::active_policy_digest(&self.db()).await
     }
 
     async fn replay_history(
@@ -564,71 +428,15 @@ impl Store for SqliteStore {
         server_id: &str,
         window_ms: i64,
     ) -> Result<Vec<HistoryEvent>, StoreError> {
-        if window_ms <= 0 {
-            return self.history(server_id, i64::MIN).await;
-        }
-        let newest: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(t) FROM (\
-             SELECT MAX(received_at_ms) AS t FROM heartbeats WHERE server_id = ? UNION ALL \
-             SELECT MAX(received_at_ms) FROM rejections \
-             WHERE claimed_server_id = ? AND seq IS NOT NULL)",
-        )
-        .bind(server_id)
-        .bind(server_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let Some(newest) = newest else {
-            return Ok(Vec::new());
-        };
-        let since = newest.saturating_sub(window_ms);
-        let before = sqlx::query(
-            "SELECT server_id, seq, received_at_ms, sent_at_ms, key_version, signature, body, \
-             policy_digest FROM heartbeats WHERE server_id = ? AND received_at_ms < ? \
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(server_id)
-        .bind(since)
-        .fetch_optional(&self.pool)
-        .await?;
-        let mut events = Vec::new();
-        if let Some(row) = before {
-            events.push(HistoryEvent::Heartbeat(heartbeat_from_row(&row)?));
-        }
-        events.extend(self.history(server_id, since).await?);
-        Ok(events)
+        super::common::replay_history(&self.db(), server_id, window_ms).await
     }
 
     async fn list_policies(&self) -> Result<Vec<PolicySummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT digest, name, version, size_bytes, uploaded_by, uploaded_at_ms, signer \
-             FROM policies ORDER BY uploaded_at_ms DESC, digest",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PolicySummary {
-                    digest: r.try_get("digest")?,
-                    name: r.try_get("name")?,
-                    version: r.try_get("version")?,
-                    size_bytes: r.try_get("size_bytes")?,
-                    uploaded_by: r.try_get("uploaded_by")?,
-                    uploaded_at_ms: r.try_get("uploaded_at_ms")?,
-                    signer: r.try_get("signer")?,
-                })
-            })
-            .collect()
+        super::common::list_policies(&self.db()).await
     }
 
     async fn load_policy(&self, digest: &str) -> Result<Option<PolicyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT digest, name, version, component, uploaded_by, uploaded_at_ms, signer, \
-             signature FROM policies WHERE digest = ?",
-        )
-        .bind(digest)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(policy_from_row).transpose()
+        super::common::load_policy(&self.db(), digest).await
     }
 
     async fn find_policy(
@@ -636,38 +444,11 @@ impl Store for SqliteStore {
         name: &str,
         version: &str,
     ) -> Result<Option<PolicyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT digest, name, version, component, uploaded_by, uploaded_at_ms, signer, \
-             signature FROM policies WHERE name = ? AND version = ? \
-             ORDER BY uploaded_at_ms DESC LIMIT 1",
-        )
-        .bind(name)
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(policy_from_row).transpose()
+        super::common::find_policy(&self.db(), name, version).await
     }
 
     async fn activations(&self, limit: u32) -> Result<Vec<StoredActivation>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, at_ms, who, from_digest, to_digest, reason FROM policy_activations \
-             ORDER BY id DESC LIMIT ?",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredActivation {
-                    id: r.try_get("id")?,
-                    at_ms: r.try_get("at_ms")?,
-                    who: r.try_get("who")?,
-                    from_digest: r.try_get("from_digest")?,
-                    to_digest: r.try_get("to_digest")?,
-                    reason: r.try_get("reason")?,
-                })
-            })
-            .collect()
+        super::common::activations(&self.db(), limit).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -676,31 +457,31 @@ impl Store for SqliteStore {
     }
 
     async fn rotate_key(&self, rotation: &super::trust::KeyRotation) -> Result<bool, StoreError> {
-        super::trust::sqlite_rotate_key(&self.pool, rotation).await
+        super::common::rotate_key(&self.db(), rotation).await
     }
 
     async fn server_keys(
         &self,
         server_id: &str,
     ) -> Result<Vec<super::trust::ServerKeyRow>, StoreError> {
-        super::trust::sqlite_server_keys(&self.pool, server_id).await
+        super::common::server_keys(&self.db(), server_id).await
     }
 
     async fn rejections(
         &self,
         query: &super::trust::RejectionQuery,
     ) -> Result<Vec<super::trust::StoredRejection>, StoreError> {
-        super::trust::sqlite_rejections(&self.pool, query).await
+        super::common::rejections(&self.db(), query).await
     }
 
     async fn admin_key(
         &self,
         key_sha256: &str,
     ) -> Result<Option<crate::trust::admin_keys::AdminKey>, StoreError> {
-        crate::trust::admin_keys::find(&self.pool, key_sha256).await
+        crate::trust::admin_keys::find(&self.db(), key_sha256).await
     }
 
     async fn any_admin_key(&self) -> Result<bool, StoreError> {
-        crate::trust::admin_keys::any_active(&self.pool).await
+        crate::trust::admin_keys::any_active(&self.db()).await
     }
 }

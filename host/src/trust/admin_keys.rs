@@ -12,9 +12,9 @@ use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
 
-use crate::store::StoreError;
+use crate::store::{Db, StoreError};
+use crate::with_pool;
 
 /// Every key starts with this, so a leaked one is recognisable (secret scanners).
 pub const KEY_PREFIX: &str = "vgl_";
@@ -80,7 +80,12 @@ pub fn hash(token: &str) -> String {
         .collect()
 }
 
-fn key_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AdminKey, StoreError> {
+fn key_from_row<R: Row>(r: &R) -> Result<AdminKey, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
     Ok(AdminKey {
         name: r.try_get("name")?,
         scope: Scope::parse(&r.try_get::<String, _>("scope")?)?,
@@ -92,16 +97,11 @@ fn key_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AdminKey, StoreError> {
 }
 
 /// Creates a key named `name`; returns the token (shown once, never stored).
-pub async fn create(
-    pool: &SqlitePool,
-    name: &str,
-    scope: Scope,
-    now_ms: i64,
-) -> Result<String, StoreError> {
+pub async fn create(db: &Db, name: &str, scope: Scope, now_ms: i64) -> Result<String, StoreError> {
     let token = generate();
-    let done = sqlx::query(
+    let done = with_pool!(db, pool => sqlx::query(
         "INSERT INTO admin_keys (name, scope, key_sha256, prefix, created_at_ms) \
-         VALUES (?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(name)
     .bind(scope.as_str())
@@ -109,52 +109,58 @@ pub async fn create(
     .bind(&token[..KEY_PREFIX.len() + 6])
     .bind(now_ms)
     .execute(pool)
-    .await;
+    .await
+    .map(|_| ()));
     match done {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             Err(StoreError::Conflict(format!("admin key {name}")))
         }
-        other => other.map(|_| token).map_err(StoreError::from),
+        other => other.map(|()| token).map_err(StoreError::from),
     }
 }
 
 /// Every key, oldest first.
-pub async fn list(pool: &SqlitePool) -> Result<Vec<AdminKey>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM admin_keys ORDER BY id")
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(key_from_row).collect()
+pub async fn list(db: &Db) -> Result<Vec<AdminKey>, StoreError> {
+    with_pool!(db, pool => {
+        let rows = sqlx::query("SELECT * FROM admin_keys ORDER BY id")
+            .fetch_all(pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    })
 }
 
 /// Revokes the key named `name`; `false` if there is no such active key.
-pub async fn revoke(pool: &SqlitePool, name: &str, now_ms: i64) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE admin_keys SET revoked_at_ms = ? WHERE name = ? AND revoked_at_ms IS NULL",
+pub async fn revoke(db: &Db, name: &str, now_ms: i64) -> Result<bool, StoreError> {
+    let affected = with_pool!(db, pool => sqlx::query(
+        "UPDATE admin_keys SET revoked_at_ms = $1 WHERE name = $2 AND revoked_at_ms IS NULL",
     )
     .bind(now_ms)
     .bind(name)
     .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .await?
+    .rows_affected());
+    Ok(affected == 1)
 }
 
 /// The key with this token hash (revoked or not).
-pub async fn find(pool: &SqlitePool, key_sha256: &str) -> Result<Option<AdminKey>, StoreError> {
-    let row = sqlx::query("SELECT * FROM admin_keys WHERE key_sha256 = ?")
-        .bind(key_sha256)
-        .fetch_optional(pool)
-        .await?;
-    row.as_ref().map(key_from_row).transpose()
+pub async fn find(db: &Db, key_sha256: &str) -> Result<Option<AdminKey>, StoreError> {
+    with_pool!(db, pool => {
+        let row = sqlx::query("SELECT * FROM admin_keys WHERE key_sha256 = $1")
+            .bind(key_sha256)
+            .fetch_optional(pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    })
 }
 
 /// Whether any key is active (the admin API is enabled without a bootstrap token).
-pub async fn any_active(pool: &SqlitePool) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar::<_, i64>(
-        "SELECT EXISTS (SELECT 1 FROM admin_keys WHERE revoked_at_ms IS NULL)",
+pub async fn any_active(db: &Db) -> Result<bool, StoreError> {
+    let active = with_pool!(db, pool => sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM admin_keys WHERE revoked_at_ms IS NULL LIMIT 1) k",
     )
     .fetch_one(pool)
-    .await?
-        == 1)
+    .await?);
+    Ok(active == 1)
 }
 
 #[cfg(test)]

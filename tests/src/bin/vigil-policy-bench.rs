@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use vigil::engine::replay::replay;
 use vigil::policy::digest_of;
-use vigil::store::{HeartbeatRow, HistoryEvent, Snapshot, SnapshotRow, Store, WriteBatch};
+use vigil::store::{HeartbeatRow, HistoryEvent, Snapshot, SnapshotRow, WriteBatch};
 use vigil_tests::{Agent, TestApp, default_policy_version};
 
 fn heartbeat_row(server_id: &str, seq: i64, at_ms: i64, agent: &Agent) -> HeartbeatRow {

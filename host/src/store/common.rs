@@ -1,0 +1,465 @@
+//! The [`Store`](super::Store) methods whose SQL is the same on both backends, written once.
+//!
+//! Each function takes a [`Db`] and runs its body through [`with_pool!`], so the statements are
+//! compiled once per backend and must be accepted by both: numbered `$n` placeholders,
+//! `CAST($n AS TEXT)` where PostgreSQL needs a parameter's type, no backend-only functions.
+//! What differs between the backends (the batch commit, locks, notifications) stays in
+//! `sqlite.rs` and `postgres.rs`.
+
+use sqlx::{QueryBuilder, Row};
+
+use super::trust::{KeyRotation, RejectionQuery, ServerKeyRow, StoredRejection};
+use super::{
+    ClusterTransition, Db, HeartbeatRow, HistoryEvent, PolicyRecord, PolicySummary, StoreError,
+    StoredActivation, StoredHeartbeat, StoredTransition, TransitionRow,
+};
+use crate::with_pool;
+
+/// The columns [`heartbeat_row!`] reads.
+pub(super) const HEARTBEAT_COLUMNS: &str =
+    "server_id, seq, received_at_ms, sent_at_ms, key_version, signature, body, policy_digest";
+
+/// A [`HeartbeatRow`] from a row of either backend.
+macro_rules! heartbeat_row {
+    ($r:expr) => {
+        HeartbeatRow {
+            server_id: $r.try_get("server_id")?,
+            seq: $r.try_get("seq")?,
+            received_at_ms: $r.try_get("received_at_ms")?,
+            sent_at_ms: $r.try_get("sent_at_ms")?,
+            key_version: u32::try_from($r.try_get::<i64, _>("key_version")?)
+                .map_err(|e| StoreError::Corrupt(format!("key_version: {e}")))?,
+            signature: $r.try_get("signature")?,
+            body: $r.try_get("body")?,
+            policy_digest: $r.try_get("policy_digest")?,
+        }
+    };
+}
+
+/// A [`StoredTransition`] from a row of either backend.
+macro_rules! transition_row {
+    ($r:expr) => {
+        StoredTransition {
+            id: $r.try_get("id")?,
+            row: TransitionRow {
+                server_id: $r.try_get("server_id")?,
+                at_ms: $r.try_get("at_ms")?,
+                cause: $r.try_get("cause")?,
+                from_status: $r.try_get("from_status")?,
+                to_status: $r.try_get("to_status")?,
+                from_confidence: $r.try_get("from_confidence")?,
+                to_confidence: $r.try_get("to_confidence")?,
+                policy_digest: $r.try_get("policy_digest")?,
+            },
+        }
+    };
+}
+
+/// A [`PolicyRecord`] from a row of either backend.
+macro_rules! policy_row {
+    ($r:expr) => {
+        PolicyRecord {
+            digest: $r.try_get("digest")?,
+            name: $r.try_get("name")?,
+            version: $r.try_get("version")?,
+            component: $r.try_get("component")?,
+            uploaded_by: $r.try_get("uploaded_by")?,
+            uploaded_at_ms: $r.try_get("uploaded_at_ms")?,
+            signer: $r.try_get("signer")?,
+            signature: $r.try_get("signature")?,
+        }
+    };
+}
+
+const POLICY_COLUMNS: &str =
+    "digest, name, version, component, uploaded_by, uploaded_at_ms, signer, signature";
+
+/// [`Store::history`](super::Store::history).
+pub(super) async fn history(
+    db: &Db,
+    server_id: &str,
+    since_ms: i64,
+) -> Result<Vec<HistoryEvent>, StoreError> {
+    let mut events = Vec::new();
+    with_pool!(db, pool => {
+        let heartbeats = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HEARTBEAT_COLUMNS} FROM heartbeats \
+             WHERE server_id = $1 AND received_at_ms >= $2 ORDER BY seq"
+        )))
+        .bind(server_id)
+        .bind(since_ms)
+        .fetch_all(pool)
+        .await?;
+        let rejections = sqlx::query(
+            "SELECT seq, received_at_ms, code FROM rejections WHERE claimed_server_id = $1 \
+             AND seq IS NOT NULL AND received_at_ms >= $2 ORDER BY seq",
+        )
+        .bind(server_id)
+        .bind(since_ms)
+        .fetch_all(pool)
+        .await?;
+        events.reserve(heartbeats.len() + rejections.len());
+        for row in &heartbeats {
+            events.push(HistoryEvent::Heartbeat(heartbeat_row!(row)));
+        }
+        for row in &rejections {
+            events.push(HistoryEvent::Rejected {
+                seq: row.try_get("seq")?,
+                received_at_ms: row.try_get("received_at_ms")?,
+                code: row.try_get("code")?,
+            });
+        }
+    });
+    events.sort_by_key(HistoryEvent::seq);
+    Ok(events)
+}
+
+/// [`Store::replay_history`](super::Store::replay_history).
+pub(super) async fn replay_history(
+    db: &Db,
+    server_id: &str,
+    window_ms: i64,
+) -> Result<Vec<HistoryEvent>, StoreError> {
+    if window_ms <= 0 {
+        return history(db, server_id, i64::MIN).await;
+    }
+    let mut events = Vec::new();
+    let since = with_pool!(db, pool => {
+        let newest: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(t) FROM (\
+             SELECT MAX(received_at_ms) AS t FROM heartbeats WHERE server_id = $1 UNION ALL \
+             SELECT MAX(received_at_ms) FROM rejections \
+             WHERE claimed_server_id = $1 AND seq IS NOT NULL) newest",
+        )
+        .bind(server_id)
+        .fetch_one(pool)
+        .await?;
+        let Some(newest) = newest else {
+            return Ok(Vec::new());
+        };
+        let since = newest.saturating_sub(window_ms);
+        let before = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HEARTBEAT_COLUMNS} FROM heartbeats WHERE server_id = $1 \
+             AND received_at_ms < $2 ORDER BY seq DESC LIMIT 1"
+        )))
+        .bind(server_id)
+        .bind(since)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(row) = before {
+            events.push(HistoryEvent::Heartbeat(heartbeat_row!(row)));
+        }
+        since
+    });
+    events.extend(history(db, server_id, since).await?);
+    Ok(events)
+}
+
+/// [`Store::transitions_after`](super::Store::transitions_after).
+pub(super) async fn transitions_after(
+    db: &Db,
+    after_id: i64,
+    server_id: Option<&str>,
+    cluster_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ClusterTransition>, StoreError> {
+    with_pool!(db, pool => {
+        let rows = sqlx::query(
+            "SELECT t.id, t.server_id, t.at_ms, t.cause, t.from_status, t.to_status, \
+             t.from_confidence, t.to_confidence, t.policy_digest, s.cluster_id \
+             FROM status_transitions t LEFT JOIN servers s ON s.server_id = t.server_id \
+             WHERE t.id > $1 AND (CAST($2 AS TEXT) IS NULL OR t.server_id = $2) \
+             AND (CAST($3 AS TEXT) IS NULL OR s.cluster_id = $3) ORDER BY t.id LIMIT $4",
+        )
+        .bind(after_id)
+        .bind(server_id)
+        .bind(cluster_id)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(ClusterTransition {
+                transition: transition_row!(r),
+                cluster_id: r.try_get("cluster_id")?,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// [`Store::save_policy`](super::Store::save_policy).
+pub(super) async fn save_policy(db: &Db, policy: &PolicyRecord) -> Result<(), StoreError> {
+    with_pool!(db, pool => {
+        sqlx::query(
+        "INSERT INTO policies (digest, name, version, size_bytes, component, uploaded_by, \
+         uploaded_at_ms, signer, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(&policy.digest)
+    .bind(&policy.name)
+    .bind(&policy.version)
+    .bind(i64::try_from(policy.component.len()).unwrap_or(i64::MAX))
+    .bind(&policy.component)
+    .bind(&policy.uploaded_by)
+    .bind(policy.uploaded_at_ms)
+    .bind(&policy.signer)
+    .bind(&policy.signature)
+    .execute(pool)
+    .await?;
+    });
+    Ok(())
+}
+
+/// [`Store::active_policy_digest`](super::Store::active_policy_digest).
+pub(super) async fn active_policy_digest(db: &Db) -> Result<Option<String>, StoreError> {
+    Ok(with_pool!(db, pool => sqlx::query_scalar(
+        "SELECT to_digest FROM policy_activations ORDER BY id DESC LIMIT 1"
+    )
+    .fetch_optional(pool)
+    .await?))
+}
+
+/// [`Store::list_policies`](super::Store::list_policies).
+pub(super) async fn list_policies(db: &Db) -> Result<Vec<PolicySummary>, StoreError> {
+    with_pool!(db, pool => {
+        let rows = sqlx::query(
+            "SELECT digest, name, version, size_bytes, uploaded_by, uploaded_at_ms, signer \
+             FROM policies ORDER BY uploaded_at_ms DESC, digest",
+        )
+        .fetch_all(pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(PolicySummary {
+                digest: r.try_get("digest")?,
+                name: r.try_get("name")?,
+                version: r.try_get("version")?,
+                size_bytes: r.try_get("size_bytes")?,
+                uploaded_by: r.try_get("uploaded_by")?,
+                uploaded_at_ms: r.try_get("uploaded_at_ms")?,
+                signer: r.try_get("signer")?,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// [`Store::load_policy`](super::Store::load_policy).
+pub(super) async fn load_policy(db: &Db, digest: &str) -> Result<Option<PolicyRecord>, StoreError> {
+    with_pool!(db, pool => {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {POLICY_COLUMNS} FROM policies WHERE digest = $1"
+        )))
+        .bind(digest)
+        .fetch_optional(pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(policy_row!(r)),
+            None => None,
+        })
+    })
+}
+
+/// [`Store::find_policy`](super::Store::find_policy).
+pub(super) async fn find_policy(
+    db: &Db,
+    name: &str,
+    version: &str,
+) -> Result<Option<PolicyRecord>, StoreError> {
+    with_pool!(db, pool => {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {POLICY_COLUMNS} FROM policies WHERE name = $1 AND version = $2 \
+             ORDER BY uploaded_at_ms DESC LIMIT 1"
+        )))
+        .bind(name)
+        .bind(version)
+        .fetch_optional(pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(policy_row!(r)),
+            None => None,
+        })
+    })
+}
+
+/// [`Store::activations`](super::Store::activations).
+pub(super) async fn activations(db: &Db, limit: u32) -> Result<Vec<StoredActivation>, StoreError> {
+    with_pool!(db, pool => {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, who, from_digest, to_digest, reason FROM policy_activations \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(StoredActivation {
+                id: r.try_get("id")?,
+                at_ms: r.try_get("at_ms")?,
+                who: r.try_get("who")?,
+                from_digest: r.try_get("from_digest")?,
+                to_digest: r.try_get("to_digest")?,
+                reason: r.try_get("reason")?,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// [`Store::rotate_key`](super::Store::rotate_key): appends the next key and moves the
+/// snapshot's current key in one transaction, if the current version is the expected one.
+pub(super) async fn rotate_key(db: &Db, rotation: &KeyRotation) -> Result<bool, StoreError> {
+    let next = i64::from(rotation.expected_version) + 1;
+    with_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE servers SET public_key = $1, key_version = $2 \
+             WHERE server_id = $3 AND key_version = $4",
+        )
+        .bind(&rotation.public_key)
+        .bind(next)
+        .bind(&rotation.server_id)
+        .bind(i64::from(rotation.expected_version))
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO server_keys (server_id, key_version, public_key, fingerprint, \
+             added_at_ms, added_by) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&rotation.server_id)
+        .bind(next)
+        .bind(&rotation.public_key)
+        .bind(&rotation.fingerprint)
+        .bind(rotation.added_at_ms)
+        .bind(&rotation.added_by)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    });
+    Ok(true)
+}
+
+/// [`Store::server_keys`](super::Store::server_keys).
+pub(super) async fn server_keys(db: &Db, server_id: &str) -> Result<Vec<ServerKeyRow>, StoreError> {
+    with_pool!(db, pool => {
+        let rows = sqlx::query(
+            "SELECT key_version, public_key, fingerprint, added_at_ms, added_by \
+             FROM server_keys WHERE server_id = $1 ORDER BY key_version",
+        )
+        .bind(server_id)
+        .fetch_all(pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(ServerKeyRow {
+                key_version: u32::try_from(r.try_get::<i64, _>("key_version")?)
+                    .map_err(|e| StoreError::Corrupt(format!("key_version: {e}")))?,
+                public_key: r.try_get("public_key")?,
+                fingerprint: r.try_get("fingerprint")?,
+                added_at_ms: r.try_get("added_at_ms")?,
+                added_by: r.try_get("added_by")?,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// [`Store::rejections`](super::Store::rejections): a page of the audit trail, newest first.
+pub(super) async fn rejections(
+    db: &Db,
+    query: &RejectionQuery,
+) -> Result<Vec<StoredRejection>, StoreError> {
+    with_pool!(db, pool => {
+        let mut sql = QueryBuilder::new(
+            "SELECT id, received_at_ms, code, http_status, detail, claimed_server_id, seq, \
+             source_ip, body_sha256 FROM rejections WHERE id < ",
+        );
+        sql.push_bind(query.before_id.unwrap_or(i64::MAX));
+        if let Some(server) = &query.server_id {
+            sql.push(" AND claimed_server_id = ").push_bind(server.clone());
+        }
+        if let Some(code) = &query.code {
+            sql.push(" AND code = ").push_bind(code.clone());
+        }
+        if let Some(since) = query.since_ms {
+            sql.push(" AND received_at_ms >= ").push_bind(since);
+        }
+        sql.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(query.limit));
+        let rows = sql.build().fetch_all(pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(StoredRejection {
+                id: r.try_get("id")?,
+                received_at_ms: r.try_get("received_at_ms")?,
+                code: r.try_get("code")?,
+                http_status: u16::try_from(r.try_get::<i64, _>("http_status")?)
+                    .map_err(|e| StoreError::Corrupt(format!("http_status: {e}")))?,
+                detail: r.try_get("detail")?,
+                claimed_server_id: r.try_get("claimed_server_id")?,
+                seq: r.try_get("seq")?,
+                source_ip: r.try_get("source_ip")?,
+                body_sha256: r.try_get("body_sha256")?,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// [`Store::heartbeats`](super::Store::heartbeats): a server's heartbeats, newest first.
+pub(super) async fn heartbeats(
+    db: &Db,
+    server_id: &str,
+    before_seq: Option<i64>,
+    limit: u32,
+) -> Result<Vec<StoredHeartbeat>, StoreError> {
+    with_pool!(db, pool => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, {HEARTBEAT_COLUMNS} FROM heartbeats WHERE server_id = $1 AND seq < $2 \
+             ORDER BY seq DESC LIMIT $3"
+        )))
+        .bind(server_id)
+        .bind(before_seq.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(StoredHeartbeat {
+                id: r.try_get("id")?,
+                row: heartbeat_row!(r),
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// [`Store::transitions`](super::Store::transitions): a server's transitions, newest first.
+pub(super) async fn transitions(
+    db: &Db,
+    server_id: &str,
+    before_id: Option<i64>,
+    limit: u32,
+) -> Result<Vec<StoredTransition>, StoreError> {
+    with_pool!(db, pool => {
+        let rows = sqlx::query(
+            "SELECT id, server_id, at_ms, cause, from_status, to_status, from_confidence, \
+             to_confidence, policy_digest FROM status_transitions \
+             WHERE server_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(server_id)
+        .bind(before_id.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(transition_row!(r));
+        }
+        Ok(out)
+    })
+}

@@ -1,0 +1,516 @@
+//! Several hosts, one PostgreSQL: two real `vigil serve` processes on one database.
+//!
+//! Policy activation across hosts is not tested here: the activation API (issue 3) is not on
+//! this branch. The same LISTEN/NOTIFY path is tested with admin changes instead (a server
+//! registered on one host is known by the other; a verification on one host is enforced by the
+//! other within 1 s).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use vigil_tests::{ADMIN_TOKEN, Agent, postgres};
+
+/// A `vigil serve` process, killed when dropped.
+struct Host {
+    child: Child,
+    url: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Host {
+    fn start(database_url: &str, extra_config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("vigil.toml"),
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"{database_url}\"\n\
+                 [rate_limit]\nper_server_per_minute = 0\nper_ip_per_minute = 0\n\
+                 {extra_config}\n"
+            ),
+        )
+        .expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
+            .current_dir(dir.path())
+            .args(["serve", "--config", "vigil.toml"])
+            .env("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("VIGIL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("serve logs until it listens")
+                .expect("utf-8 log");
+            if let Some(rest) = line.split("address=").nth(1) {
+                break rest.split_whitespace().next().expect("address").to_owned();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        Self {
+            child,
+            url: format!("http://{address}"),
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value, admin: bool) -> (u16, Value) {
+        let mut request = self.client.post(format!("{}{path}", self.url)).json(body);
+        if admin {
+            request = request.bearer_auth(ADMIN_TOKEN);
+        }
+        let response = request.send().await.expect("host answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn heartbeat(&self, body: &Value) -> (u16, Value) {
+        self.post("/v1/agent/heartbeat", body, false).await
+    }
+
+    async fn register(&self, agent: &Agent) {
+        let body = json!({"server_id": agent.server_id, "public_key": agent.public_key_b64()});
+        let (status, answer) = self.post("/v1/admin/servers", &body, true).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+
+    async fn server(&self, id: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/v1/servers/{id}", self.url))
+            .send()
+            .await
+            .expect("host answers");
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.expect("json")
+    }
+}
+
+/// A fresh database on the test PostgreSQL server, or `None` (skipped) without one.
+async fn fresh_database(name: &str) -> Option<(String, PgPool)> {
+    let server = postgres::server_url()?;
+    let name = format!("vigil_scale_{name}_{}", std::process::id());
+    let url = postgres::ensure_database(server, &name).await;
+    let pool = PgPool::connect(&url).await.expect("connect");
+    Some((url, pool))
+}
+
+/// Posts heartbeats of a server just registered elsewhere until `host` knows it (the NOTIFY of
+/// the registration reached it), at most 1 s. Returns the last answer.
+async fn until_known(host: &Host, agent: &Agent) -> (u16, Value) {
+    let started = Instant::now();
+    loop {
+        let answer = host.heartbeat(&agent.heartbeat(json!({}))).await;
+        if answer.0 != 404 || started.elapsed() > Duration::from_secs(1) {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn scalar(pool: &PgPool, sql: &'static str, id: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("query")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_alternated_between_two_hosts_keep_one_consistent_snapshot() {
+    let Some((url, pool)) = fresh_database("alternate").await else {
+        return;
+    };
+    let (a, b) = (Host::start(&url, ""), Host::start(&url, ""));
+    let agent = std::sync::Arc::new(Agent::new("shared-1"));
+    a.register(&agent).await;
+    let (status, answer) = until_known(&b, &agent).await;
+    assert_eq!(
+        status, 202,
+        "a server registered on A is known by B: {answer}"
+    );
+
+    // In turn: each host must fold on top of what the other just committed.
+    for i in 0..12u32 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        let (status, answer) = host
+            .heartbeat(&agent.heartbeat(json!({"players_current": i})))
+            .await;
+        assert_eq!(status, 202, "heartbeat {i}: {answer}");
+        assert_eq!(answer["duplicate"], false);
+    }
+    let seq = "SELECT event_seq FROM servers WHERE server_id = $1";
+    assert_eq!(scalar(&pool, seq, "shared-1").await, 13);
+    assert_eq!(a.server("shared-1").await["players_current"], 11);
+
+    // At the same time: heartbeats with increasing timestamps sent to both hosts at once.
+    let hosts = std::sync::Arc::new((a, b));
+    let mut tasks = Vec::new();
+    for i in 0..40u32 {
+        let (hosts, agent) = (hosts.clone(), agent.clone());
+        tasks.push(tokio::spawn(async move {
+            let host = if i % 2 == 0 { &hosts.0 } else { &hosts.1 };
+            host.heartbeat(&agent.heartbeat(json!({"players_current": 100 + i})))
+                .await
+                .0
+        }));
+    }
+    let mut accepted = 13;
+    for task in tasks {
+        match task.await.expect("task") {
+            202 => accepted += 1,
+            // Reached the writers out of timestamp order: refused as a replay, never stored.
+            409 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let id = "shared-1";
+    let stored = scalar(
+        &pool,
+        "SELECT COUNT(*) FROM heartbeats WHERE server_id = $1",
+        id,
+    )
+    .await;
+    assert_eq!(stored, accepted, "one stored heartbeat per acceptance");
+    // Every event (heartbeat or folded rejection) has its own sequence number, 1..=event_seq:
+    // no update was lost and no event was folded twice.
+    let event_seq = scalar(
+        &pool,
+        "SELECT event_seq FROM servers WHERE server_id = $1",
+        id,
+    )
+    .await;
+    let distinct = scalar(
+        &pool,
+        "SELECT COUNT(DISTINCT seq) FROM (SELECT seq FROM heartbeats WHERE server_id = $1 \
+         UNION ALL SELECT seq FROM rejections WHERE claimed_server_id = $1 AND seq IS NOT NULL) e",
+        id,
+    )
+    .await;
+    let all = scalar(
+        &pool,
+        "SELECT COUNT(*) FROM (SELECT seq FROM heartbeats WHERE server_id = $1 \
+         UNION ALL SELECT seq FROM rejections WHERE claimed_server_id = $1 AND seq IS NOT NULL) e",
+        id,
+    )
+    .await;
+    assert_eq!((distinct, all), (event_seq, event_seq));
+    // The snapshot is the fold of the latest accepted heartbeat.
+    let last_sent = scalar(
+        &pool,
+        "SELECT MAX(sent_at_ms) FROM heartbeats WHERE server_id = $1",
+        id,
+    )
+    .await;
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT last_sent_at_ms FROM servers WHERE server_id = $1",
+            id
+        )
+        .await,
+        last_sent
+    );
+    let (a, b) = &*hosts;
+    assert_eq!(a.server(id).await, b.server(id).await);
+    // Both hosts keep folding on the same snapshot afterwards.
+    for host in [a, b] {
+        let (status, answer) = host.heartbeat(&agent.heartbeat(json!({}))).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT event_seq FROM servers WHERE server_id = $1",
+            id
+        )
+        .await,
+        event_seq + 2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_server_produces_exactly_one_offline_transition_across_two_hosts() {
+    let Some((url, pool)) = fresh_database("silent").await else {
+        return;
+    };
+    let (a, b) = (Host::start(&url, ""), Host::start(&url, ""));
+    let agent = Agent::new("silent-1");
+    a.register(&agent).await;
+    // B folds one heartbeat, then A the next: both hosts now hold a deadline for the server
+    // (B's stale one makes it re-read the row and take A's), so both wake at the same moment.
+    let (status, answer) = until_known(&b, &agent).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = a
+        .heartbeat(&agent.heartbeat(json!({"interval_seconds": 1})))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = b
+        .heartbeat(&agent.heartbeat(json!({"interval_seconds": 1})))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = a
+        .heartbeat(&agent.heartbeat(json!({"interval_seconds": 1})))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+
+    let offline_now = "SELECT COUNT(*) FROM servers WHERE server_id = $1 AND status = 'offline'";
+    let mut flipped = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        flipped = scalar(&pool, offline_now, "silent-1").await == 1;
+        if flipped {
+            break;
+        }
+    }
+    assert!(flipped, "the stored status flipped to offline");
+    // Give a second firing every chance to happen before counting.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let offline = scalar(
+        &pool,
+        "SELECT COUNT(*) FROM status_transitions WHERE server_id = $1 AND to_status = 'offline'",
+        "silent-1",
+    )
+    .await;
+    assert_eq!(offline, 1, "exactly one offline transition");
+    assert_eq!(a.server("silent-1").await, b.server("silent-1").await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verification_on_one_host_is_enforced_by_the_other_within_a_second() {
+    let Some((url, _pool)) = fresh_database("verify").await else {
+        return;
+    };
+    let config = "[trust]\nrequire_verified = true";
+    let (a, b) = (Host::start(&url, config), Host::start(&url, config));
+    let agent = Agent::new("verify-1");
+    a.register(&agent).await;
+    let (status, answer) = until_known(&b, &agent).await;
+    assert_eq!(
+        status, 403,
+        "B knows the server and refuses it unverified: {answer}"
+    );
+    assert_eq!(answer["code"], "server_unverified");
+
+    let (status, answer) = a
+        .post("/v1/admin/servers/verify-1/verify", &json!({}), true)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let verified_at = Instant::now();
+    let accepted = loop {
+        let (status, _) = b.heartbeat(&agent.heartbeat(json!({}))).await;
+        if status == 202 {
+            break true;
+        }
+        if verified_at.elapsed() > Duration::from_secs(1) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        accepted,
+        "B accepts the server within 1 s of its verification on A"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_killed_under_load_loses_no_acknowledged_heartbeat_and_leaves_no_lock() {
+    let Some((url, pool)) = fresh_database("killed").await else {
+        return;
+    };
+    let (mut a, b) = (Host::start(&url, ""), Host::start(&url, ""));
+    let agents: Vec<_> = (0..8)
+        .map(|i| std::sync::Arc::new(Agent::new(&format!("killed-{i}"))))
+        .collect();
+    for agent in &agents {
+        a.register(agent).await;
+    }
+    // Senders hammer A; A is killed (SIGKILL) in the middle of it.
+    let mut tasks = Vec::new();
+    for agent in &agents {
+        let (agent, client, base) = (agent.clone(), a.client.clone(), a.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for _ in 0..400 {
+                let body = agent.heartbeat(json!({}));
+                let sent = client
+                    .post(format!("{base}/v1/agent/heartbeat"))
+                    .json(&body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status().as_u16() == 202 => {
+                        acknowledged.push(body["signature"].as_str().unwrap_or("").to_owned());
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.child.kill().expect("kill A");
+    let _ = a.child.wait();
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.expect("task"));
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "A acknowledged heartbeats before it died"
+    );
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM heartbeats WHERE signature = ANY($1)")
+            .bind(&acknowledged)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(stored, acknowledged.len() as i64, "every 202 is stored");
+    // B folds on top of whatever A committed, without waiting for any lock A held.
+    for agent in &agents {
+        let (status, answer) = until_known(&b, agent).await;
+        assert_eq!(status, 202, "{answer}");
+        let id = agent.server_id.as_str();
+        let event_seq = scalar(
+            &pool,
+            "SELECT event_seq FROM servers WHERE server_id = $1",
+            id,
+        )
+        .await;
+        let distinct = scalar(
+            &pool,
+            "SELECT COUNT(DISTINCT seq) FROM heartbeats WHERE server_id = $1",
+            id,
+        )
+        .await;
+        assert_eq!(
+            distinct, event_seq,
+            "{id}: one heartbeat per sequence number"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_activated_on_one_host_is_live_on_the_other_within_a_second() {
+    let Some((url, pool)) = fresh_database("activation").await else {
+        return;
+    };
+    let (a, b) = (Host::start(&url, ""), Host::start(&url, ""));
+    let agent = Agent::new("swap-1");
+    a.register(&agent).await;
+    let (status, _) = until_known(&b, &agent).await;
+    assert_eq!(status, 202);
+
+    let bytes = vigil_tests::default_policy_version("9.8.7");
+    let digest = vigil::policy::digest_of(&bytes);
+    let response = a
+        .client
+        .post(format!("{}/v1/admin/policies?activate=true", a.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(bytes)
+        .send()
+        .await
+        .expect("A answers");
+    assert!(response.status().is_success(), "{}", response.status());
+    let activated_at = Instant::now();
+    let active_on_b = loop {
+        let listing: Value = b
+            .client
+            .get(format!("{}/v1/policies", b.url))
+            .send()
+            .await
+            .expect("B answers")
+            .json()
+            .await
+            .expect("json");
+        if listing["active"]["digest"] == digest.as_str() {
+            break Some(activated_at.elapsed());
+        }
+        if activated_at.elapsed() > Duration::from_secs(1) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        active_on_b.is_some(),
+        "B runs the version activated on A within 1 s"
+    );
+    // B folds with it, and the activation is recorded once (by A), not once per host.
+    let (status, answer) = b.heartbeat(&agent.heartbeat(json!({}))).await;
+    assert_eq!(status, 202, "{answer}");
+    let folded_by = sqlx::query_scalar::<_, String>(
+        "SELECT policy_digest FROM heartbeats WHERE server_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind("swap-1")
+    .fetch_one(&pool)
+    .await
+    .expect("the heartbeat");
+    assert_eq!(folded_by, digest);
+    let recorded = sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM policy_activations WHERE to_digest = $1",
+    )
+    .bind(&digest)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(recorded, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_rotated_on_one_host_is_enforced_by_the_other_within_a_second() {
+    let Some((url, _pool)) = fresh_database("rotation").await else {
+        return;
+    };
+    let (a, b) = (Host::start(&url, ""), Host::start(&url, ""));
+    let old = Agent::new("rot-shared");
+    a.register(&old).await;
+    let (status, _) = until_known(&b, &old).await;
+    assert_eq!(status, 202);
+    let new = Agent::with_key(
+        "rot-shared",
+        ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+        2,
+    );
+    let (status, answer) = a
+        .post(
+            "/v1/admin/servers/rot-shared/keys",
+            &json!({"public_key": new.public_key_b64()}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let rotated_at = Instant::now();
+    let enforced = loop {
+        let (status, _) = b.heartbeat(&new.heartbeat(json!({}))).await;
+        if status == 202 {
+            break true;
+        }
+        if rotated_at.elapsed() > Duration::from_secs(1) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        enforced,
+        "B accepts the new key within 1 s of the rotation on A"
+    );
+    let (status, answer) = b.heartbeat(&old.heartbeat(json!({}))).await;
+    assert_eq!(status, 409, "B refuses the old key: {answer}");
+}
