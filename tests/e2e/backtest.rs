@@ -54,7 +54,9 @@ async fn a_shorter_grace_window_changes_exactly_the_servers_silent_longer_than_i
     }
     app.store.commit(&batch).await.expect("history stored");
     let dir = app.stop().await;
-    let db = format!("sqlite://{}", dir.path().join("vigil.db").display());
+    let db = vigil_tests::TestBackend::current()
+        .database_url(dir.path())
+        .await;
     let candidate = dir.path().join("candidate.wasm");
     std::fs::write(&candidate, vigil::policy::DEFAULT_POLICY).expect("write");
 

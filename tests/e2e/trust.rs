@@ -642,10 +642,13 @@ fn vigil_cli(dir: &Path, args: &[&str]) -> std::process::Output {
 
 async fn admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys() {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let db = dir.path().join("vigil.db");
+    // The database the test app below opens too (SQLite file or PostgreSQL database).
+    let db = vigil_tests::TestBackend::current()
+        .database_url(dir.path())
+        .await;
     std::fs::write(
         dir.path().join("vigil.toml"),
-        format!("[storage]\nurl = \"sqlite://{}\"\n", db.display()),
+        format!("[storage]\nurl = \"{db}\"\n"),
     )
     .expect("config");
     let create = |name: &str, scope: &str| {
@@ -708,14 +711,11 @@ async fn admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys() {
     assert!(listed[2]["revoked_at_ms"].as_i64().is_some());
     // Only hashes are stored.
     let stored: Vec<String> = {
-        let store =
-            vigil::store::sqlite::SqliteStore::open(&format!("sqlite://{}", db.display()), 1)
-                .await
-                .expect("opens");
-        sqlx::query_scalar("SELECT key_sha256 FROM admin_keys")
-            .fetch_all(store.pool())
-            .await
-            .expect("rows")
+        let store = vigil::store::Backend::open(&db, 1).await.expect("opens");
+        vigil::with_pool!(&store.db(), pool => sqlx::query_scalar("SELECT key_sha256 FROM admin_keys")
+            .fetch_all(pool)
+            .await)
+        .expect("rows")
     };
     assert!(stored.iter().all(|h| h.len() == 64 && !h.contains("vgl_")));
 

@@ -109,6 +109,15 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
         }
     };
     let server_id = decoded.server_id.clone();
+    if state.engine.identity(&server_id).is_none() && state.store.is_shared() {
+        // Several hosts on one database: another host may have registered it a moment ago,
+        // before its notification reached this one.
+        match state.store.get_server(&server_id).await {
+            Ok(Some(record)) => state.engine.learn(&record),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%server_id, error = %e, "cannot look up an unknown server"),
+        }
+    }
     let known = state.engine.identity(&server_id).is_some();
     let opens =
         !known && config.trust.registration == Registration::Open && decoded.public_key.is_some();

@@ -27,9 +27,16 @@ use crate::ingest::signature::sign_body;
 /// Arguments of `vigil bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The host's base URL (ignored with `--spawn`).
-    #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// The host's base URL (ignored with `--spawn`). Repeat it (or separate with commas) to
+    /// spread the connections over several hosts sharing one database: servers are
+    /// registered through the first, connection `i` sends to URL `i mod n`.
+    #[arg(
+        long,
+        env = "VIGIL_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_delimiter = ','
+    )]
+    pub url: Vec<String>,
     /// Admin token of that host (to register the servers).
     #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -344,17 +351,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "servers, connections and duration must be at least 1"
     );
     anyhow::ensure!(args.duration <= 600, "duration is at most 600 s");
-    let (host, url, token) = if args.spawn {
+    let (host, urls, token) = if args.spawn {
         let (host, url, token) = spawn_host(&args.host_config)?;
-        (Some(host), url, Some(token))
+        (Some(host), vec![url], Some(token))
     } else {
-        (
-            None,
-            args.url.trim_end_matches('/').to_owned(),
-            args.token.clone(),
-        )
+        let urls: Vec<String> = args
+            .url
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .collect();
+        (None, urls, args.token.clone())
     };
-    wait_ready(&url).await?;
+    anyhow::ensure!(!urls.is_empty(), "--url names no host");
+    for url in &urls {
+        wait_ready(url).await?;
+    }
+    let url = urls[0].clone();
     let token = token
         .context("an admin token is needed to register servers: --token or VIGIL_ADMIN_TOKEN")?;
 
@@ -407,7 +419,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let deadline = started + Duration::from_secs(args.duration);
     let tasks: Vec<_> = groups
         .into_iter()
-        .map(|g| tokio::spawn(drive(url.clone(), g, deadline, interval)))
+        .enumerate()
+        .map(|(i, g)| tokio::spawn(drive(urls[i % urls.len()].clone(), g, deadline, interval)))
         .collect();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut statuses = BTreeMap::new();

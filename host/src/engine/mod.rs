@@ -331,6 +331,18 @@ impl EngineHandle {
         self.identities.read().ok()?.get(server_id).cloned()
     }
 
+    /// Remembers the identity of a server this host has not seen yet (another host sharing
+    /// the database registered it); the writer adopts the full record when it locks the row.
+    pub fn learn(&self, record: &ServerRecord) {
+        if let Some(identity) = Identity::of(record)
+            && let Ok(mut cache) = self.identities.write()
+        {
+            cache
+                .entry(record.server_id.clone())
+                .or_insert_with(|| Arc::new(identity));
+        }
+    }
+
     /// The active policy (the one new events are folded with).
     pub fn policy(&self) -> Arc<LoadedPolicy> {
         match self.policy.read() {
