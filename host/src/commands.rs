@@ -96,6 +96,20 @@ pub enum CommandError {
     Signing(#[from] SignatureError),
 }
 
+/// How often a host sharing its database re-reads which servers have pending commands.
+const WAITING_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Servers with an undelivered, unexpired command.
+async fn waiting_servers(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    with_pool!(db, pool => sqlx::query_scalar(
+        "SELECT DISTINCT server_id FROM commands WHERE delivered_at_ms IS NULL \
+         AND expires_at_ms > $1",
+    )
+    .bind(crate::engine::now_ms())
+    .fetch_all(pool)
+    .await)
+}
+
 /// The command desk: the host key and the command tables. Cheap to clone.
 #[derive(Clone)]
 pub struct Commands {
@@ -119,7 +133,7 @@ impl Commands {
     /// Loads the host key, generating and storing it on first start.
     pub async fn open(db: Db) -> Result<Self, CommandError> {
         let fresh = SigningKey::generate(&mut rand::rngs::OsRng);
-        let (key, waiting) = with_pool!(&db, pool => {
+        let key = with_pool!(&db, pool => {
             // Two hosts starting at once on one database: the first insert wins, both read it.
             sqlx::query(
                 "INSERT INTO host_keys (id, secret_key, public_key, created_at_ms) \
@@ -133,21 +147,35 @@ impl Commands {
             let secret: String = sqlx::query_scalar("SELECT secret_key FROM host_keys WHERE id = 1")
                 .fetch_one(pool)
                 .await?;
-            let key = crate::ingest::signature::signing_key_from_base64(&secret)?;
-            let waiting: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT server_id FROM commands WHERE delivered_at_ms IS NULL \
-                 AND expires_at_ms > $1",
-            )
-            .bind(crate::engine::now_ms())
-            .fetch_all(pool)
-            .await?;
-            (key, waiting)
+            crate::ingest::signature::signing_key_from_base64(&secret)?
         });
-        Ok(Self {
-            db,
-            key,
-            waiting: std::sync::Arc::new(std::sync::Mutex::new(waiting.into_iter().collect())),
-        })
+        let waiting = std::sync::Arc::new(std::sync::Mutex::new(
+            waiting_servers(&db)
+                .await?
+                .into_iter()
+                .collect::<std::collections::HashSet<String>>(),
+        ));
+        if matches!(db, Db::Postgres(_)) {
+            // Other hosts sharing the database queue commands too: re-read who is waiting
+            // every second, so a command queued on one host reaches its agent through any.
+            let (db, weak) = (db.clone(), std::sync::Arc::downgrade(&waiting));
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(WAITING_REFRESH);
+                loop {
+                    every.tick().await;
+                    let Some(set) = weak.upgrade() else { break };
+                    match waiting_servers(&db).await {
+                        Ok(ids) => {
+                            if let Ok(mut set) = set.lock() {
+                                set.extend(ids);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot refresh pending commands"),
+                    }
+                }
+            });
+        }
+        Ok(Self { db, key, waiting })
     }
 
     /// The host's public key.

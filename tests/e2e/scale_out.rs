@@ -514,3 +514,52 @@ async fn a_key_rotated_on_one_host_is_enforced_by_the_other_within_a_second() {
     let (status, answer) = b.heartbeat(&old.heartbeat(json!({}))).await;
     assert_eq!(status, 409, "B refuses the old key: {answer}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_queued_on_one_host_is_delivered_once_through_the_other() {
+    let Some((url, _pool)) = fresh_database("commands").await else {
+        return;
+    };
+    let (a, b) = (Host::start(&url, ""), Host::start(&url, ""));
+    let agent = Agent::new("cmd-shared");
+    a.register(&agent).await;
+    let (status, _) = until_known(&b, &agent).await;
+    assert_eq!(status, 202);
+    let (status, queued) = a
+        .post(
+            "/v1/admin/servers/cmd-shared/commands",
+            &json!({"command": "restart", "args": {}, "ttl_seconds": 600}),
+            true,
+        )
+        .await;
+    assert_eq!(status, 201, "{queued}");
+    let queued_at = Instant::now();
+    let delivered = loop {
+        let (status, answer) = b.heartbeat(&agent.heartbeat(json!({}))).await;
+        assert_eq!(status, 202, "{answer}");
+        let pending = answer["pending_commands"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            break pending;
+        }
+        assert!(
+            queued_at.elapsed() < Duration::from_secs(10),
+            "B delivers the command queued on A (pending commands are re-read every second)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0]["command_id"], queued["command_id"]);
+    // Delivered once: neither host hands it out again.
+    for host in [&a, &b] {
+        let (_, answer) = host.heartbeat(&agent.heartbeat(json!({}))).await;
+        assert!(
+            answer["pending_commands"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "{answer}"
+        );
+    }
+}
