@@ -3,6 +3,8 @@
 //! wrong kind, not finite or out of range fails the evaluation (`Err`) rather than being
 //! silently clamped: an operator's typo must be loud.
 
+use std::cell::RefCell;
+
 use vigil_policy_sdk::{ParamSpec, ParamValue, Params};
 
 /// The longest grace any heartbeat can earn, in seconds. Bounds the replay window.
@@ -244,6 +246,28 @@ impl Config {
         })
     }
 
+    /// Runs `f` with the [`Config`] of `params`, validating `params` only when they differ
+    /// from the previous call's.
+    ///
+    /// The host passes the same parameters on every call to an instance, so the validated
+    /// config is remembered (per thread: a component instance has one) together with the
+    /// parameters it came from, and reused while they compare equal. The result is the same
+    /// as `f(&Config::from_params(params)?)`: an invalid set is an `Err` every time (NaN
+    /// never compares equal, so it is never reused either).
+    pub fn with_cached<R>(params: &Params, f: impl FnOnce(&Config) -> R) -> Result<R, String> {
+        thread_local! {
+            static CACHE: RefCell<Option<(Params, Result<Config, String>)>> =
+                const { RefCell::new(None) };
+        }
+        CACHE.with_borrow_mut(|cache| {
+            let (_, config) = match cache.take() {
+                Some(cached) if cached.0 == *params => cache.insert(cached),
+                _ => cache.insert((params.clone(), Config::from_params(params))),
+            };
+            config.as_ref().map(f).map_err(Clone::clone)
+        })
+    }
+
     /// The uptime window in ms.
     pub fn uptime_window_ms(&self) -> i64 {
         i64::from(self.uptime_window_minutes) * 60_000
@@ -330,6 +354,24 @@ mod tests {
         assert!(Config::from_params(&text).is_err());
         let flag = Params::default().with("spoof_codes", ParamValue::Flag(true));
         assert!(Config::from_params(&flag).is_err());
+    }
+
+    #[test]
+    fn the_cached_config_follows_the_params() {
+        let defaults = Params::defaults(&param_specs());
+        let grace = |params: &Params| Config::with_cached(params, |c| c.grace_ms);
+        assert_eq!(grace(&defaults), Ok(300_000));
+        assert_eq!(grace(&defaults), Ok(300_000), "reused");
+        let longer = defaults
+            .clone()
+            .with("grace_seconds", ParamValue::Number(600.0));
+        assert_eq!(grace(&longer), Ok(600_000), "changed params are validated again");
+        let nan = defaults
+            .clone()
+            .with("grace_seconds", ParamValue::Number(f64::NAN));
+        assert!(grace(&nan).is_err());
+        assert!(grace(&nan).is_err(), "an invalid set stays an error");
+        assert_eq!(grace(&defaults), Ok(300_000));
     }
 
     #[test]
