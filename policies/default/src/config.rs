@@ -365,7 +365,11 @@ mod tests {
         let longer = defaults
             .clone()
             .with("grace_seconds", ParamValue::Number(600.0));
-        assert_eq!(grace(&longer), Ok(600_000), "changed params are validated again");
+        assert_eq!(
+            grace(&longer),
+            Ok(600_000),
+            "changed params are validated again"
+        );
         let nan = defaults
             .clone()
             .with("grace_seconds", ParamValue::Number(f64::NAN));

@@ -228,7 +228,11 @@ fn count_bits(bits: &[u8], start: usize, end: usize) -> u32 {
             u64::from_le_bytes(w).count_ones()
         })
         .sum();
-    count += words.remainder().iter().map(|b| b.count_ones()).sum::<u32>();
+    count += words
+        .remainder()
+        .iter()
+        .map(|b| b.count_ones())
+        .sum::<u32>();
     head + count + tail
 }
 
