@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the ingest hot path: canonicalise + verify, one policy fold, a batch
 //! write of 500 heartbeats, and replay of in-memory history through the default policy.
 //!
-//! `cargo bench -p vigil --bench hot_path` (add `-- <name>` to run one).
+//! `cargo bench -p vigil --bench hot_path` (add `-- <name>` to run one). The policy and replay
+//! benches use the bundled default policy, or the component at `$VIGIL_BENCH_POLICY`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,11 +39,17 @@ fn body(key: &SigningKey, server_id: &str, at_ms: i64) -> Vec<u8> {
     serde_json::to_vec(&Value::Object(body)).expect("serialises")
 }
 
+/// The bundled default policy, or the component at `$VIGIL_BENCH_POLICY` (to compare two
+/// builds of a policy on the same benches).
 fn policy() -> Arc<LoadedPolicy> {
     let runtime = PolicyRuntime::new(PolicyLimits::from(&PolicyConfig::default())).expect("engine");
+    let bytes = match std::env::var_os("VIGIL_BENCH_POLICY") {
+        Some(path) => std::fs::read(&path).expect("VIGIL_BENCH_POLICY is readable"),
+        None => DEFAULT_POLICY.to_vec(),
+    };
     runtime
-        .load(DEFAULT_POLICY, &BTreeMap::new())
-        .expect("default policy loads")
+        .load(&bytes, &BTreeMap::new())
+        .expect("the policy loads")
 }
 
 fn server(id: &str) -> ServerRecord {
