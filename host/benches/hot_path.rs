@@ -123,6 +123,15 @@ fn policy_fold(c: &mut Criterion) {
         outcome.fuel_used,
         outcome.state.len()
     );
+    // One fold is one evaluation for the default policy (its deadline is 60 s away); another
+    // policy (`VIGIL_BENCH_POLICY`) may ask for ticks in between, which are then measured too.
+    if outcome
+        .verdict
+        .next_check_at_ms
+        .is_some_and(|at| at <= now + 60_000)
+    {
+        eprintln!("note: this policy asks for ticks within 30 s; the bench includes them");
+    }
     let mut group = c.benchmark_group("policy");
     group.throughput(Throughput::Elements(1));
     group.bench_function("fold one heartbeat (default policy)", |b| {
@@ -131,7 +140,6 @@ fn policy_fold(c: &mut Criterion) {
             heartbeat.sent_at_ms = now;
             let mut effects = FoldEffects::default();
             fold_heartbeat(&policy, &mut server, now, &heartbeat, true, &mut effects);
-            assert_eq!(effects.evaluations, 1, "no tick was due");
             effects
         })
     });
