@@ -695,6 +695,35 @@ mod tests {
     }
 
     #[test]
+    fn evaluations_report_the_fuel_they_used() {
+        let runtime = PolicyRuntime::new(PolicyLimits::from(&PolicyConfig::default()))
+            .expect("engine builds");
+        let policy = runtime
+            .load(DEFAULT_POLICY, &BTreeMap::new())
+            .expect("default loads");
+        let facts = ServerFacts {
+            server_id: "fuel".to_owned(),
+            is_verified: false,
+            key_version: 1,
+            registered_at_ms: 0,
+        };
+        let first = policy
+            .evaluate(&facts, None, 1_000, PolicyEvent::Tick)
+            .expect("evaluates");
+        let rejected = PolicyEvent::Rejected {
+            received_at_ms: 2_000,
+            code: "bad_signature",
+        };
+        let second = policy
+            .evaluate(&facts, Some(&first.state), 2_000, rejected)
+            .expect("evaluates");
+        for outcome in [&first, &second] {
+            assert!(outcome.fuel_used > 0, "{outcome:?}");
+            assert!(outcome.fuel_used < runtime.limits().fuel, "{outcome:?}");
+        }
+    }
+
+    #[test]
     fn garbage_is_refused_at_load() {
         let runtime = PolicyRuntime::new(PolicyLimits::from(&PolicyConfig::default()))
             .expect("engine builds");
