@@ -133,6 +133,7 @@ impl MinuteRing {
         }
         self.head = minute;
     }
+
     /// The same minutes in a ring of `len` minutes (clamped to [`Self::LEN_RANGE`]) with the
     /// same head: a shorter ring forgets the oldest minutes, a longer one reads them as
     /// offline.
@@ -184,6 +185,7 @@ impl MinuteRing {
             (wrapped > 0).then_some((0, wrapped)),
         ]
     }
+
     /// Whether any minute in the ring is marked online.
     pub fn any_online(&self) -> bool {
         self.bits.iter().any(|b| *b != 0)
