@@ -193,6 +193,9 @@ pub struct Outcome {
     pub state: Vec<u8>,
     /// The assessment.
     pub verdict: Verdict,
+    /// Fuel the call used (≈ WebAssembly instructions executed, the argument and result
+    /// copies' guest allocations included): a load-independent measure of a policy's cost.
+    pub fuel_used: u64,
 }
 
 /// Per-store data: only the resource limiter.
@@ -573,8 +576,13 @@ impl LoadedPolicy {
                 &wit_event,
             )
             .map_err(classify)?;
+        let fuel_used = self
+            .limits
+            .fuel
+            .saturating_sub(warm.store.get_fuel().unwrap_or(0));
         let evaluation = result.map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
-        let outcome = self.validate(evaluation, now_ms)?;
+        let mut outcome = self.validate(evaluation, now_ms)?;
+        outcome.fuel_used = fuel_used;
         warm.calls += 1;
         if let Some(slot) = slot.as_mut() {
             **slot = Some(warm);
@@ -627,6 +635,7 @@ impl LoadedPolicy {
             return bad(format!("next-check-at-ms {at} is not after now ({now_ms})"));
         }
         Ok(Outcome {
+            fuel_used: 0,
             state: e.state,
             verdict: Verdict {
                 status: match a.status {
@@ -683,6 +692,35 @@ mod tests {
         assert!(is_semver("1.2.3-rc.1"));
         assert!(!is_semver("1.0"));
         assert_eq!(digest_of(b"").len(), 71);
+    }
+
+    #[test]
+    fn evaluations_report_the_fuel_they_used() {
+        let runtime = PolicyRuntime::new(PolicyLimits::from(&PolicyConfig::default()))
+            .expect("engine builds");
+        let policy = runtime
+            .load(DEFAULT_POLICY, &BTreeMap::new())
+            .expect("default loads");
+        let facts = ServerFacts {
+            server_id: "fuel".to_owned(),
+            is_verified: false,
+            key_version: 1,
+            registered_at_ms: 0,
+        };
+        let first = policy
+            .evaluate(&facts, None, 1_000, PolicyEvent::Tick)
+            .expect("evaluates");
+        let rejected = PolicyEvent::Rejected {
+            received_at_ms: 2_000,
+            code: "bad_signature",
+        };
+        let second = policy
+            .evaluate(&facts, Some(&first.state), 2_000, rejected)
+            .expect("evaluates");
+        for outcome in [&first, &second] {
+            assert!(outcome.fuel_used > 0, "{outcome:?}");
+            assert!(outcome.fuel_used < runtime.limits().fuel, "{outcome:?}");
+        }
     }
 
     #[test]

@@ -305,20 +305,26 @@ fn assess(
         Some(_) => Confidence::Yellow,
     };
 
-    // When the assessment would change if nothing arrives: the earliest of these.
-    let mut deadlines: Vec<i64> = Vec::new();
+    // When the assessment would change if nothing arrives: the earliest of these that is
+    // still ahead.
+    let mut next_check_at_ms: Option<i64> = None;
+    let mut deadline = |at: i64| {
+        if at > now_ms {
+            next_check_at_ms = Some(next_check_at_ms.map_or(at, |next| next.min(at)));
+        }
+    };
     match &state.last {
         Some(last) if online => {
-            deadlines.push(last.deadline_ms);
+            deadline(last.deadline_ms);
             if !settled && let Some(first) = state.first_seen_ms {
-                deadlines.push(first.saturating_add(config.settle_ms));
+                deadline(first.saturating_add(config.settle_ms));
             }
             if let Some(at) = last_flip.filter(|_| recently_flipped) {
-                deadlines.push(at.saturating_add(config.intermittent_window_ms));
+                deadline(at.saturating_add(config.intermittent_window_ms));
             }
         }
         Some(_) if state.ring.count_online(window_start, window_end) > 0 => {
-            deadlines.push(now_ms.saturating_add(config.offline_recheck_ms));
+            deadline(now_ms.saturating_add(config.offline_recheck_ms));
         }
         _ => {}
     }
@@ -326,10 +332,9 @@ fn assess(
         // Red until enough of the counted rejections have aged out of the window.
         let index = spoof_count.saturating_sub(config.spoof_threshold);
         if let Some(at) = state.spoofs.get(index) {
-            deadlines.push(at.saturating_add(config.spoof_window_ms));
+            deadline(at.saturating_add(config.spoof_window_ms));
         }
     }
-    let next_check_at_ms = deadlines.into_iter().filter(|at| *at > now_ms).min();
 
     let grace_ms = state
         .last

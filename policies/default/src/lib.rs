@@ -73,8 +73,9 @@ impl Policy for DefaultPolicy {
         now_ms: i64,
         event: &Event,
     ) -> Result<Evaluation, String> {
-        let config = Config::from_params(params)?;
-        fold::evaluate(&config, facts, state, now_ms, event)
+        Config::with_cached(params, |config| {
+            fold::evaluate(config, facts, state, now_ms, event)
+        })?
     }
 }
 
