@@ -92,6 +92,13 @@ pub struct QueueLabel {
     pub queue: String,
 }
 
+/// A writer phase (`fold` or `commit`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// The phase.
+    pub phase: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -119,6 +126,9 @@ pub struct Metrics {
     pub request_duration: Histograms<RequestLabels>,
     /// Events (heartbeats + rejections) per committed batch.
     pub batch_size: Histogram,
+    /// Writer time per batch by phase: `fold` (checks, policy calls, building the batch) and
+    /// `commit` (the database transaction, durable when it returns).
+    pub batch_duration: Histograms<PhaseLabel>,
     /// Batches whose commit failed.
     pub batches_failed: Counter,
     /// Servers by derived status and confidence.
@@ -157,6 +167,7 @@ impl Metrics {
             heartbeats_rejected: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            batch_duration: Family::new_with_constructor(latency_histogram),
             batches_failed: Counter::default(),
             servers: Family::default(),
             policy_evaluations: Family::default(),
@@ -194,6 +205,11 @@ impl Metrics {
             "batch_size_events",
             "Events per committed write batch (group commit)",
             m.batch_size.clone(),
+        );
+        r.register(
+            "batch_duration_seconds",
+            "Writer time per write batch, by phase (fold, commit)",
+            m.batch_duration.clone(),
         );
         r.register(
             "batches_failed",

@@ -533,6 +533,8 @@ struct Pending {
     live: Vec<crate::live::LiveEvent>,
     /// Locking the batch's rows failed (shared backends): the batch fails without a commit.
     lock_failure: Option<StoreError>,
+    /// When the writer started folding this batch (for the `fold` phase metric).
+    started: Option<std::time::Instant>,
 }
 
 struct Writer {
@@ -605,7 +607,10 @@ impl Writer {
     }
 
     async fn process(&mut self, commands: Vec<Command>) {
-        let mut pending = Pending::default();
+        let mut pending = Pending {
+            started: Some(std::time::Instant::now()),
+            ..Pending::default()
+        };
         let now = now_ms();
         let mut commands = VecDeque::from(commands);
         // On a shared database, lock (and refresh) what this batch folds before folding or
@@ -869,7 +874,20 @@ impl Writer {
             self.store.abandon().await;
             Err(StoreError::Corrupt("injected commit failure".into()))
         } else {
-            self.store.commit(&pending.batch).await
+            let metrics = &self.observers.metrics;
+            if let Some(started) = pending.started {
+                metrics
+                    .batch_duration
+                    .get_or_create(&crate::metrics::PhaseLabel { phase: "fold" })
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            let committing = std::time::Instant::now();
+            let result = self.store.commit(&pending.batch).await;
+            metrics
+                .batch_duration
+                .get_or_create(&crate::metrics::PhaseLabel { phase: "commit" })
+                .observe(committing.elapsed().as_secs_f64());
+            result
         };
         let failure = match result {
             Ok(receipt) => {
