@@ -82,9 +82,13 @@ pub(super) async fn history(
 ) -> Result<Vec<HistoryEvent>, StoreError> {
     let mut events = Vec::new();
     with_pool!(db, pool => {
+        // The window starts after the newest heartbeat received before it: both look-ups walk
+        // the UNIQUE (server_id, seq) index over the window only, however long the history.
         let heartbeats = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {HEARTBEAT_COLUMNS} FROM heartbeats \
-             WHERE server_id = $1 AND received_at_ms >= $2 ORDER BY seq"
+             WHERE server_id = $1 AND received_at_ms >= $2 AND seq > COALESCE(( \
+             SELECT seq FROM heartbeats WHERE server_id = $1 AND received_at_ms < $2 \
+             ORDER BY seq DESC LIMIT 1), -1) ORDER BY seq"
         )))
         .bind(server_id)
         .bind(since_ms)
@@ -125,9 +129,11 @@ pub(super) async fn replay_history(
     }
     let mut events = Vec::new();
     let since = with_pool!(db, pool => {
+        // The newest event: the last heartbeat by seq (an index look-up), or a later rejection.
         let newest: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(t) FROM (\
-             SELECT MAX(received_at_ms) AS t FROM heartbeats WHERE server_id = $1 UNION ALL \
+             SELECT (SELECT received_at_ms FROM heartbeats WHERE server_id = $1 \
+             ORDER BY seq DESC LIMIT 1) AS t UNION ALL \
              SELECT MAX(received_at_ms) FROM rejections \
              WHERE claimed_server_id = $1 AND seq IS NOT NULL) newest",
         )

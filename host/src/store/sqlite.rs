@@ -192,9 +192,12 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(receipt);
         }
-        let mut tx = self.pool.begin().await?;
+        // The whole batch is ONE multi-statement query (sqlx-sqlite binds the arguments across
+        // its statements), so the writer hands it to the connection's worker thread once
+        // instead of once per statement plus BEGIN and COMMIT.
+        let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
         for chunk in batch.heartbeats.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            q.push(
                 "INSERT INTO heartbeats (server_id, seq, received_at_ms, sent_at_ms, key_version, \
                  signature, body, policy_digest) ",
             );
@@ -208,10 +211,10 @@ impl Store for SqliteStore {
                     .push_bind(&h.body)
                     .push_bind(&h.policy_digest);
             });
-            q.build().execute(&mut *tx).await?;
+            q.push("; ");
         }
         for chunk in batch.rejections.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            q.push(
                 "INSERT INTO rejections (received_at_ms, code, http_status, detail, \
                  claimed_server_id, seq, source_ip, body_sha256) ",
             );
@@ -225,10 +228,10 @@ impl Store for SqliteStore {
                     .push_bind(&r.source_ip)
                     .push_bind(&r.body_sha256);
             });
-            q.build().execute(&mut *tx).await?;
+            q.push("; ");
         }
         for chunk in batch.transitions.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            q.push(
                 "INSERT INTO status_transitions (server_id, at_ms, cause, from_status, to_status, \
                  from_confidence, to_confidence, policy_digest) ",
             );
@@ -242,15 +245,11 @@ impl Store for SqliteStore {
                     .push_bind(&t.to_confidence)
                     .push_bind(&t.policy_digest);
             });
-            // SQLite returns the rows of a multi-row INSERT in VALUES order; sort anyway, since
-            // ids of one statement by the single writer are ascending in that order.
-            q.push(" RETURNING id");
-            let mut ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-            ids.sort_unstable();
-            receipt.transition_ids.extend(ids);
+            // The only statement that returns rows.
+            q.push(" RETURNING id; ");
         }
         for chunk in batch.alerts.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            q.push(
                 "INSERT INTO alert_outbox (server_id, cluster_id, kind, severity, at_ms, summary, \
                  details, policy_digest) ",
             );
@@ -264,10 +263,10 @@ impl Store for SqliteStore {
                     .push_bind(&a.details)
                     .push_bind(&a.policy_digest);
             });
-            q.build().execute(&mut *tx).await?;
+            q.push("; ");
         }
         for chunk in batch.snapshots.chunks(ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            q.push(
                 "WITH v(server_id, status, confidence, uptime_percent, quality_score, scores, \
                  badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
                  players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, \
@@ -301,7 +300,7 @@ impl Store for SqliteStore {
             });
             q.push(
                 ") UPDATE servers SET status = v.status, confidence = v.confidence, \
-                 uptime_percent = v.uptime_percent, quality_score = v.quality_score, \
+                 uptime_percent = v.uptime_percent, \
                  scores = v.scores, badges = v.badges, last_seen_at_ms = v.last_seen_at_ms, \
                  last_sent_at_ms = v.last_sent_at_ms, last_signature = v.last_signature, \
                  players_current = v.players_current, players_capacity = v.players_capacity, \
@@ -312,9 +311,34 @@ impl Store for SqliteStore {
                  next_check_at_ms = v.next_check_at_ms, policy_errors = v.policy_errors \
                  FROM v WHERE servers.server_id = v.server_id",
             );
-            q.build().execute(&mut *tx).await?;
+            // `quality_score` is indexed (the directory's default sort): set it only where it
+            // changed, since SQLite rewrites an index entry for every row whose SET names it.
+            q.push("; WITH v(server_id, quality_score) AS (");
+            q.push_values(chunk, |mut b, row| {
+                b.push_bind(&row.server_id)
+                    .push_bind(row.snapshot.quality_score);
+            });
+            q.push(
+                ") UPDATE servers SET quality_score = v.quality_score FROM v \
+                 WHERE servers.server_id = v.server_id \
+                 AND servers.quality_score IS NOT v.quality_score; ",
+            );
         }
-        tx.commit().await?;
+        q.push("COMMIT;");
+        let mut conn = self.pool.acquire().await?;
+        match q.build_query_scalar::<i64>().fetch_all(&mut *conn).await {
+            Ok(mut ids) => {
+                // Ids of the single writer's inserts ascend in VALUES order.
+                ids.sort_unstable();
+                receipt.transition_ids = ids;
+            }
+            Err(e) => {
+                // A statement failed inside the transaction: end it before the connection
+                // goes back to the pool (an error if none is open is fine).
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(e.into());
+            }
+        }
         Ok(receipt)
     }
 
@@ -483,5 +507,110 @@ impl Store for SqliteStore {
 
     async fn any_admin_key(&self) -> Result<bool, StoreError> {
         crate::trust::admin_keys::any_active(&self.db()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{HeartbeatRow, NewServer, SnapshotRow};
+
+    async fn store_with(ids: &[&str]) -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url, 2).await.expect("opens");
+        for id in ids {
+            store
+                .insert_server(&NewServer {
+                    server_id: (*id).into(),
+                    public_key: "k".into(),
+                    fingerprint: "f".into(),
+                    display_name: None,
+                    cluster_id: None,
+                    registered_at_ms: 1,
+                    added_by: "test".into(),
+                })
+                .await
+                .expect("registered");
+        }
+        (store, dir)
+    }
+
+    fn heartbeat(id: &str, seq: i64) -> HeartbeatRow {
+        HeartbeatRow {
+            server_id: id.into(),
+            seq,
+            received_at_ms: 1_000 + seq,
+            sent_at_ms: 1_000 + seq,
+            key_version: 1,
+            signature: String::new(),
+            body: "{}".into(),
+            policy_digest: "sha256:test".into(),
+        }
+    }
+
+    fn snapshot(id: &str, seq: i64, quality: f64) -> SnapshotRow {
+        let mut snapshot = Snapshot::unseen();
+        snapshot.event_seq = seq;
+        snapshot.quality_score = quality;
+        SnapshotRow {
+            server_id: id.into(),
+            snapshot,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_stores_nothing_and_the_next_one_commits() {
+        let (store, _dir) = store_with(&["a", "b"]).await;
+        let first = WriteBatch {
+            heartbeats: vec![heartbeat("a", 1)],
+            snapshots: vec![snapshot("a", 1, 10.0)],
+            ..WriteBatch::default()
+        };
+        store.commit(&first).await.expect("first batch");
+        // Seq 1 of `a` again (UNIQUE (server_id, seq)) after a valid row of `b`: the whole batch
+        // is refused, including `b`'s heartbeat and both snapshots.
+        let failing = WriteBatch {
+            heartbeats: vec![heartbeat("b", 1), heartbeat("a", 1)],
+            snapshots: vec![snapshot("a", 2, 20.0), snapshot("b", 1, 20.0)],
+            ..WriteBatch::default()
+        };
+        assert!(store.commit(&failing).await.is_err());
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM heartbeats")
+            .fetch_one(store.pool())
+            .await
+            .expect("count");
+        assert_eq!(count, 1);
+        let a = store.get_server("a").await.expect("read").expect("a");
+        assert_eq!((a.snapshot.event_seq, a.snapshot.quality_score), (1, 10.0));
+        // No transaction was left open on a pooled connection: every later batch commits.
+        for round in 0..4 {
+            let next = WriteBatch {
+                heartbeats: vec![heartbeat("b", round + 1)],
+                snapshots: vec![snapshot("b", round + 1, 30.0)],
+                ..WriteBatch::default()
+            };
+            store.commit(&next).await.expect("later batch");
+        }
+        let b = store.get_server("b").await.expect("read").expect("b");
+        assert_eq!((b.snapshot.event_seq, b.snapshot.quality_score), (4, 30.0));
+    }
+
+    #[tokio::test]
+    async fn quality_is_written_when_it_changes_and_kept_when_it_does_not() {
+        let (store, _dir) = store_with(&["q"]).await;
+        for (seq, quality) in [(1, 50.0), (2, 50.0), (3, 61.5), (4, 61.5)] {
+            let batch = WriteBatch {
+                heartbeats: vec![heartbeat("q", seq)],
+                snapshots: vec![snapshot("q", seq, quality)],
+                ..WriteBatch::default()
+            };
+            store.commit(&batch).await.expect("commits");
+            let q = store.get_server("q").await.expect("read").expect("q");
+            assert_eq!(
+                (q.snapshot.event_seq, q.snapshot.quality_score),
+                (seq, quality)
+            );
+        }
     }
 }
