@@ -30,8 +30,8 @@ use crate::ingest::decode::DecodedHeartbeat;
 use crate::ingest::signature::PublicKey;
 use crate::policy::LoadedPolicy;
 use crate::store::{
-    ChangeNotice, HeartbeatRow, NewServer, RejectionRow, ServerRecord, Snapshot, SnapshotRow,
-    Store, StoreError, WriteBatch,
+    ChangeNotice, CommitReceipt, HeartbeatRow, NewServer, RejectionRow, ServerRecord, Snapshot,
+    SnapshotRow, Store, StoreError, WriteBatch,
 };
 use fold::{FoldEffects, catch_up, fold_heartbeat, fold_rejection};
 pub use observe::Observers;
@@ -479,6 +479,7 @@ pub async fn start(
         rx,
         max_batch,
         fail_next_commit: false,
+        inflight: None,
         last_policy_error: None,
         observers,
     };
@@ -537,8 +538,30 @@ struct Pending {
     started: Option<std::time::Instant>,
 }
 
+/// A batch whose commit runs in the background.
+struct InFlight {
+    /// Its requests and bookkeeping (the batch itself is with the commit task).
+    pending: Pending,
+    commit: JoinHandle<(WriteBatch, Result<CommitReceipt, StoreError>)>,
+}
+
+impl InFlight {
+    /// The batch back, and how its commit ended.
+    async fn wait(&mut self) -> (WriteBatch, Result<CommitReceipt, StoreError>) {
+        match (&mut self.commit).await {
+            Ok(done) => done,
+            Err(e) => (
+                WriteBatch::default(),
+                Err(StoreError::Corrupt(format!("the commit task ended: {e}"))),
+            ),
+        }
+    }
+}
+
 struct Writer {
     store: Arc<dyn Store>,
+    /// The batch whose commit runs while the next one is folded (single-host backends).
+    inflight: Option<InFlight>,
     policy: Arc<LoadedPolicy>,
     /// What [`EngineHandle::policy`] reads; written only together with `policy`.
     shared_policy: SharedPolicy,
@@ -592,17 +615,33 @@ impl Writer {
                 Some((at, _)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
                 None => Duration::from_secs(3600),
             };
+            let (rx, inflight) = (&mut self.rx, &mut self.inflight);
+            let committed = async {
+                match inflight.as_mut() {
+                    Some(f) => (&mut f.commit).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                received = self.rx.recv_many(&mut commands, self.max_batch) => {
+                received = rx.recv_many(&mut commands, self.max_batch) => {
                     if received == 0 {
                         break;
                     }
+                }
+                // The batch in flight is durable (or failed): answer it now, even when nothing
+                // else arrives.
+                done = committed => {
+                    if let Some(f) = self.inflight.take() {
+                        self.complete_inflight(f.pending, done);
+                    }
+                    continue;
                 }
                 () = tokio::time::sleep(sleep) => {}
             }
             self.process(std::mem::take(&mut commands)).await;
             self.check_probation().await;
         }
+        self.settle().await;
         tracing::info!("engine writer stopped");
     }
 
@@ -619,6 +658,10 @@ impl Writer {
         if shared {
             self.lock_ahead(&commands, Some(now), &mut pending).await;
         }
+        if self.swap.has_work() {
+            // A rebuild reads history from the database: what is in flight must be there.
+            self.settle().await;
+        }
         self.rebuild_named(commands.make_contiguous(), &mut pending)
             .await;
         // Consecutive registrations share one transaction (a bulk import registers thousands).
@@ -628,7 +671,7 @@ impl Writer {
         while let Some(command) = commands.pop_front() {
             let is_registration = matches!(command, Command::Register(..));
             if !registrations.is_empty() && !is_registration {
-                self.flush(std::mem::take(&mut pending)).await;
+                self.flush_settled(std::mem::take(&mut pending)).await;
                 self.register_all(std::mem::take(&mut registrations)).await;
                 locked = false;
             }
@@ -649,17 +692,17 @@ impl Writer {
                 }
                 Command::Register(server, reply) => registrations.push((*server, reply)),
                 Command::SetVerified(id, verified, reply) => {
-                    self.flush(std::mem::take(&mut pending)).await;
+                    self.flush_settled(std::mem::take(&mut pending)).await;
                     locked = false;
                     let _ = reply.send(self.set_verified(&id, verified).await);
                 }
                 Command::RotateKey(rotation, reply) => {
-                    self.flush(std::mem::take(&mut pending)).await;
+                    self.flush_settled(std::mem::take(&mut pending)).await;
                     locked = false;
                     let _ = reply.send(self.rotate_key(*rotation).await);
                 }
                 Command::Activate(activation, reply) => {
-                    self.flush(std::mem::take(&mut pending)).await;
+                    self.flush_settled(std::mem::take(&mut pending)).await;
                     locked = false;
                     let _ = reply.send(self.activate(*activation).await);
                 }
@@ -671,7 +714,7 @@ impl Writer {
                     let _ = reply.send(());
                 }
                 Command::Refresh(notice) => {
-                    self.flush(std::mem::take(&mut pending)).await;
+                    self.flush_settled(std::mem::take(&mut pending)).await;
                     locked = false;
                     self.refresh(notice).await;
                 }
@@ -857,6 +900,10 @@ impl Writer {
         });
     }
 
+    /// Writes a folded batch and answers its requests once that is decided. On a single-host
+    /// backend the commit runs in the background while the writer folds the next batch
+    /// (pipelining): the previous batch is settled first, so commits stay in order, and if it
+    /// failed this batch — folded on top of it — fails too.
     async fn flush(&mut self, mut pending: Pending) {
         for id in pending.before.keys() {
             if let Some(server) = self.servers.get(id) {
@@ -866,29 +913,92 @@ impl Writer {
                 });
             }
         }
-        let result = if let Some(e) = pending.lock_failure.take() {
+        if let Some(mut inflight) = self.inflight.take() {
+            let (batch, result) = inflight.wait().await;
+            let mut previous = inflight.pending;
+            previous.batch = batch;
+            if let Err(e) = result {
+                // Undo this batch first (its `before` is the previous batch's result), then
+                // the previous one; both fail.
+                let cascaded = StoreError::Corrupt(format!("the previous batch failed: {e}"));
+                self.complete(pending, Err(cascaded));
+                self.complete(previous, Err(e));
+                return;
+            }
+            self.complete(previous, result);
+        }
+        if let Some(e) = pending.lock_failure.take() {
             self.store.abandon().await;
-            Err(e)
-        } else if self.fail_next_commit && !pending.batch.is_empty() {
+            return self.complete(pending, Err(e));
+        }
+        if self.fail_next_commit && !pending.batch.is_empty() {
             self.fail_next_commit = false;
             self.store.abandon().await;
-            Err(StoreError::Corrupt("injected commit failure".into()))
-        } else {
-            let metrics = &self.observers.metrics;
-            if let Some(started) = pending.started {
-                metrics
-                    .batch_duration
-                    .get_or_create(&crate::metrics::PhaseLabel { phase: "fold" })
-                    .observe(started.elapsed().as_secs_f64());
-            }
+            let injected = Err(StoreError::Corrupt("injected commit failure".into()));
+            return self.complete(pending, injected);
+        }
+        if let Some(started) = pending.started {
+            self.observers
+                .metrics
+                .batch_duration
+                .get_or_create(&crate::metrics::PhaseLabel { phase: "fold" })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let batch = std::mem::take(&mut pending.batch);
+        let (store, metrics) = (self.store.clone(), self.observers.metrics.clone());
+        let commit = tokio::spawn(async move {
             let committing = std::time::Instant::now();
-            let result = self.store.commit(&pending.batch).await;
+            let result = store.commit(&batch).await;
             metrics
                 .batch_duration
                 .get_or_create(&crate::metrics::PhaseLabel { phase: "commit" })
                 .observe(committing.elapsed().as_secs_f64());
-            result
+            (batch, result)
+        });
+        self.inflight = Some(InFlight { pending, commit });
+        if self.store.is_shared() {
+            // Several hosts: the next batch's row locks open a new transaction, so this one
+            // must be over first.
+            self.settle().await;
+        }
+    }
+
+    /// [`Writer::flush`], then waits until the batch is committed (or failed): before
+    /// anything that reads or writes the database outside a batch.
+    async fn flush_settled(&mut self, pending: Pending) {
+        self.flush(pending).await;
+        self.settle().await;
+    }
+
+    /// Waits for the batch in flight, if any, and answers its requests.
+    async fn settle(&mut self) {
+        if let Some(mut inflight) = self.inflight.take() {
+            let (batch, result) = inflight.wait().await;
+            let mut pending = inflight.pending;
+            pending.batch = batch;
+            self.complete(pending, result);
+        }
+    }
+
+    /// [`Writer::complete`] for a commit task that ended (or died).
+    fn complete_inflight(
+        &mut self,
+        mut pending: Pending,
+        done: Result<(WriteBatch, Result<CommitReceipt, StoreError>), tokio::task::JoinError>,
+    ) {
+        let result = match done {
+            Ok((batch, result)) => {
+                pending.batch = batch;
+                result
+            }
+            Err(e) => Err(StoreError::Corrupt(format!("the commit task ended: {e}"))),
         };
+        self.complete(pending, result);
+    }
+
+    /// Applies the outcome of a batch's commit: metrics and live events on success, restored
+    /// snapshots on failure; deadlines back in the index; every request answered.
+    fn complete(&mut self, mut pending: Pending, result: Result<CommitReceipt, StoreError>) {
         let failure = match result {
             Ok(receipt) => {
                 self.observers.committed(
@@ -925,6 +1035,9 @@ impl Writer {
                 self.observers.metrics.batches_failed.inc();
                 for (id, snapshot) in pending.before.drain() {
                     if let Some(server) = self.servers.get_mut(&id) {
+                        if let Some(at) = server.snapshot.next_check_at_ms {
+                            self.deadlines.remove(&(at, id.clone()));
+                        }
                         server.snapshot = snapshot;
                         // A rebuild that was not committed must run again.
                         self.swap.restale(server, self.policy.digest());

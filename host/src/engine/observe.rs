@@ -132,8 +132,10 @@ impl Observers {
         for rejection in &batch.rejections {
             self.metrics.rejected(&rejection.code);
         }
-        for (id, old) in before {
-            if let Some(now) = servers.get(id).map(|s| &s.snapshot) {
+        // The batch's own result (the writer may already have folded the next batch).
+        for row in &batch.snapshots {
+            if let Some(old) = before.get(&row.server_id) {
+                let now = &row.snapshot;
                 self.metrics.server_moved(
                     Some((&old.status, &old.confidence)),
                     (&now.status, &now.confidence),

@@ -302,6 +302,8 @@ impl Writer {
 
     /// Rebuilds up to one chunk of stale servers (due ones first) and commits it.
     pub(super) async fn rebuild_chunk(&mut self) {
+        // Rebuilds read history from the database: the batch in flight must be in it.
+        self.settle().await;
         let mut pending = Pending::default();
         let now = now_ms();
         if self.store.is_shared() {
