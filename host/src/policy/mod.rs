@@ -444,16 +444,6 @@ pub enum PolicyAbi {
     Configured,
 }
 
-impl PolicyAbi {
-    /// `vigil:policy@1.0` or `vigil:policy@1.1`, for logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyAbi::ParamsPerCall => "vigil:policy@1.0",
-            PolicyAbi::Configured => "vigil:policy@1.1",
-        }
-    }
-}
-
 /// A compiled component with its exports looked up, in one of the two shapes.
 enum Pre {
     ParamsPerCall(BasePolicyPre<GuestCtx>),
