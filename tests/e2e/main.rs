@@ -19,3 +19,4 @@ mod scale_out;
 mod storage;
 mod trust;
 mod vectors;
+mod wit_versions;

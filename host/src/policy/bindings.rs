@@ -1,9 +1,24 @@
-//! The generated bindings for `vigil:policy@1.x` — the only `bindgen!` in the host.
+//! The generated bindings for `vigil:policy@1.x` — the only `bindgen!`s in the host.
 //!
-//! A host built from these `@1.0.0` bindings loads any `@1.y` guest; a `@2` guest fails at
-//! instantiate-pre with a clear error (a new major needs a second `bindgen!` here).
+//! Two worlds of the one `@1.1.0` package, sharing one set of types: `policy` (what a 1.1
+//! component exports: `configure` and `evaluate-configured` besides `describe` and `evaluate`)
+//! and [`base`] (what a 1.0.x component exports: `describe` and `evaluate`). A host built from
+//! these bindings loads any `@1.y` guest (wasmtime matches the `types` import by semver and
+//! each function by its structure); a `@2` guest is refused at load (a new major needs its own
+//! bindings here).
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "policy",
 });
+
+/// The `base-policy` world: the exports of a component built against `vigil:policy@1.0.x`.
+pub mod base {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "base-policy",
+        with: {
+            "vigil:policy/types": crate::policy::bindings::vigil::policy::types,
+        },
+    });
+}

@@ -3,9 +3,17 @@
 //! One [`PolicyRuntime`] owns the wasmtime `Engine` (pooling allocator, fuel metering) and a
 //! `Linker` that defines nothing: every import a guest declares (WASI clocks, random, files,
 //! ...) traps when called, so a policy has no ambient authority and stays deterministic.
-//! A [`LoadedPolicy`] is one compiled version (an `InstancePre`). Every evaluation gets a fresh
-//! `Store` and instance (a few µs with the pooling allocator), a fuel budget, a memory cap and
-//! output checks; a trap, exhausted fuel or invalid output fails that evaluation only.
+//! A [`LoadedPolicy`] is one compiled version (an `InstancePre`). Evaluations run on an instance
+//! kept warm for up to `[policy] reuse_instance_calls` calls (a fresh `Store` and instance
+//! costs a few µs with the pooling allocator), each call with a fuel budget, a memory cap and
+//! output checks; a trap, exhausted fuel or invalid output fails that evaluation only, and the
+//! instance is dropped.
+//!
+//! Two shapes of guest are loaded ([`PolicyAbi`]), told apart by their exports: a component
+//! built against `vigil:policy@1.0.x` gets the parameters with every `evaluate` call; a 1.1
+//! component gets them once per instance (`configure`, right after instantiation) and is then
+//! called with `evaluate-configured`, which saves copying every parameter into the guest on
+//! every event.
 //! This module never touches storage or HTTP.
 
 pub mod bindings;
@@ -26,6 +34,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 
 use crate::config::PolicyConfig;
 use crate::ingest::decode::DecodedHeartbeat;
+use bindings::base::BasePolicyPre;
 use bindings::{PolicyPre, vigil::policy::types as wit};
 
 /// Why a policy could not be loaded or an evaluation failed.
@@ -288,11 +297,25 @@ impl PolicyRuntime {
         let instance_pre = linker
             .instantiate_pre(component)
             .map_err(|e| PolicyError::Load(format!("{e:#}")))?;
-        let pre = PolicyPre::new(instance_pre).map_err(|e| {
-            PolicyError::Load(format!(
-                "component does not implement vigil:policy@1: {e:#}"
-            ))
-        })?;
+        // A component that exports `evaluate-configured` is a 1.1 guest and must have all of
+        // the 1.1 world; anything else is held to the 1.0 exports.
+        let pre = if component
+            .get_export_index(None, "evaluate-configured")
+            .is_some()
+        {
+            Pre::Configured(PolicyPre::new(instance_pre).map_err(|e| {
+                PolicyError::Load(format!(
+                    "component exports evaluate-configured but does not implement \
+                     vigil:policy@1.1: {e:#}"
+                ))
+            })?)
+        } else {
+            Pre::ParamsPerCall(BasePolicyPre::new(instance_pre).map_err(|e| {
+                PolicyError::Load(format!(
+                    "component does not implement vigil:policy@1: {e:#}"
+                ))
+            })?)
+        };
         let mut policy = LoadedPolicy {
             description: PolicyDescription {
                 name: String::new(),
@@ -411,17 +434,49 @@ fn resolve_params(
         .collect()
 }
 
+/// Which calls a loaded policy is evaluated with, decided at load by its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyAbi {
+    /// Built against `vigil:policy@1.0.x`: `evaluate`, with the parameters on every call.
+    ParamsPerCall,
+    /// Built against `vigil:policy@1.1` or later: `configure` once per instance, then
+    /// `evaluate-configured` without the parameters.
+    Configured,
+}
+
+/// A compiled component with its exports looked up, in one of the two shapes.
+enum Pre {
+    ParamsPerCall(BasePolicyPre<GuestCtx>),
+    Configured(PolicyPre<GuestCtx>),
+}
+
+impl Pre {
+    fn engine(&self) -> &Engine {
+        match self {
+            Pre::ParamsPerCall(pre) => pre.engine(),
+            Pre::Configured(pre) => pre.engine(),
+        }
+    }
+}
+
+/// An instance of either shape.
+enum Instance {
+    ParamsPerCall(bindings::base::BasePolicy),
+    /// Already configured with [`LoadedPolicy::params`].
+    Configured(bindings::Policy),
+}
+
 /// An instance kept between calls, with its store.
 struct WarmInstance {
     store: Store<GuestCtx>,
-    instance: bindings::Policy,
+    instance: Instance,
     calls: u32,
 }
 
 /// One compiled policy version, ready to instantiate.
 pub struct LoadedPolicy {
     description: PolicyDescription,
-    pre: PolicyPre<GuestCtx>,
+    pre: Pre,
     params: Vec<wit::Param>,
     limits: PolicyLimits,
     /// A Mutex, taken with `try_lock` only: the writer is the one hot caller; a concurrent
@@ -456,6 +511,14 @@ impl LoadedPolicy {
         &self.description.digest
     }
 
+    /// Whether the component takes its parameters per call (1.0) or once per instance (1.1).
+    pub fn abi(&self) -> PolicyAbi {
+        match self.pre {
+            Pre::ParamsPerCall(_) => PolicyAbi::ParamsPerCall,
+            Pre::Configured(_) => PolicyAbi::Configured,
+        }
+    }
+
     fn store(&self) -> Result<Store<GuestCtx>, PolicyError> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
@@ -474,8 +537,15 @@ impl LoadedPolicy {
 
     fn describe(&self) -> Result<wit::PolicyInfo, PolicyError> {
         let mut store = self.store()?;
-        let instance = self.pre.instantiate(&mut store).map_err(classify)?;
-        let info = instance.call_describe(&mut store).map_err(classify)?;
+        let info = match &self.pre {
+            Pre::ParamsPerCall(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|instance| instance.call_describe(&mut store)),
+            Pre::Configured(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|instance| instance.call_describe(&mut store)),
+        }
+        .map_err(classify)?;
         let valid_name = !info.name.is_empty()
             && info.name.len() <= 64
             && info
@@ -495,6 +565,30 @@ impl LoadedPolicy {
             )));
         }
         Ok(info)
+    }
+
+    /// A new instance in a new store, ready to evaluate: a 1.1 instance is configured with the
+    /// policy's parameters first (under the same fuel and memory limits as any call).
+    fn fresh_instance(&self) -> Result<WarmInstance, PolicyError> {
+        let mut store = self.store()?;
+        let instance = match &self.pre {
+            Pre::ParamsPerCall(pre) => {
+                Instance::ParamsPerCall(pre.instantiate(&mut store).map_err(classify)?)
+            }
+            Pre::Configured(pre) => {
+                let instance = pre.instantiate(&mut store).map_err(classify)?;
+                instance
+                    .call_configure(&mut store, &self.params)
+                    .map_err(classify)?
+                    .map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
+                Instance::Configured(instance)
+            }
+        };
+        Ok(WarmInstance {
+            store,
+            instance,
+            calls: 0,
+        })
     }
 
     /// Folds one event. Never panics; every guest failure is a [`PolicyError`].
@@ -546,36 +640,36 @@ impl LoadedPolicy {
             PolicyEvent::Tick => wit::Event::Tick,
         };
         // Reuse a warm instance when one is free (the writer's common case); otherwise, or
-        // after `reuse_instance_calls` calls, a fresh one. Any failure drops the instance: a
-        // trapped instance is dead, and a misbehaving one is not worth keeping.
+        // after `reuse_instance_calls` calls, a fresh (and configured) one. Any failure drops
+        // the instance: a trapped instance is dead, and a misbehaving one is not worth keeping.
         let mut slot = self.warm.try_lock().ok();
         let warm = slot.as_mut().and_then(|s| s.take());
         let mut warm = match warm {
             Some(w) if w.calls < self.limits.reuse_instance_calls => w,
-            _ => {
-                let mut store = self.store()?;
-                let instance = self.pre.instantiate(&mut store).map_err(classify)?;
-                WarmInstance {
-                    store,
-                    instance,
-                    calls: 0,
-                }
-            }
+            _ => self.fresh_instance()?,
         };
+        // The evaluation gets the whole budget, whatever `configure` used.
         warm.store
             .set_fuel(self.limits.fuel)
             .map_err(|e| PolicyError::Trap(format!("{e:#}")))?;
-        let result = warm
-            .instance
-            .call_evaluate(
+        let result = match &warm.instance {
+            Instance::ParamsPerCall(instance) => instance.call_evaluate(
                 &mut warm.store,
                 &self.params,
                 &wit_facts,
                 state,
                 now_ms,
                 &wit_event,
-            )
-            .map_err(classify)?;
+            ),
+            Instance::Configured(instance) => instance.call_evaluate_configured(
+                &mut warm.store,
+                &wit_facts,
+                state,
+                now_ms,
+                &wit_event,
+            ),
+        }
+        .map_err(classify)?;
         let fuel_used = self
             .limits
             .fuel
@@ -739,6 +833,7 @@ mod tests {
             .load(DEFAULT_POLICY, &BTreeMap::new())
             .expect("default loads");
         assert_eq!(policy.description().name, "default");
+        assert_eq!(policy.abi(), PolicyAbi::Configured);
         let mut bad = BTreeMap::new();
         bad.insert("no_such_param".to_owned(), toml::Value::Integer(1));
         assert_eq!(

@@ -3,8 +3,6 @@
 //! wrong kind, not finite or out of range fails the evaluation (`Err`) rather than being
 //! silently clamped: an operator's typo must be loud.
 
-use std::cell::RefCell;
-
 use vigil_policy_sdk::{ParamSpec, ParamValue, Params};
 
 /// The longest grace any heartbeat can earn, in seconds. Bounds the replay window.
@@ -246,24 +244,15 @@ impl Config {
         })
     }
 
-    /// Runs `f` with the [`Config`] of `params`, validating `params` only when they differ
-    /// from the previous call's.
+    /// Runs `f` with the [`Config`] of `params`, validating `params` only the first time they
+    /// are seen.
     ///
-    /// The host passes the same parameters on every call to an instance, so the validated
-    /// config is remembered (per thread: a component instance has one) together with the
-    /// parameters it came from, and reused while they compare equal. The result is the same
-    /// as `f(&Config::from_params(params)?)`: an invalid set is an `Err` every time (NaN
-    /// never compares equal, so it is never reused either).
+    /// The validated config is kept with the parameters themselves ([`Params::derived`]): the
+    /// SDK keeps one `Params` per component instance, so validation runs once per instance,
+    /// not once per event. The result is the same as `f(&Config::from_params(params)?)`: an
+    /// invalid set is an `Err` every time.
     pub fn with_cached<R>(params: &Params, f: impl FnOnce(&Config) -> R) -> Result<R, String> {
-        thread_local! {
-            static CACHE: RefCell<Option<(Params, Result<Config, String>)>> =
-                const { RefCell::new(None) };
-        }
-        CACHE.with_borrow_mut(|cache| {
-            let (_, config) = match cache.take() {
-                Some(cached) if same_params(&cached.0, params) => cache.insert(cached),
-                _ => cache.insert((params.clone(), Config::from_params(params))),
-            };
+        params.derived(Config::from_params, |config| {
             config.as_ref().map(f).map_err(Clone::clone)
         })
     }
@@ -301,48 +290,6 @@ impl Config {
             None => self.grace_ms,
         }
     }
-}
-
-/// `a == b`, comparing strings eight bytes at a time: this runs on every call, and on wasm32
-/// `==` on strings is a byte-by-byte `memcmp`.
-fn same_params(a: &Params, b: &Params) -> bool {
-    let (mut a, mut b) = (a.iter(), b.iter());
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return true,
-            (Some((name_a, value_a)), Some((name_b, value_b))) => {
-                let same_value = match (value_a, value_b) {
-                    (ParamValue::Number(x), ParamValue::Number(y)) => x == y,
-                    (ParamValue::Flag(x), ParamValue::Flag(y)) => x == y,
-                    (ParamValue::Text(x), ParamValue::Text(y)) => same_bytes(x, y),
-                    _ => false,
-                };
-                if !same_value || !same_bytes(name_a, name_b) {
-                    return false;
-                }
-            }
-            _ => return false,
-        }
-    }
-}
-
-/// `a == b` eight bytes at a time.
-fn same_bytes(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let word = |chunk: &[u8]| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        u64::from_le_bytes(w)
-    };
-    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
-    words_a
-        .by_ref()
-        .zip(words_b.by_ref())
-        .all(|(x, y)| word(x) == word(y))
-        && words_a.remainder() == words_b.remainder()
 }
 
 /// Seconds (finite, validated) to whole milliseconds. `as` saturates; it never panics.
@@ -418,51 +365,6 @@ mod tests {
         assert!(grace(&nan).is_err());
         assert!(grace(&nan).is_err(), "an invalid set stays an error");
         assert_eq!(grace(&defaults), Ok(300_000));
-    }
-
-    /// The default spoof codes with the byte at `at` replaced.
-    fn changed_at(at: usize) -> String {
-        let mut bytes = DEFAULT_SPOOF_CODES.as_bytes().to_vec();
-        bytes[at] = b'X';
-        String::from_utf8(bytes).expect("ascii")
-    }
-
-    #[test]
-    fn same_params_is_equality() {
-        assert_ne!(
-            DEFAULT_SPOOF_CODES.len() % 8,
-            0,
-            "the tail case below needs a tail"
-        );
-        let defaults = Params::defaults(&param_specs());
-        let variants = [
-            defaults.clone(),
-            Params::default(),
-            defaults
-                .clone()
-                .with("grace_seconds", ParamValue::Number(301.0)),
-            // The same length as the default, differing in a whole word, then in the tail
-            // that is not a whole word.
-            defaults
-                .clone()
-                .with("spoof_codes", ParamValue::Text(changed_at(8))),
-            defaults.clone().with(
-                "spoof_codes",
-                ParamValue::Text(changed_at(DEFAULT_SPOOF_CODES.len() - 1)),
-            ),
-            defaults.clone().with("spoof_codes", ParamValue::Flag(true)),
-            defaults.clone().with("spoof_codez", ParamValue::Flag(true)),
-            defaults
-                .clone()
-                .with("grace_seconds", ParamValue::Number(f64::NAN)),
-            defaults.clone().with("extra", ParamValue::Number(1.0)),
-        ];
-        for a in &variants {
-            for b in &variants {
-                assert_eq!(same_params(a, b), a == b, "{a:?} vs {b:?}");
-            }
-        }
-        assert!(same_params(&defaults, &defaults.clone()));
     }
 
     #[test]

@@ -66,6 +66,11 @@ impl Policy for DefaultPolicy {
         }
     }
 
+    fn configure(params: &Params) -> Result<(), String> {
+        // Validates once per instance and keeps the config with the params for `evaluate`.
+        Config::with_cached(params, |_| ())
+    }
+
     fn evaluate(
         params: &Params,
         facts: &Facts,

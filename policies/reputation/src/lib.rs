@@ -181,6 +181,10 @@ impl Policy for ReputationPolicy {
         }
     }
 
+    fn configure(params: &Params) -> Result<(), String> {
+        Config::with_cached(params, |_| ())
+    }
+
     fn evaluate(
         params: &Params,
         facts: &Facts,
@@ -188,13 +192,15 @@ impl Policy for ReputationPolicy {
         now_ms: i64,
         event: &Event,
     ) -> Result<Evaluation, String> {
-        let config = Config::from_params(params)?;
         let (inner, mut rep) = match state {
             Some(bytes) => decode(bytes)?,
             None => (&[][..], Reputation::default()),
         };
         let inner = (!inner.is_empty()).then_some(inner);
-        let base = vigil_policy_default::evaluate(&config, facts, inner, now_ms, event)?;
+        // The default policy's config, validated once per instance (kept with the params).
+        let base = Config::with_cached(params, |config| {
+            vigil_policy_default::evaluate(config, facts, inner, now_ms, event)
+        })??;
         match event {
             Event::Heartbeat(h) => {
                 let on_time = rep.last_heartbeat.is_none_or(|(at, interval)| {

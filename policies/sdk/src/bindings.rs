@@ -2,6 +2,8 @@
 //! between them and the SDK's plain types. Compiled on `wasm32` only: a wit-bindgen export
 //! does not link into a native binary.
 
+use std::cell::RefCell;
+
 use crate::{
     Assessment, Confidence, Evaluation, Event, Facts, Heartbeat, Metric, ParamSpec, ParamValue,
     Params, Policy, PolicyInfo, Rejection, Score, Status,
@@ -39,7 +41,45 @@ pub fn describe<P: Policy>() -> wit::PolicyInfo {
     }
 }
 
-/// `evaluate` for the policy `P`, in WIT types.
+/// The parameters of this instance, as the policy sees them (one component instance is one
+/// thread here). Set by `configure`, or by a 1.0 `evaluate` whose parameters differ from the
+/// kept ones; `None` until then, or after `configure` refused a set.
+fn with_instance_params<R>(f: impl FnOnce(&mut Option<Params>) -> R) -> R {
+    thread_local! {
+        static PARAMS: RefCell<Option<Params>> = const { RefCell::new(None) };
+    }
+    PARAMS.with_borrow_mut(f)
+}
+
+/// `configure` for the policy `P`: checks the parameters with [`Policy::configure`] and keeps
+/// them for `evaluate-configured`.
+pub fn configure<P: Policy>(params: Vec<wit::Param>) -> Result<(), String> {
+    let params = params_from_wit(params);
+    with_instance_params(|kept| {
+        *kept = None;
+        P::configure(&params)?;
+        *kept = Some(params);
+        Ok(())
+    })
+}
+
+/// `evaluate-configured` for the policy `P`, in WIT types: [`Policy::evaluate`] with the
+/// parameters `configure` kept.
+pub fn evaluate_configured<P: Policy>(
+    facts: wit::Facts,
+    state: Option<Vec<u8>>,
+    now_ms: i64,
+    event: wit::Event,
+) -> Result<wit::Evaluation, String> {
+    with_instance_params(|kept| match kept {
+        Some(params) => evaluate_with::<P>(params, facts, state, now_ms, event),
+        None => Err("evaluate-configured called on an instance that is not configured".into()),
+    })
+}
+
+/// The 1.0 `evaluate` for the policy `P`, in WIT types. A 1.0 host passes the same
+/// parameters on every call: they are kept (with what the policy derived from them) and
+/// reused while they compare equal, so the result is that of `configure` + `evaluate-configured`.
 pub fn evaluate<P: Policy>(
     params: Vec<wit::Param>,
     facts: wit::Facts,
@@ -47,12 +87,26 @@ pub fn evaluate<P: Policy>(
     now_ms: i64,
     event: wit::Event,
 ) -> Result<wit::Evaluation, String> {
-    let params = Params::new(
-        params
-            .into_iter()
-            .map(|param| (param.name, param_value_from_wit(param.value)))
-            .collect(),
-    );
+    let params = params_from_wit(params);
+    with_instance_params(|kept| {
+        let params = match kept.take() {
+            Some(previous) if previous.same_as(&params) => kept.insert(previous),
+            _ => {
+                P::configure(&params)?;
+                kept.insert(params)
+            }
+        };
+        evaluate_with::<P>(params, facts, state, now_ms, event)
+    })
+}
+
+fn evaluate_with<P: Policy>(
+    params: &Params,
+    facts: wit::Facts,
+    state: Option<Vec<u8>>,
+    now_ms: i64,
+    event: wit::Event,
+) -> Result<wit::Evaluation, String> {
     let facts = Facts {
         server_id: facts.server_id,
         is_verified: facts.is_verified,
@@ -61,11 +115,20 @@ pub fn evaluate<P: Policy>(
     };
     let event = event_from_wit(event);
     let Evaluation { state, assessment } =
-        P::evaluate(&params, &facts, state.as_deref(), now_ms, &event)?;
+        P::evaluate(params, &facts, state.as_deref(), now_ms, &event)?;
     Ok(wit::Evaluation {
         state,
         assessment: assessment_to_wit(assessment),
     })
+}
+
+fn params_from_wit(params: Vec<wit::Param>) -> Params {
+    Params::new(
+        params
+            .into_iter()
+            .map(|param| (param.name, param_value_from_wit(param.value)))
+            .collect(),
+    )
 }
 
 fn param_spec_to_wit(spec: ParamSpec) -> wit::ParamSpec {

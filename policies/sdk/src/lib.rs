@@ -45,7 +45,7 @@
 //!
 //! # Layout
 //!
-//! The plain types in this file mirror the WIT package `vigil:policy@1.0.0` (`wit/policy.wit`
+//! The plain types in this file mirror the WIT package `vigil:policy@1.1.0` (`wit/policy.wit`
 //! at the repository root) one to one, so policy logic can be unit-tested natively with
 //! `cargo test`. The raw bindings (`wit_bindgen::generate!`) live only in a hidden module that
 //! exists on `wasm32` targets; [`export_policy!`] converts between them and these types. On
@@ -56,6 +56,9 @@
 // Lets the paths that `wit_bindgen::generate!` bakes into its export macro
 // (`::vigil_policy_sdk::...`) resolve inside this crate too.
 extern crate self as vigil_policy_sdk;
+
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
 
 /// The value of one policy parameter, as configured by the operator in `[policy] params`.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,15 +125,49 @@ pub struct PolicyInfo {
 ///
 /// The host passes every declared parameter, defaults filled in. Lookups return the first
 /// pair with the given name; [`Params::with`] replaces a value in place.
-#[derive(Debug, Clone, PartialEq, Default)]
+///
+/// A component keeps one `Params` per instance (the host hands them over once, with
+/// `configure`), so a value derived from them, such as a policy's validated configuration,
+/// can be computed once and kept with them: see [`Params::derived`].
+#[derive(Default)]
 pub struct Params {
     entries: Vec<(String, ParamValue)>,
+    /// The value [`Params::derived`] computed from `entries`, type-erased. Reset by every
+    /// change to `entries`; a `OnceLock` (not a `OnceCell`) so `Params` stays `Send + Sync`.
+    derived: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Clone for Params {
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            // Same entries, so the same derived value.
+            derived: self.derived.clone(),
+        }
+    }
+}
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Params")
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Params {
     /// Parameters from `(name, value)` pairs, in the host's order.
     pub fn new(entries: Vec<(String, ParamValue)>) -> Self {
-        Self { entries }
+        Self {
+            entries,
+            derived: OnceLock::new(),
+        }
     }
 
     /// Every declared parameter at its default value (handy in tests).
@@ -150,7 +187,51 @@ impl Params {
             Some(entry) => entry.1 = value,
             None => self.entries.push((name.to_string(), value)),
         }
+        self.derived = OnceLock::new();
         self
+    }
+
+    /// Runs `f` with the value `derive` computes from these parameters, computing it only the
+    /// first time: later calls on the same `Params` (or a clone) reuse it.
+    ///
+    /// Made for a policy's validated configuration: the component keeps one `Params` per
+    /// instance, so `derive` runs once per instance instead of once per event. `derive` must
+    /// be a function of the parameters alone. One value is kept: asking for a different type
+    /// `T` than the kept one computes it afresh each time (correct, just not cached).
+    pub fn derived<T, R>(&self, derive: impl FnOnce(&Self) -> T, f: impl FnOnce(&T) -> R) -> R
+    where
+        T: Any + Send + Sync,
+    {
+        match self.derived.get() {
+            Some(kept) => match kept.downcast_ref::<T>() {
+                Some(value) => f(value),
+                None => f(&derive(self)),
+            },
+            None => {
+                let value = Arc::new(derive(self));
+                let result = f(&value);
+                let _ = self.derived.set(value);
+                result
+            }
+        }
+    }
+
+    /// `self == other`, comparing strings eight bytes at a time (on wasm32 `==` on strings is
+    /// a byte-by-byte `memcmp`). Used to recognise the parameters of the previous 1.0
+    /// `evaluate` call, which a 1.0 host passes again on every call.
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.entries.len() == other.entries.len()
+            && self.entries.iter().zip(&other.entries).all(
+                |((name_a, value_a), (name_b, value_b))| {
+                    let same_value = match (value_a, value_b) {
+                        (ParamValue::Number(x), ParamValue::Number(y)) => x == y,
+                        (ParamValue::Flag(x), ParamValue::Flag(y)) => x == y,
+                        (ParamValue::Text(x), ParamValue::Text(y)) => same_bytes(x, y),
+                        _ => false,
+                    };
+                    same_value && same_bytes(name_a, name_b)
+                },
+            )
     }
 
     /// The value of `name`, whatever its kind.
@@ -206,6 +287,25 @@ impl Params {
             .iter()
             .map(|(name, value)| (name.as_str(), value))
     }
+}
+
+/// `a == b` eight bytes at a time.
+fn same_bytes(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |chunk: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        u64::from_le_bytes(w)
+    };
+    let (mut words_a, mut words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    words_a
+        .by_ref()
+        .zip(words_b.by_ref())
+        .all(|(x, y)| word(x) == word(y))
+        && words_a.remainder() == words_b.remainder()
 }
 
 /// What the host knows about the server, independently of the policy.
@@ -405,6 +505,18 @@ pub trait Policy {
     /// Describes the policy: name, version, replay window and parameters.
     fn describe() -> PolicyInfo;
 
+    /// Checks the operator's parameters once, when the host hands them to an instance
+    /// (`configure`), before any event. An `Err` refuses them: the instance evaluates nothing.
+    ///
+    /// Optional: the default accepts everything, and [`Policy::evaluate`] still sees the
+    /// parameters on every call. A policy that derives a configuration from its parameters can
+    /// compute it here with [`Params::derived`], so that it is computed once per instance and
+    /// a bad value is reported before the first event.
+    fn configure(params: &Params) -> Result<(), String> {
+        let _ = params;
+        Ok(())
+    }
+
     /// Folds one event into the server's state.
     ///
     /// - `params`: the operator's parameters (every declared one, defaults filled in).
@@ -424,7 +536,14 @@ pub trait Policy {
     ) -> Result<Evaluation, String>;
 }
 
-/// Exports a type implementing [`Policy`] as the component's `describe` and `evaluate`.
+/// Exports a type implementing [`Policy`] as a `vigil:policy@1.1.0` component: `describe`,
+/// `configure`, `evaluate-configured` and the 1.0 `evaluate`.
+///
+/// `configure` keeps the parameters for the life of the instance (after [`Policy::configure`]
+/// accepted them) and `evaluate-configured` hands them to [`Policy::evaluate`], so the host
+/// copies them into the component once per instance instead of once per event. The 1.0
+/// `evaluate` (for hosts that only know 1.0) keeps them too, and reuses them while the host
+/// passes the same ones again.
 ///
 /// Use it once, in the policy crate's root, which must be a `cdylib` built with
 /// `cargo build --target wasm32-wasip2 --release`. On other targets it expands to nothing, so
@@ -451,6 +570,22 @@ macro_rules! export_policy {
                 {
                     $crate::__bindings::evaluate::<$policy>(params, facts, state, now_ms, event)
                 }
+
+                fn configure(
+                    params: ::std::vec::Vec<$crate::__bindings::raw::Param>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__bindings::configure::<$policy>(params)
+                }
+
+                fn evaluate_configured(
+                    facts: $crate::__bindings::raw::Facts,
+                    state: ::std::option::Option<::std::vec::Vec<u8>>,
+                    now_ms: i64,
+                    event: $crate::__bindings::raw::Event,
+                ) -> ::std::result::Result<$crate::__bindings::raw::Evaluation, ::std::string::String>
+                {
+                    $crate::__bindings::evaluate_configured::<$policy>(facts, state, now_ms, event)
+                }
             }
 
             $crate::__bindings::raw::__export_policy_world!(
@@ -466,3 +601,69 @@ macro_rules! export_policy {
 #[doc(hidden)]
 #[path = "bindings.rs"]
 pub mod __bindings;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CODES: &str = "bad_signature,key_version_mismatch,replay,clock_skew";
+
+    /// [`CODES`] with the byte at `at` replaced.
+    fn changed_at(at: usize) -> String {
+        let mut bytes = CODES.as_bytes().to_vec();
+        bytes[at] = b'X';
+        String::from_utf8(bytes).expect("ascii")
+    }
+
+    #[test]
+    fn same_as_is_equality() {
+        assert_ne!(CODES.len() % 8, 0, "the tail case below needs a tail");
+        let base = Params::new(vec![
+            ("grace_seconds".into(), ParamValue::Number(300.0)),
+            ("spoof_codes".into(), ParamValue::Text(CODES.into())),
+            ("strict".into(), ParamValue::Flag(false)),
+        ]);
+        let variants = [
+            base.clone(),
+            Params::default(),
+            base.clone()
+                .with("grace_seconds", ParamValue::Number(301.0)),
+            // The same length, differing in a whole word, then in the tail that is not one.
+            base.clone()
+                .with("spoof_codes", ParamValue::Text(changed_at(8))),
+            base.clone()
+                .with("spoof_codes", ParamValue::Text(changed_at(CODES.len() - 1))),
+            base.clone().with("spoof_codes", ParamValue::Flag(true)),
+            base.clone().with("spoof_codez", ParamValue::Flag(true)),
+            base.clone().with("strict", ParamValue::Flag(true)),
+            base.clone()
+                .with("grace_seconds", ParamValue::Number(f64::NAN)),
+            base.clone().with("extra", ParamValue::Number(1.0)),
+        ];
+        for a in &variants {
+            for b in &variants {
+                assert_eq!(a.same_as(b), a == b, "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_derived_value_is_computed_once_per_params() {
+        let params = Params::new(vec![("n".into(), ParamValue::Number(2.0))]);
+        let mut runs = 0;
+        let mut double = |p: &Params| {
+            runs += 1;
+            p.number_or("n", 0.0) * 2.0
+        };
+        assert_eq!(params.derived(&mut double, |v| *v), 4.0);
+        assert_eq!(params.derived(&mut double, |v| *v), 4.0);
+        let copy = params.clone();
+        assert_eq!(copy.derived(&mut double, |v| *v), 4.0, "kept by a clone");
+        let changed = copy.with("n", ParamValue::Number(5.0));
+        assert_eq!(changed.derived(&mut double, |v| *v), 10.0, "reset by with");
+        // Another type than the kept one is computed every time, and is still right.
+        assert_eq!(changed.derived(|p| p.iter().count(), |n| *n), 1);
+        assert_eq!(changed.derived(&mut double, |v| *v), 10.0);
+        assert_eq!(runs, 2);
+    }
+}
