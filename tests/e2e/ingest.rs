@@ -299,6 +299,73 @@ async fn concurrent_senders_get_one_stored_heartbeat_per_acceptance() {
     );
 }
 
+async fn a_commit_failing_under_load_fails_its_batch_and_the_one_folded_on_top_of_it() {
+    // The writer folds the next batch while the previous one commits: when that commit fails,
+    // both batches must fail, whatever was folded in between must be undone, and every 202
+    // must still be exactly one stored heartbeat reflected in its snapshot.
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let agent = std::sync::Arc::new(Agent::new(&format!("pipe-{i}")));
+        app.register(&agent).await;
+        // Two streams per server, so one server's heartbeats sit in consecutive batches.
+        for _ in 0..2 {
+            let (app, agent) = (app.clone(), agent.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..12 {
+                    let answer = app.post_heartbeat(&agent.heartbeat(json!({}))).await;
+                    statuses.push((answer.status, answer.code().to_owned()));
+                }
+                statuses
+            }));
+        }
+    }
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        app.state.engine.fail_next_commit().await;
+    }
+    let (mut accepted, mut failed) = (0, 0);
+    for task in tasks {
+        for (status, code) in task.await.expect("task") {
+            match status {
+                StatusCode::ACCEPTED => accepted += 1,
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert_eq!(code, "storage_unavailable");
+                    failed += 1;
+                }
+                // The two streams of a server can reach the writer out of timestamp order.
+                StatusCode::CONFLICT => assert_eq!(code, "replay"),
+                other => panic!("unexpected status {other} {code}"),
+            }
+        }
+    }
+    assert!(failed > 0, "the injected failures failed some requests");
+    assert_eq!(app.count("heartbeats").await, accepted);
+    let reflected = app
+        .scalar(
+            "SELECT COUNT(*) FROM heartbeats h JOIN servers s ON s.server_id = h.server_id \
+             WHERE h.seq <= s.event_seq",
+        )
+        .await;
+    assert_eq!(
+        reflected, accepted,
+        "every stored heartbeat is in its snapshot"
+    );
+    // A server's events are its heartbeats and the refusals folded into it (the replays).
+    let folded_refusals = app
+        .scalar("SELECT COUNT(*) FROM rejections WHERE seq IS NOT NULL")
+        .await;
+    let snapshots = app
+        .scalar("SELECT CAST(SUM(event_seq) AS BIGINT) FROM servers")
+        .await;
+    assert_eq!(
+        snapshots,
+        accepted + folded_refusals,
+        "no snapshot counts an event that was not stored"
+    );
+}
+
 vigil_tests::on_both_backends!(
     signed_heartbeat_is_accepted_and_server_shows_online_with_policy_digest,
     every_rejection_has_its_status_and_code_and_stores_nothing,
@@ -306,4 +373,5 @@ vigil_tests::on_both_backends!(
     exact_repeat_is_acknowledged_as_duplicate_and_stored_once,
     a_failed_batch_answers_every_request_in_it_with_an_error_and_stores_nothing,
     concurrent_senders_get_one_stored_heartbeat_per_acceptance,
+    a_commit_failing_under_load_fails_its_batch_and_the_one_folded_on_top_of_it,
 );

@@ -931,12 +931,6 @@ impl Writer {
             self.store.abandon().await;
             return self.complete(pending, Err(e));
         }
-        if self.fail_next_commit && !pending.batch.is_empty() {
-            self.fail_next_commit = false;
-            self.store.abandon().await;
-            let injected = Err(StoreError::Corrupt("injected commit failure".into()));
-            return self.complete(pending, injected);
-        }
         if let Some(started) = pending.started {
             self.observers
                 .metrics
@@ -945,10 +939,19 @@ impl Writer {
                 .observe(started.elapsed().as_secs_f64());
         }
         let batch = std::mem::take(&mut pending.batch);
+        // An injected failure (tests) fails inside the commit task, like a real one.
+        let inject = !batch.is_empty() && std::mem::take(&mut self.fail_next_commit);
         let (store, metrics) = (self.store.clone(), self.observers.metrics.clone());
         let commit = tokio::spawn(async move {
             let committing = std::time::Instant::now();
-            let result = store.commit(&batch).await;
+            let result = if inject {
+                // Slow, like a disk that times out: the writer folds the next batch meanwhile.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                store.abandon().await;
+                Err(StoreError::Corrupt("injected commit failure".into()))
+            } else {
+                store.commit(&batch).await
+            };
             metrics
                 .batch_duration
                 .get_or_create(&crate::metrics::PhaseLabel { phase: "commit" })
