@@ -905,6 +905,13 @@ impl Writer {
     /// (pipelining): the previous batch is settled first, so commits stay in order, and if it
     /// failed this batch — folded on top of it — fails too.
     async fn flush(&mut self, mut pending: Pending) {
+        if let Some(started) = pending.started {
+            self.observers
+                .metrics
+                .batch_duration
+                .get_or_create(&crate::metrics::PhaseLabel { phase: "fold" })
+                .observe(started.elapsed().as_secs_f64());
+        }
         for id in pending.before.keys() {
             if let Some(server) = self.servers.get(id) {
                 pending.batch.snapshots.push(SnapshotRow {
@@ -930,13 +937,6 @@ impl Writer {
         if let Some(e) = pending.lock_failure.take() {
             self.store.abandon().await;
             return self.complete(pending, Err(e));
-        }
-        if let Some(started) = pending.started {
-            self.observers
-                .metrics
-                .batch_duration
-                .get_or_create(&crate::metrics::PhaseLabel { phase: "fold" })
-                .observe(started.elapsed().as_secs_f64());
         }
         let batch = std::mem::take(&mut pending.batch);
         // An injected failure (tests) fails inside the commit task, like a real one.

@@ -25,13 +25,13 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 // Dynamic SQL here is built only from constant column lists, fixed sort keys and partition
 // names computed from dates; every value is bound.
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Transaction};
 use tokio::sync::{Mutex, mpsc};
 
 use super::{
-    ActivationRow, ChangeNotice, CommitReceipt, HistoryEvent, NewServer, PolicyRecord, PolicyRef,
-    ServerQuery, ServerRecord, ServerSort, Snapshot, Store, StoreError, StoredHeartbeat,
-    StoredTransition, WriteBatch,
+    ActivationRow, ChangeNotice, CommitReceipt, HistoryEvent, NewServer, PolicyRecord, ServerQuery,
+    ServerRecord, ServerSort, Snapshot, Store, StoreError, StoredHeartbeat, StoredTransition,
+    WriteBatch,
 };
 
 /// The channel admin changes are announced on.
@@ -141,59 +141,7 @@ fn month_partition(now_ms: i64, offset: i32) -> Result<(String, i64, i64), Store
 }
 
 fn server_from_row(row: &PgRow) -> Result<ServerRecord, StoreError> {
-    let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
-    let scores: String = row.try_get("scores")?;
-    let badges: String = row.try_get("badges")?;
-    let policy_digest: Option<String> = row.try_get("policy_digest")?;
-    let policy = match policy_digest {
-        Some(digest) => Some(PolicyRef {
-            name: row
-                .try_get::<Option<String>, _>("policy_name")?
-                .unwrap_or_default(),
-            version: row
-                .try_get::<Option<String>, _>("policy_version")?
-                .unwrap_or_default(),
-            digest,
-        }),
-        None => None,
-    };
-    let opt_u32 = |name: &str| -> Result<Option<u32>, StoreError> {
-        Ok(row
-            .try_get::<Option<i64>, _>(name)?
-            .and_then(|v| u32::try_from(v).ok()))
-    };
-    Ok(ServerRecord {
-        server_id: row.try_get("server_id")?,
-        display_name: row.try_get("display_name")?,
-        cluster_id: row.try_get("cluster_id")?,
-        public_key: row.try_get("public_key")?,
-        key_version: u32::try_from(row.try_get::<i64, _>("key_version")?)
-            .map_err(|e| corrupt("key_version", &e))?,
-        is_verified: row.try_get("is_verified")?,
-        registered_at_ms: row.try_get("registered_at_ms")?,
-        snapshot: Snapshot {
-            status: row.try_get("status")?,
-            confidence: row.try_get("confidence")?,
-            uptime_percent: row.try_get("uptime_percent")?,
-            quality_score: row.try_get("quality_score")?,
-            scores: serde_json::from_str(&scores).map_err(|e| corrupt("scores", &e))?,
-            badges: serde_json::from_str(&badges).map_err(|e| corrupt("badges", &e))?,
-            last_seen_at_ms: row.try_get("last_seen_at_ms")?,
-            last_sent_at_ms: row.try_get("last_sent_at_ms")?,
-            last_signature: row.try_get("last_signature")?,
-            players_current: opt_u32("players_current")?,
-            players_capacity: opt_u32("players_capacity")?,
-            map_name: row.try_get("map_name")?,
-            agent_version: row.try_get("agent_version")?,
-            event_seq: row.try_get("event_seq")?,
-            evaluated_at_ms: row.try_get("evaluated_at_ms")?,
-            policy,
-            policy_state: row.try_get("policy_state")?,
-            next_check_at_ms: row.try_get("next_check_at_ms")?,
-            policy_errors: row.try_get("policy_errors")?,
-        },
-    })
+    super::common::server_row!(row)
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
