@@ -13,7 +13,15 @@ use super::{
     ClusterTransition, Db, HeartbeatRow, HistoryEvent, PolicyRecord, PolicySummary, StoreError,
     StoredActivation, StoredHeartbeat, StoredTransition, TransitionRow,
 };
+use super::{ServerQuery, ServerRecord, ServerSort};
 use crate::with_pool;
+
+/// The columns `server_row!` reads.
+pub(super) const SERVER_COLUMNS: &str = "server_id, display_name, cluster_id, public_key, \
+    key_version, is_verified, registered_at_ms, status, confidence, uptime_percent, quality_score, \
+    scores, badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
+    players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, policy_name, \
+    policy_version, policy_digest, policy_state, next_check_at_ms, policy_errors";
 
 /// The columns [`heartbeat_row!`] reads.
 pub(super) const HEARTBEAT_COLUMNS: &str =
@@ -64,7 +72,7 @@ macro_rules! server_row {
                 .try_get::<Option<i64>, _>(name)?
                 .and_then(|v| u32::try_from(v).ok()))
         };
-        Ok(ServerRecord {
+        Ok::<ServerRecord, StoreError>(ServerRecord {
             server_id: $row.try_get("server_id")?,
             display_name: $row.try_get("display_name")?,
             cluster_id: $row.try_get("cluster_id")?,
@@ -528,6 +536,84 @@ pub(super) async fn transitions(
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             out.push(transition_row!(r));
+        }
+        Ok(out)
+    })
+}
+
+/// [`Store::load_servers`](super::Store::load_servers).
+pub(super) async fn load_servers(db: &Db) -> Result<Vec<ServerRecord>, StoreError> {
+    with_pool!(db, pool => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SERVER_COLUMNS} FROM servers")))
+            .fetch_all(pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(server_row!(row)?);
+        }
+        Ok(out)
+    })
+}
+
+/// [`Store::get_server`](super::Store::get_server).
+pub(super) async fn get_server(
+    db: &Db,
+    server_id: &str,
+) -> Result<Option<ServerRecord>, StoreError> {
+    with_pool!(db, pool => {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SERVER_COLUMNS} FROM servers WHERE server_id = $1"
+        )))
+        .bind(server_id)
+        .fetch_optional(pool)
+        .await?;
+        match row {
+            Some(row) => Ok(Some(server_row!(row)?)),
+            None => Ok(None),
+        }
+    })
+}
+
+/// [`Store::list_servers`](super::Store::list_servers): a filtered page in one sort order,
+/// after a keyset cursor.
+pub(super) async fn list_servers(
+    db: &Db,
+    query: &ServerQuery,
+) -> Result<Vec<ServerRecord>, StoreError> {
+    // Sort keys are numbers (NULLs ranked as -1) so one keyset cursor shape serves all.
+    let key = match query.sort {
+        ServerSort::Quality => "quality_score",
+        ServerSort::Uptime => "uptime_percent",
+        ServerSort::Players => "CAST(COALESCE(players_current, -1) AS DOUBLE PRECISION)",
+        ServerSort::LastSeen => "CAST(COALESCE(last_seen_at_ms, -1) AS DOUBLE PRECISION)",
+        ServerSort::Id => "CAST(0 AS DOUBLE PRECISION)",
+    };
+    with_pool!(db, pool => {
+        let mut q = QueryBuilder::new(format!("SELECT {SERVER_COLUMNS} FROM servers WHERE 1 = 1"));
+        if let Some(status) = &query.status {
+            q.push(" AND status = ").push_bind(status.clone());
+        }
+        if let Some(confidence) = &query.confidence {
+            q.push(" AND confidence = ").push_bind(confidence.clone());
+        }
+        if let Some(verified) = query.verified {
+            q.push(" AND is_verified = ").push_bind(verified);
+        }
+        if let Some((value, id)) = &query.after {
+            q.push(format!(" AND ({key} < "))
+                .push_bind(*value)
+                .push(format!(" OR ({key} = "))
+                .push_bind(*value)
+                .push(" AND server_id > ")
+                .push_bind(id.clone())
+                .push("))");
+        }
+        q.push(format!(" ORDER BY {key} DESC, server_id ASC LIMIT "))
+            .push_bind(i64::from(query.limit));
+        let rows = q.build().fetch_all(pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(server_row!(row)?);
         }
         Ok(out)
     })

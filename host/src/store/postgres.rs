@@ -25,13 +25,12 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 // Dynamic SQL here is built only from constant column lists, fixed sort keys and partition
 // names computed from dates; every value is bound.
-use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Transaction};
 use tokio::sync::{Mutex, mpsc};
 
 use super::{
     ActivationRow, ChangeNotice, CommitReceipt, HistoryEvent, NewServer, PolicyRecord, ServerQuery,
-    ServerRecord, ServerSort, Snapshot, Store, StoreError, StoredHeartbeat, StoredTransition,
-    WriteBatch,
+    ServerRecord, Snapshot, Store, StoreError, StoredHeartbeat, StoredTransition, WriteBatch,
 };
 
 /// The channel admin changes are announced on.
@@ -41,11 +40,7 @@ const RESYNC_EVERY: Duration = Duration::from_secs(30);
 /// How often the monthly partitions ahead are checked.
 const PARTITIONS_EVERY: Duration = Duration::from_secs(3600);
 
-const SERVER_COLUMNS: &str = "server_id, display_name, cluster_id, public_key, key_version, \
-    is_verified, registered_at_ms, status, confidence, uptime_percent, quality_score, scores, \
-    badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, players_capacity, \
-    map_name, agent_version, event_seq, evaluated_at_ms, policy_name, policy_version, \
-    policy_digest, policy_state, next_check_at_ms, policy_errors";
+use super::common::SERVER_COLUMNS;
 
 /// A PostgreSQL database holding Vigil's tables, shared by any number of hosts.
 #[derive(Debug, Clone)]
@@ -392,12 +387,7 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn load_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {SERVER_COLUMNS} FROM servers"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(server_from_row).collect()
+        super::common::load_servers(&self.db()).await
     }
 
     async fn insert_server(&self, server: &NewServer) -> Result<(), StoreError> {
@@ -561,52 +551,11 @@ impl Store for PostgresStore {
     }
 
     async fn get_server(&self, server_id: &str) -> Result<Option<ServerRecord>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {SERVER_COLUMNS} FROM servers WHERE server_id = $1"
-        )))
-        .bind(server_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(server_from_row).transpose()
+        super::common::get_server(&self.db(), server_id).await
     }
 
     async fn list_servers(&self, query: &ServerQuery) -> Result<Vec<ServerRecord>, StoreError> {
-        // Sort keys are numbers (NULLs ranked as -1) so one keyset cursor shape serves all.
-        let key = match query.sort {
-            ServerSort::Quality => "quality_score",
-            ServerSort::Uptime => "uptime_percent",
-            ServerSort::Players => "COALESCE(players_current, -1)::float8",
-            ServerSort::LastSeen => "COALESCE(last_seen_at_ms, -1)::float8",
-            ServerSort::Id => "0::float8",
-        };
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {SERVER_COLUMNS} FROM servers WHERE 1 = 1"
-        ));
-        if let Some(status) = &query.status {
-            q.push(" AND status = ").push_bind(status.clone());
-        }
-        if let Some(confidence) = &query.confidence {
-            q.push(" AND confidence = ").push_bind(confidence.clone());
-        }
-        if let Some(verified) = query.verified {
-            q.push(" AND is_verified = ").push_bind(verified);
-        }
-        if let Some((value, id)) = &query.after {
-            q.push(format!(" AND ({key} < "))
-                .push_bind(*value)
-                .push(format!(" OR ({key} = "))
-                .push_bind(*value)
-                .push(" AND server_id > ")
-                .push_bind(id.clone())
-                .push("))");
-        }
-        // COLLATE "C": ids compare byte-wise, like SQLite, whatever the database's locale.
-        q.push(format!(
-            " ORDER BY {key} DESC, server_id COLLATE \"C\" ASC LIMIT "
-        ))
-        .push_bind(i64::from(query.limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(server_from_row).collect()
+        super::common::list_servers(&self.db(), query).await
     }
 
     async fn heartbeats(

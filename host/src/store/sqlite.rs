@@ -6,27 +6,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 // Dynamic SQL here is built only from constant column lists and fixed sort keys; every value
 // is bound.
-use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::{
     ActivationRow, ClusterTransition, CommitReceipt, HistoryEvent, NewServer, PolicyRecord,
-    PolicySummary, ServerQuery, ServerRecord, ServerSort, Store, StoreError, StoredActivation,
-    StoredHeartbeat, StoredTransition, WriteBatch,
+    PolicySummary, ServerQuery, ServerRecord, Store, StoreError, StoredActivation, StoredHeartbeat,
+    StoredTransition, WriteBatch,
 };
 
 /// Rows per multi-row statement (SQLite allows 32,766 bound variables; snapshots bind 22).
 const ROWS_PER_STATEMENT: usize = 500;
-
-const SERVER_COLUMNS: &str = "server_id, display_name, cluster_id, public_key, key_version, \
-    is_verified, registered_at_ms, status, confidence, uptime_percent, quality_score, scores, \
-    badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, players_capacity, \
-    map_name, agent_version, event_seq, evaluated_at_ms, policy_name, policy_version, \
-    policy_digest, policy_state, next_check_at_ms, policy_errors";
 
 /// A SQLite database holding Vigil's tables.
 #[derive(Debug, Clone)]
@@ -63,19 +56,10 @@ impl SqliteStore {
     }
 }
 
-fn server_from_row(row: &SqliteRow) -> Result<ServerRecord, StoreError> {
-    super::common::server_row!(row)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn load_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {SERVER_COLUMNS} FROM servers"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(server_from_row).collect()
+        super::common::load_servers(&self.db()).await
     }
 
     async fn insert_server(&self, server: &NewServer) -> Result<(), StoreError> {
@@ -293,49 +277,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_server(&self, server_id: &str) -> Result<Option<ServerRecord>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {SERVER_COLUMNS} FROM servers WHERE server_id = ?"
-        )))
-        .bind(server_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(server_from_row).transpose()
+        super::common::get_server(&self.db(), server_id).await
     }
 
     async fn list_servers(&self, query: &ServerQuery) -> Result<Vec<ServerRecord>, StoreError> {
-        // Sort keys are numbers (NULLs ranked as -1) so one keyset cursor shape serves all.
-        let key = match query.sort {
-            ServerSort::Quality => "quality_score",
-            ServerSort::Uptime => "uptime_percent",
-            ServerSort::Players => "COALESCE(players_current, -1)",
-            ServerSort::LastSeen => "COALESCE(last_seen_at_ms, -1)",
-            ServerSort::Id => "0",
-        };
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {SERVER_COLUMNS} FROM servers WHERE 1 = 1"
-        ));
-        if let Some(status) = &query.status {
-            q.push(" AND status = ").push_bind(status.clone());
-        }
-        if let Some(confidence) = &query.confidence {
-            q.push(" AND confidence = ").push_bind(confidence.clone());
-        }
-        if let Some(verified) = query.verified {
-            q.push(" AND is_verified = ").push_bind(verified);
-        }
-        if let Some((value, id)) = &query.after {
-            q.push(format!(" AND ({key} < "))
-                .push_bind(*value)
-                .push(format!(" OR ({key} = "))
-                .push_bind(*value)
-                .push(" AND server_id > ")
-                .push_bind(id.clone())
-                .push("))");
-        }
-        q.push(format!(" ORDER BY {key} DESC, server_id ASC LIMIT "))
-            .push_bind(i64::from(query.limit));
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(server_from_row).collect()
+        super::common::list_servers(&self.db(), query).await
     }
 
     async fn heartbeats(
