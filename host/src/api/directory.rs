@@ -91,11 +91,11 @@ impl From<ServerRecord> for ServerView {
             players_capacity: s.players_capacity,
             map_name: s.map_name,
             agent_version: s.agent_version,
-            scores: s.scores,
+            scores: s.scores.to_map(),
             badges: s.badges,
             next_check_at: s.next_check_at_ms.map(format_rfc3339_ms),
             registered_at: format_rfc3339_ms(r.registered_at_ms),
-            policy: s.policy,
+            policy: s.policy.map(|p| PolicyRef::clone(&p)),
             policy_errors: s.policy_errors,
         }
     }

@@ -4,6 +4,8 @@
 //! the same history. Ticks are derived, not stored: before any event at `now`, every deadline the
 //! policy asked for that is `<= now` is folded first as a tick at exactly that deadline.
 
+use std::sync::Arc;
+
 use crate::ingest::decode::DecodedHeartbeat;
 use crate::policy::{LoadedPolicy, Outcome, PolicyError, PolicyEvent, ServerFacts};
 use crate::store::{PolicyRef, ServerRecord, Snapshot, TransitionRow};
@@ -42,13 +44,8 @@ pub fn facts_of(server: &ServerRecord) -> ServerFacts {
 }
 
 /// The policy reference recorded in snapshots.
-pub fn policy_ref(policy: &LoadedPolicy) -> PolicyRef {
-    let d = policy.description();
-    PolicyRef {
-        name: d.name.clone(),
-        version: d.version.clone(),
-        digest: d.digest.clone(),
-    }
+pub fn policy_ref(policy: &LoadedPolicy) -> Arc<PolicyRef> {
+    policy.reference()
 }
 
 /// Folds every tick due at or before `now_ms`.
@@ -144,7 +141,7 @@ fn apply(
     snapshot.confidence = v.confidence.to_owned();
     snapshot.uptime_percent = v.uptime_percent;
     snapshot.quality_score = v.quality_score;
-    snapshot.scores = v.scores;
+    snapshot.scores = v.scores.into();
     snapshot.badges = v.badges;
     snapshot.next_check_at_ms = v.next_check_at_ms;
     snapshot.policy_state = Some(outcome.state);

@@ -443,7 +443,12 @@ pub async fn start(
     let mut servers = HashMap::with_capacity(records.len());
     let mut identities = HashMap::with_capacity(records.len());
     let mut deadlines = BTreeSet::new();
-    for record in records {
+    let active = policy.reference();
+    for mut record in records {
+        // Each stored row reads into its own reference; those of the active version share one.
+        if record.snapshot.policy.as_deref() == Some(&*active) {
+            record.snapshot.policy = Some(Arc::clone(&active));
+        }
         match Identity::of(&record) {
             Some(identity) => {
                 identities.insert(record.server_id.clone(), Arc::new(identity));
@@ -457,7 +462,7 @@ pub async fn start(
         observers
             .metrics
             .server_moved(None, (&s.status, &s.confidence));
-        servers.insert(record.server_id.clone(), record);
+        servers.insert(record.server_id.clone(), Box::new(record));
     }
     tracing::info!(servers = servers.len(), policy = %policy.digest(), "engine loaded");
     let (tx, rx) = mpsc::channel(queue_capacity);
@@ -567,7 +572,9 @@ struct Writer {
     shared_policy: SharedPolicy,
     /// Snapshots to rebuild after a swap, and the probation of a fresh version.
     swap: swap::SwapState,
-    servers: HashMap<String, ServerRecord>,
+    /// Boxed: a record is ≈ 500 bytes, and the table keeps a quarter to a half of its slots
+    /// empty (and two tables while it grows), so inline records would cost ≈ 2× their size.
+    servers: HashMap<String, Box<ServerRecord>>,
     /// (deadline, server): the earliest is the next tick.
     deadlines: BTreeSet<(i64, String)>,
     identities: IdentityCache,
@@ -748,7 +755,7 @@ impl Writer {
             self.last_policy_error = Some(error.to_string());
         }
         self.observers.folded(
-            self.servers.get(server_id),
+            self.servers.get(server_id).map(|r| &**r),
             self.policy.digest(),
             &effects,
             &mut pending.batch,
@@ -1100,7 +1107,7 @@ impl Writer {
                 let mut events = events.remove(live.server_id.as_str()).unwrap_or_default();
                 events.sort_by_key(crate::store::HistoryEvent::seq);
                 shadow::Offer {
-                    live: live.clone(),
+                    live: ServerRecord::clone(live),
                     events,
                 }
             })
@@ -1167,7 +1174,8 @@ impl Writer {
                 cluster_id: record.cluster_id.clone(),
                 at_ms: record.registered_at_ms,
             });
-        self.servers.insert(record.server_id.clone(), record);
+        self.servers
+            .insert(record.server_id.clone(), Box::new(record));
     }
 
     async fn set_verified(&mut self, id: &str, verified: bool) -> Result<(), WriteError> {

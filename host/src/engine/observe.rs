@@ -121,7 +121,7 @@ impl Observers {
         (accepted, duplicates): (u64, u64),
         live: Vec<LiveEvent>,
         before: &HashMap<String, Snapshot>,
-        servers: &HashMap<String, ServerRecord>,
+        servers: &HashMap<String, Box<ServerRecord>>,
     ) {
         let events = batch.heartbeats.len() + batch.rejections.len();
         if events > 0 {

@@ -110,7 +110,7 @@ impl Writer {
     fn adopt(&mut self, record: ServerRecord) {
         let id = record.server_id.clone();
         if let Some(cached) = self.servers.get(&id) {
-            if *cached == record {
+            if **cached == record {
                 return;
             }
             if let Some(at) = cached.snapshot.next_check_at_ms {
@@ -130,6 +130,6 @@ impl Writer {
             }
         }
         tracing::debug!(server_id = %id, "adopted the stored record");
-        self.servers.insert(id, record);
+        self.servers.insert(id, Box::new(record));
     }
 }

@@ -328,6 +328,7 @@ impl PolicyRuntime {
             params: Vec::new(),
             limits: self.limits,
             warm: std::sync::Mutex::new(None),
+            reference: Arc::default(),
         };
         let info = policy.describe()?;
         policy.params = resolve_params(&info.params, params)?;
@@ -335,6 +336,11 @@ impl PolicyRuntime {
         policy.description.version = info.version;
         policy.description.history_window_seconds = info.history_window_seconds;
         policy.description.params = info.params.iter().map(describe_param).collect();
+        policy.reference = Arc::new(crate::store::PolicyRef {
+            name: policy.description.name.clone(),
+            version: policy.description.version.clone(),
+            digest: policy.description.digest.clone(),
+        });
         Ok(Arc::new(policy))
     }
 }
@@ -482,6 +488,9 @@ pub struct LoadedPolicy {
     /// A Mutex, taken with `try_lock` only: the writer is the one hot caller; a concurrent
     /// caller (replay, backtest) never waits, it instantiates its own.
     warm: std::sync::Mutex<Option<WarmInstance>>,
+    /// What every snapshot this version computes points at: one allocation shared by all of
+    /// them, rather than three strings per server.
+    reference: Arc<crate::store::PolicyRef>,
 }
 
 impl std::fmt::Debug for LoadedPolicy {
@@ -504,6 +513,11 @@ impl LoadedPolicy {
     /// Name, version, digest, window and parameters.
     pub fn description(&self) -> &PolicyDescription {
         &self.description
+    }
+
+    /// Name, version and digest, as snapshots record them (shared, cheap to clone).
+    pub fn reference(&self) -> Arc<crate::store::PolicyRef> {
+        Arc::clone(&self.reference)
     }
 
     /// `sha256:<hex>` of the component.

@@ -56,7 +56,7 @@ macro_rules! server_row {
         let badges: String = $row.try_get("badges")?;
         let policy_digest: Option<String> = $row.try_get("policy_digest")?;
         let policy = match policy_digest {
-            Some(digest) => Some(PolicyRef {
+            Some(digest) => Some(std::sync::Arc::new(PolicyRef {
                 name: $row
                     .try_get::<Option<String>, _>("policy_name")?
                     .unwrap_or_default(),
@@ -64,7 +64,7 @@ macro_rules! server_row {
                     .try_get::<Option<String>, _>("policy_version")?
                     .unwrap_or_default(),
                 digest,
-            }),
+            })),
             None => None,
         };
         let opt_u32 = |name: &str| -> Result<Option<u32>, StoreError> {

@@ -32,8 +32,68 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A snapshot's extra named scores, sorted by name, each name once.
+///
+/// One boxed slice rather than a `BTreeMap` (whose first node alone takes ≈ 370 bytes): the
+/// engine keeps one per server in memory. Serialises as a JSON object, like the map it replaces.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Scores(Box<[(Box<str>, f64)]>);
+
+impl Scores {
+    /// The scores in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> + '_ {
+        self.0.iter().map(|(name, value)| (&**name, *value))
+    }
+
+    /// The score called `name`, if the policy returned one.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0
+            .binary_search_by(|(n, _)| (**n).cmp(name))
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+
+    /// How many scores there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The scores as a map (for API answers).
+    pub fn to_map(&self) -> BTreeMap<String, f64> {
+        self.iter().map(|(n, v)| (n.to_owned(), v)).collect()
+    }
+}
+
+impl From<BTreeMap<String, f64>> for Scores {
+    fn from(map: BTreeMap<String, f64>) -> Self {
+        // A map iterates in key order with unique keys: the slice is sorted as `get` needs.
+        Self(
+            map.into_iter()
+                .map(|(n, v)| (n.into_boxed_str(), v))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for Scores {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scores {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::<String, f64>::deserialize(deserializer).map(Self::from)
+    }
+}
+
 /// Which policy version computed a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct PolicyRef {
     /// The policy's name from `describe()`.
     pub name: String,
@@ -74,7 +134,7 @@ pub struct Snapshot {
     /// 0–100.
     pub quality_score: f64,
     /// Extra named scores.
-    pub scores: BTreeMap<String, f64>,
+    pub scores: Scores,
     /// Badges.
     pub badges: Vec<String>,
     /// Host receive time of the last accepted heartbeat.
@@ -96,7 +156,7 @@ pub struct Snapshot {
     /// `now-ms` of the last evaluation.
     pub evaluated_at_ms: Option<i64>,
     /// The policy that computed this snapshot.
-    pub policy: Option<PolicyRef>,
+    pub policy: Option<std::sync::Arc<PolicyRef>>,
     /// The policy's opaque state.
     pub policy_state: Option<Vec<u8>>,
     /// When the engine must send a tick.
@@ -631,5 +691,34 @@ pub trait Store: Send + Sync + 'static {
         &self,
     ) -> Result<Option<tokio::sync::mpsc::Receiver<ChangeNotice>>, StoreError> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod scores_tests {
+    use super::Scores;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn scores_keep_name_order_and_round_trip_as_a_json_object() {
+        let map: BTreeMap<String, f64> = [("uptime", 99.5), ("freshness", 1.0), ("latency", 0.25)]
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect();
+        let scores = Scores::from(map.clone());
+        assert_eq!(scores.len(), 3);
+        assert_eq!(
+            scores.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            ["freshness", "latency", "uptime"]
+        );
+        assert_eq!(scores.get("latency"), Some(0.25));
+        assert_eq!(scores.get("missing"), None);
+        let text = serde_json::to_string(&scores).expect("serialises");
+        assert_eq!(text, r#"{"freshness":1.0,"latency":0.25,"uptime":99.5}"#);
+        let back: Scores = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, scores);
+        assert_eq!(back.to_map(), map);
+        assert!(serde_json::from_str::<Scores>("[1,2]").is_err());
+        assert!(Scores::default().is_empty());
     }
 }

@@ -26,7 +26,18 @@ const ROWS_PER_STATEMENT: usize = 500;
 pub struct SqliteStore {
     /// sqlx pools are cheap-clone handles; WAL lets readers run beside the single writer.
     pool: SqlitePool,
+    /// One connection kept for [`Store::commit`], so the heartbeat writer finds its own page
+    /// cache warm: a connection drops its cache whenever another one wrote, so batches spread
+    /// over the shared pool re-read the same pages from the OS on every commit.
+    writer: SqlitePool,
 }
+
+/// How often the background checkpointer copies the write-ahead log back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// The writer's own automatic checkpoint, in WAL pages (SQLite's default is 1,000). It only
+/// acts if the background checkpointer falls far behind, so the log stays bounded (≈ 40 MiB).
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` and runs the migrations.
@@ -39,10 +50,23 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(2))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        // A batch is one transaction of multi-row statements: each statement keeps a
+        // statement journal to undo itself alone, held in memory rather than in a temp file.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.pragma("temp_store", "memory").pragma(
+                "wal_autocheckpoint",
+                WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+            ))
+            .await?;
+        spawn_checkpointer(pool.clone());
+        Ok(Self { pool, writer })
     }
 
     /// The pool as a [`super::Db`], for the statements both backends share.
@@ -54,6 +78,29 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Copies committed WAL frames into the database file from a pool connection, so the heartbeat
+/// writer's commits never stop to checkpoint (SQLite otherwise runs one inside the commit that
+/// crosses `wal_autocheckpoint`, stalling that batch for tens of milliseconds). A `PASSIVE`
+/// checkpoint never blocks the writer or readers; the task ends when the pool is closed.
+fn spawn_checkpointer(pool: SqlitePool) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, "background WAL checkpoint failed");
+            }
+        }
+    });
 }
 
 #[async_trait]
@@ -257,7 +304,7 @@ impl Store for SqliteStore {
             );
         }
         q.push("COMMIT;");
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         // Not kept in the statement cache: the text differs with every batch size.
         let query = q.build_query_scalar::<i64>().persistent(false);
         match query.fetch_all(&mut *conn).await {
@@ -453,6 +500,43 @@ mod tests {
             server_id: id.into(),
             snapshot,
         }
+    }
+
+    #[tokio::test]
+    async fn committed_batches_reach_the_database_file_without_a_checkpoint_in_the_commit() {
+        let (store, dir) = store_with(&["a"]).await;
+        let batch = WriteBatch {
+            heartbeats: (1..=200).map(|seq| heartbeat("a", seq)).collect(),
+            snapshots: vec![snapshot("a", 200, 10.0)],
+            ..WriteBatch::default()
+        };
+        store.commit(&batch).await.expect("commit");
+        // The writer's own auto-checkpoint is far away (10,000 pages) and nothing else writes:
+        // the rows reach the main file (read here without its WAL) only through the background
+        // checkpointer.
+        use sqlx::Connection;
+        let copy = dir.path().join("copy.db");
+        let mut stored = 0;
+        for _ in 0..100 {
+            std::fs::copy(dir.path().join("t.db"), &copy).expect("copy the main file");
+            let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", copy.display()))
+                .expect("url");
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("open the copy");
+            stored = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM heartbeats")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or(0);
+            if stored == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            stored, 200,
+            "the WAL was never checkpointed into the database file"
+        );
     }
 
     #[tokio::test]
