@@ -1,5 +1,6 @@
 //! The embedded SQLite backend (WAL, `synchronous = FULL`: an acknowledged batch survives a
-//! power cut). Multi-row statements keep the per-statement cost (~65 µs in sqlx) off each row.
+//! power cut). A batch is one multi-statement query with its rows bound as JSON arrays, on a
+//! connection of its own.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -103,6 +104,359 @@ fn spawn_checkpointer(pool: SqlitePool) {
     });
 }
 
+/// Whether [`json_batch`] carries this batch exactly. Integers and text survive JSON as they
+/// are; a REAL goes through SQLite's JSON number parser, which returns the same `f64` for every
+/// magnitude between 1e-30 and 1e30 (pinned by a test) but can miss the last bit outside it.
+fn batch_fits_json(batch: &WriteBatch) -> bool {
+    let exact = |x: f64| x == 0.0 || (1e-30..=1e30).contains(&x.abs());
+    batch
+        .snapshots
+        .iter()
+        .all(|r| exact(r.snapshot.uptime_percent) && exact(r.snapshot.quality_score))
+}
+
+/// One batch as statements whose text depends only on which tables it touches, each reading
+/// its rows from one bound JSON array (`json_each`): SQLite parses the statements once (the
+/// `VALUES` form re-parsed ≈ 30 placeholders per heartbeat on every commit, a fifth of the
+/// writer's time), and `OR ROLLBACK` spares it a statement journal (any failure fails the
+/// whole batch anyway).
+fn json_batch(batch: &WriteBatch) -> Result<(String, Vec<String>), StoreError> {
+    let json = |v: &dyn json_rows::Rows| {
+        v.to_json()
+            .map_err(|e| StoreError::Corrupt(format!("batch not serialisable: {e}")))
+    };
+    let mut sql = String::from("BEGIN IMMEDIATE; ");
+    let mut args = Vec::with_capacity(6);
+    if !batch.heartbeats.is_empty() {
+        sql.push_str(
+            "INSERT OR ROLLBACK INTO heartbeats (server_id, seq, received_at_ms, sent_at_ms, \
+             key_version, signature, body, policy_digest) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
+             value->>6, value->>7 FROM jsonb_each(?); ",
+        );
+        args.push(json(&batch.heartbeats)?);
+    }
+    if !batch.rejections.is_empty() {
+        sql.push_str(
+            "INSERT OR ROLLBACK INTO rejections (received_at_ms, code, http_status, detail, \
+             claimed_server_id, seq, source_ip, body_sha256) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
+             value->>6, value->>7 FROM jsonb_each(?); ",
+        );
+        args.push(json(&batch.rejections)?);
+    }
+    if !batch.transitions.is_empty() {
+        // The only statement that returns rows.
+        sql.push_str(
+            "INSERT OR ROLLBACK INTO status_transitions (server_id, at_ms, cause, from_status, \
+             to_status, from_confidence, to_confidence, policy_digest) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
+             value->>6, value->>7 FROM jsonb_each(?) RETURNING id; ",
+        );
+        args.push(json(&batch.transitions)?);
+    }
+    if !batch.alerts.is_empty() {
+        sql.push_str(
+            "INSERT OR ROLLBACK INTO alert_outbox (server_id, cluster_id, kind, severity, at_ms, \
+             summary, details, policy_digest) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
+             value->>6, value->>7 FROM jsonb_each(?); ",
+        );
+        args.push(json(&batch.alerts)?);
+    }
+    if !batch.snapshots.is_empty() {
+        sql.push_str(
+            "UPDATE OR ROLLBACK servers SET status = v.value->>1, confidence = v.value->>2, \
+             uptime_percent = v.value->>3, scores = v.value->>5, badges = v.value->>6, \
+             last_seen_at_ms = v.value->>7, last_sent_at_ms = v.value->>8, \
+             last_signature = v.value->>9, players_current = v.value->>10, \
+             players_capacity = v.value->>11, map_name = v.value->>12, \
+             agent_version = v.value->>13, event_seq = v.value->>14, \
+             evaluated_at_ms = v.value->>15, policy_name = v.value->>16, \
+             policy_version = v.value->>17, policy_digest = v.value->>18, \
+             policy_state = unhex(v.value->>19), next_check_at_ms = v.value->>20, \
+             policy_errors = v.value->>21 \
+             FROM jsonb_each(?) AS v WHERE servers.server_id = v.value->>0; ",
+        );
+        // `quality_score` is indexed (the directory's default sort): set it only where it
+        // changed, since SQLite rewrites an index entry for every row whose SET names it.
+        sql.push_str(
+            "UPDATE OR ROLLBACK servers SET quality_score = v.value->>4 \
+             FROM jsonb_each(?) AS v WHERE servers.server_id = v.value->>0 \
+             AND servers.quality_score IS NOT v.value->>4; ",
+        );
+        // Positional: sqlx numbers `?` across the statements of one query, so the second
+        // statement gets its own copy.
+        let rows = json(&batch.snapshots)?;
+        args.push(rows.clone());
+        args.push(rows);
+    }
+    sql.push_str("COMMIT;");
+    Ok((sql, args))
+}
+
+/// Each batch table as a JSON array of row arrays, in the column order [`json_batch`] reads.
+mod json_rows {
+    use serde::ser::{SerializeTuple, Serializer};
+
+    use crate::store::{AlertRow, HeartbeatRow, RejectionRow, SnapshotRow, TransitionRow};
+
+    /// A table's rows, serialisable as `[[col, ...], ...]`.
+    pub trait Rows {
+        fn to_json(&self) -> serde_json::Result<String>;
+    }
+
+    impl<T: Row> Rows for Vec<T> {
+        fn to_json(&self) -> serde_json::Result<String> {
+            let mut out = Vec::with_capacity(self.len() * 256);
+            let mut ser = serde_json::Serializer::new(&mut out);
+            ser.collect_seq(self.iter().map(AsTuple))?;
+            // serde_json writes UTF-8 only.
+            Ok(String::from_utf8(out).unwrap_or_default())
+        }
+    }
+
+    /// One row's columns, in order.
+    pub trait Row {
+        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error>;
+        const WIDTH: usize;
+    }
+
+    struct AsTuple<'a, R>(&'a R);
+
+    impl<R: Row> serde::Serialize for AsTuple<'_, R> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut t = s.serialize_tuple(R::WIDTH)?;
+            self.0.columns(&mut t)?;
+            t.end()
+        }
+    }
+
+    impl Row for HeartbeatRow {
+        const WIDTH: usize = 8;
+        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
+            t.serialize_element(&self.server_id)?;
+            t.serialize_element(&self.seq)?;
+            t.serialize_element(&self.received_at_ms)?;
+            t.serialize_element(&self.sent_at_ms)?;
+            t.serialize_element(&self.key_version)?;
+            t.serialize_element(&self.signature)?;
+            t.serialize_element(&self.body)?;
+            t.serialize_element(&self.policy_digest)
+        }
+    }
+
+    impl Row for RejectionRow {
+        const WIDTH: usize = 8;
+        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
+            t.serialize_element(&self.received_at_ms)?;
+            t.serialize_element(&self.code)?;
+            t.serialize_element(&self.http_status)?;
+            t.serialize_element(&self.detail)?;
+            t.serialize_element(&self.claimed_server_id)?;
+            t.serialize_element(&self.seq)?;
+            t.serialize_element(&self.source_ip)?;
+            t.serialize_element(&self.body_sha256)
+        }
+    }
+
+    impl Row for TransitionRow {
+        const WIDTH: usize = 8;
+        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
+            t.serialize_element(&self.server_id)?;
+            t.serialize_element(&self.at_ms)?;
+            t.serialize_element(&self.cause)?;
+            t.serialize_element(&self.from_status)?;
+            t.serialize_element(&self.to_status)?;
+            t.serialize_element(&self.from_confidence)?;
+            t.serialize_element(&self.to_confidence)?;
+            t.serialize_element(&self.policy_digest)
+        }
+    }
+
+    impl Row for AlertRow {
+        const WIDTH: usize = 8;
+        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
+            t.serialize_element(&self.server_id)?;
+            t.serialize_element(&self.cluster_id)?;
+            t.serialize_element(&self.kind)?;
+            t.serialize_element(&self.severity)?;
+            t.serialize_element(&self.at_ms)?;
+            t.serialize_element(&self.summary)?;
+            t.serialize_element(&self.details)?;
+            t.serialize_element(&self.policy_digest)
+        }
+    }
+
+    impl Row for SnapshotRow {
+        const WIDTH: usize = 22;
+        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
+            use serde::ser::Error;
+            let s = &self.snapshot;
+            t.serialize_element(&self.server_id)?;
+            t.serialize_element(&s.status)?;
+            t.serialize_element(&s.confidence)?;
+            t.serialize_element(&s.uptime_percent)?;
+            t.serialize_element(&s.quality_score)?;
+            // Stored as JSON text: a string inside the row array.
+            t.serialize_element(&serde_json::to_string(&s.scores).map_err(T::Error::custom)?)?;
+            t.serialize_element(&serde_json::to_string(&s.badges).map_err(T::Error::custom)?)?;
+            t.serialize_element(&s.last_seen_at_ms)?;
+            t.serialize_element(&s.last_sent_at_ms)?;
+            t.serialize_element(&s.last_signature)?;
+            t.serialize_element(&s.players_current)?;
+            t.serialize_element(&s.players_capacity)?;
+            t.serialize_element(&s.map_name)?;
+            t.serialize_element(&s.agent_version)?;
+            t.serialize_element(&s.event_seq)?;
+            t.serialize_element(&s.evaluated_at_ms)?;
+            t.serialize_element(&s.policy.as_ref().map(|p| &p.name))?;
+            t.serialize_element(&s.policy.as_ref().map(|p| &p.version))?;
+            t.serialize_element(&s.policy.as_ref().map(|p| &p.digest))?;
+            // A BLOB column: hex here, `unhex()` in the statement.
+            t.serialize_element(&s.policy_state.as_deref().map(hex::encode))?;
+            t.serialize_element(&s.next_check_at_ms)?;
+            t.serialize_element(&s.policy_errors)
+        }
+    }
+}
+
+/// The batch as multi-row `VALUES` statements with every value bound: the path for batches
+/// [`json_batch`] cannot carry exactly. Its text differs with every batch size.
+fn values_batch(batch: &WriteBatch) -> QueryBuilder<Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
+    for chunk in batch.heartbeats.chunks(ROWS_PER_STATEMENT) {
+        q.push(
+                "INSERT OR ROLLBACK INTO heartbeats (server_id, seq, received_at_ms, sent_at_ms, key_version, \
+                 signature, body, policy_digest) ",
+            );
+        q.push_values(chunk, |mut b, h| {
+            b.push_bind(&h.server_id)
+                .push_bind(h.seq)
+                .push_bind(h.received_at_ms)
+                .push_bind(h.sent_at_ms)
+                .push_bind(i64::from(h.key_version))
+                .push_bind(&h.signature)
+                .push_bind(&h.body)
+                .push_bind(&h.policy_digest);
+        });
+        q.push("; ");
+    }
+    for chunk in batch.rejections.chunks(ROWS_PER_STATEMENT) {
+        q.push(
+            "INSERT OR ROLLBACK INTO rejections (received_at_ms, code, http_status, detail, \
+                 claimed_server_id, seq, source_ip, body_sha256) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.received_at_ms)
+                .push_bind(&r.code)
+                .push_bind(i64::from(r.http_status))
+                .push_bind(&r.detail)
+                .push_bind(&r.claimed_server_id)
+                .push_bind(r.seq)
+                .push_bind(&r.source_ip)
+                .push_bind(&r.body_sha256);
+        });
+        q.push("; ");
+    }
+    for chunk in batch.transitions.chunks(ROWS_PER_STATEMENT) {
+        q.push(
+                "INSERT OR ROLLBACK INTO status_transitions (server_id, at_ms, cause, from_status, to_status, \
+                 from_confidence, to_confidence, policy_digest) ",
+            );
+        q.push_values(chunk, |mut b, t| {
+            b.push_bind(&t.server_id)
+                .push_bind(t.at_ms)
+                .push_bind(&t.cause)
+                .push_bind(&t.from_status)
+                .push_bind(&t.to_status)
+                .push_bind(&t.from_confidence)
+                .push_bind(&t.to_confidence)
+                .push_bind(&t.policy_digest);
+        });
+        // The only statement that returns rows.
+        q.push(" RETURNING id; ");
+    }
+    for chunk in batch.alerts.chunks(ROWS_PER_STATEMENT) {
+        q.push(
+                "INSERT OR ROLLBACK INTO alert_outbox (server_id, cluster_id, kind, severity, at_ms, summary, \
+                 details, policy_digest) ",
+            );
+        q.push_values(chunk, |mut b, a| {
+            b.push_bind(&a.server_id)
+                .push_bind(&a.cluster_id)
+                .push_bind(&a.kind)
+                .push_bind(&a.severity)
+                .push_bind(a.at_ms)
+                .push_bind(&a.summary)
+                .push_bind(&a.details)
+                .push_bind(&a.policy_digest);
+        });
+        q.push("; ");
+    }
+    for chunk in batch.snapshots.chunks(ROWS_PER_STATEMENT) {
+        q.push(
+            "WITH v(server_id, status, confidence, uptime_percent, quality_score, scores, \
+                 badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
+                 players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, \
+                 policy_name, policy_version, policy_digest, policy_state, next_check_at_ms, \
+                 policy_errors) AS (",
+        );
+        q.push_values(chunk, |mut b, row| {
+            let s = &row.snapshot;
+            b.push_bind(&row.server_id)
+                .push_bind(&s.status)
+                .push_bind(&s.confidence)
+                .push_bind(s.uptime_percent)
+                .push_bind(s.quality_score)
+                .push_bind(serde_json::to_string(&s.scores).unwrap_or_else(|_| "{}".into()))
+                .push_bind(serde_json::to_string(&s.badges).unwrap_or_else(|_| "[]".into()))
+                .push_bind(s.last_seen_at_ms)
+                .push_bind(s.last_sent_at_ms)
+                .push_bind(&s.last_signature)
+                .push_bind(s.players_current.map(i64::from))
+                .push_bind(s.players_capacity.map(i64::from))
+                .push_bind(&s.map_name)
+                .push_bind(&s.agent_version)
+                .push_bind(s.event_seq)
+                .push_bind(s.evaluated_at_ms)
+                .push_bind(s.policy.as_ref().map(|p| p.name.clone()))
+                .push_bind(s.policy.as_ref().map(|p| p.version.clone()))
+                .push_bind(s.policy.as_ref().map(|p| p.digest.clone()))
+                .push_bind(&s.policy_state)
+                .push_bind(s.next_check_at_ms)
+                .push_bind(s.policy_errors);
+        });
+        q.push(
+            ") UPDATE OR ROLLBACK servers SET status = v.status, confidence = v.confidence, \
+                 uptime_percent = v.uptime_percent, \
+                 scores = v.scores, badges = v.badges, last_seen_at_ms = v.last_seen_at_ms, \
+                 last_sent_at_ms = v.last_sent_at_ms, last_signature = v.last_signature, \
+                 players_current = v.players_current, players_capacity = v.players_capacity, \
+                 map_name = v.map_name, agent_version = v.agent_version, \
+                 event_seq = v.event_seq, evaluated_at_ms = v.evaluated_at_ms, \
+                 policy_name = v.policy_name, policy_version = v.policy_version, \
+                 policy_digest = v.policy_digest, policy_state = v.policy_state, \
+                 next_check_at_ms = v.next_check_at_ms, policy_errors = v.policy_errors \
+                 FROM v WHERE servers.server_id = v.server_id",
+        );
+        // `quality_score` is indexed (the directory's default sort): set it only where it
+        // changed, since SQLite rewrites an index entry for every row whose SET names it.
+        q.push("; WITH v(server_id, quality_score) AS (");
+        q.push_values(chunk, |mut b, row| {
+            b.push_bind(&row.server_id)
+                .push_bind(row.snapshot.quality_score);
+        });
+        q.push(
+            ") UPDATE OR ROLLBACK servers SET quality_score = v.quality_score FROM v \
+                 WHERE servers.server_id = v.server_id \
+                 AND servers.quality_score IS NOT v.quality_score; ",
+        );
+    }
+    q.push("COMMIT;");
+    q
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn load_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
@@ -171,151 +525,36 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(receipt);
         }
+        let mut conn = self.writer.acquire().await?;
         // The whole batch is ONE multi-statement query (sqlx-sqlite binds the arguments across
         // its statements), so the writer hands it to the connection's worker thread once
         // instead of once per statement plus BEGIN and COMMIT.
-        let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
-        for chunk in batch.heartbeats.chunks(ROWS_PER_STATEMENT) {
-            q.push(
-                "INSERT INTO heartbeats (server_id, seq, received_at_ms, sent_at_ms, key_version, \
-                 signature, body, policy_digest) ",
-            );
-            q.push_values(chunk, |mut b, h| {
-                b.push_bind(&h.server_id)
-                    .push_bind(h.seq)
-                    .push_bind(h.received_at_ms)
-                    .push_bind(h.sent_at_ms)
-                    .push_bind(i64::from(h.key_version))
-                    .push_bind(&h.signature)
-                    .push_bind(&h.body)
-                    .push_bind(&h.policy_digest);
-            });
-            q.push("; ");
-        }
-        for chunk in batch.rejections.chunks(ROWS_PER_STATEMENT) {
-            q.push(
-                "INSERT INTO rejections (received_at_ms, code, http_status, detail, \
-                 claimed_server_id, seq, source_ip, body_sha256) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.received_at_ms)
-                    .push_bind(&r.code)
-                    .push_bind(i64::from(r.http_status))
-                    .push_bind(&r.detail)
-                    .push_bind(&r.claimed_server_id)
-                    .push_bind(r.seq)
-                    .push_bind(&r.source_ip)
-                    .push_bind(&r.body_sha256);
-            });
-            q.push("; ");
-        }
-        for chunk in batch.transitions.chunks(ROWS_PER_STATEMENT) {
-            q.push(
-                "INSERT INTO status_transitions (server_id, at_ms, cause, from_status, to_status, \
-                 from_confidence, to_confidence, policy_digest) ",
-            );
-            q.push_values(chunk, |mut b, t| {
-                b.push_bind(&t.server_id)
-                    .push_bind(t.at_ms)
-                    .push_bind(&t.cause)
-                    .push_bind(&t.from_status)
-                    .push_bind(&t.to_status)
-                    .push_bind(&t.from_confidence)
-                    .push_bind(&t.to_confidence)
-                    .push_bind(&t.policy_digest);
-            });
-            // The only statement that returns rows.
-            q.push(" RETURNING id; ");
-        }
-        for chunk in batch.alerts.chunks(ROWS_PER_STATEMENT) {
-            q.push(
-                "INSERT INTO alert_outbox (server_id, cluster_id, kind, severity, at_ms, summary, \
-                 details, policy_digest) ",
-            );
-            q.push_values(chunk, |mut b, a| {
-                b.push_bind(&a.server_id)
-                    .push_bind(&a.cluster_id)
-                    .push_bind(&a.kind)
-                    .push_bind(&a.severity)
-                    .push_bind(a.at_ms)
-                    .push_bind(&a.summary)
-                    .push_bind(&a.details)
-                    .push_bind(&a.policy_digest);
-            });
-            q.push("; ");
-        }
-        for chunk in batch.snapshots.chunks(ROWS_PER_STATEMENT) {
-            q.push(
-                "WITH v(server_id, status, confidence, uptime_percent, quality_score, scores, \
-                 badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
-                 players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, \
-                 policy_name, policy_version, policy_digest, policy_state, next_check_at_ms, \
-                 policy_errors) AS (",
-            );
-            q.push_values(chunk, |mut b, row| {
-                let s = &row.snapshot;
-                b.push_bind(&row.server_id)
-                    .push_bind(&s.status)
-                    .push_bind(&s.confidence)
-                    .push_bind(s.uptime_percent)
-                    .push_bind(s.quality_score)
-                    .push_bind(serde_json::to_string(&s.scores).unwrap_or_else(|_| "{}".into()))
-                    .push_bind(serde_json::to_string(&s.badges).unwrap_or_else(|_| "[]".into()))
-                    .push_bind(s.last_seen_at_ms)
-                    .push_bind(s.last_sent_at_ms)
-                    .push_bind(&s.last_signature)
-                    .push_bind(s.players_current.map(i64::from))
-                    .push_bind(s.players_capacity.map(i64::from))
-                    .push_bind(&s.map_name)
-                    .push_bind(&s.agent_version)
-                    .push_bind(s.event_seq)
-                    .push_bind(s.evaluated_at_ms)
-                    .push_bind(s.policy.as_ref().map(|p| p.name.clone()))
-                    .push_bind(s.policy.as_ref().map(|p| p.version.clone()))
-                    .push_bind(s.policy.as_ref().map(|p| p.digest.clone()))
-                    .push_bind(&s.policy_state)
-                    .push_bind(s.next_check_at_ms)
-                    .push_bind(s.policy_errors);
-            });
-            q.push(
-                ") UPDATE servers SET status = v.status, confidence = v.confidence, \
-                 uptime_percent = v.uptime_percent, \
-                 scores = v.scores, badges = v.badges, last_seen_at_ms = v.last_seen_at_ms, \
-                 last_sent_at_ms = v.last_sent_at_ms, last_signature = v.last_signature, \
-                 players_current = v.players_current, players_capacity = v.players_capacity, \
-                 map_name = v.map_name, agent_version = v.agent_version, \
-                 event_seq = v.event_seq, evaluated_at_ms = v.evaluated_at_ms, \
-                 policy_name = v.policy_name, policy_version = v.policy_version, \
-                 policy_digest = v.policy_digest, policy_state = v.policy_state, \
-                 next_check_at_ms = v.next_check_at_ms, policy_errors = v.policy_errors \
-                 FROM v WHERE servers.server_id = v.server_id",
-            );
-            // `quality_score` is indexed (the directory's default sort): set it only where it
-            // changed, since SQLite rewrites an index entry for every row whose SET names it.
-            q.push("; WITH v(server_id, quality_score) AS (");
-            q.push_values(chunk, |mut b, row| {
-                b.push_bind(&row.server_id)
-                    .push_bind(row.snapshot.quality_score);
-            });
-            q.push(
-                ") UPDATE servers SET quality_score = v.quality_score FROM v \
-                 WHERE servers.server_id = v.server_id \
-                 AND servers.quality_score IS NOT v.quality_score; ",
-            );
-        }
-        q.push("COMMIT;");
-        let mut conn = self.writer.acquire().await?;
-        // Not kept in the statement cache: the text differs with every batch size.
-        let query = q.build_query_scalar::<i64>().persistent(false);
-        match query.fetch_all(&mut *conn).await {
+        let result = if batch_fits_json(batch) {
+            // Rows travel as one JSON array per table: the text depends only on which tables
+            // the batch touches, so its statements are prepared once and cached.
+            let (sql, args) = json_batch(batch)?;
+            let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for arg in args {
+                query = query.bind(arg);
+            }
+            query.fetch_all(&mut *conn).await
+        } else {
+            let mut q = values_batch(batch);
+            // Not kept in the statement cache: the text differs with every batch size.
+            q.build_query_scalar::<i64>()
+                .persistent(false)
+                .fetch_all(&mut *conn)
+                .await
+        };
+        match result {
             Ok(mut ids) => {
-                // Ids of the single writer's inserts ascend in VALUES order.
+                // Ids of the single writer's inserts ascend in row order.
                 ids.sort_unstable();
                 receipt.transition_ids = ids;
             }
             Err(e) => {
                 // A statement failed inside the transaction: end it before the connection
-                // goes back to the pool (an error if none is open is fine).
+                // goes back to the pool (an error if none is open, after OR ROLLBACK, is fine).
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                 return Err(e.into());
             }
@@ -500,6 +739,118 @@ mod tests {
             server_id: id.into(),
             snapshot,
         }
+    }
+
+    /// Every column filled with awkward values: quotes, backslashes, control escapes, non-ASCII
+    /// text, a state blob with zero bytes, absent optionals.
+    fn awkward_snapshot(id: &str, seq: i64, uptime: f64, quality: f64) -> SnapshotRow {
+        let mut s = Snapshot::unseen();
+        s.status = "online".into();
+        s.confidence = "green".into();
+        s.uptime_percent = uptime;
+        s.quality_score = quality;
+        s.scores =
+            std::collections::BTreeMap::from([("a\"b".to_owned(), 1.5), ("z".to_owned(), -0.0)])
+                .into();
+        s.badges = vec!["é\\n".into(), "\u{1F600}".into()];
+        s.last_seen_at_ms = Some(i64::MAX);
+        s.last_sent_at_ms = Some(-1);
+        s.last_signature = Some("sig+/=".into());
+        s.players_current = Some(u32::MAX);
+        s.players_capacity = None;
+        s.map_name = Some("The \"Island\"\t\u{7}".into());
+        s.agent_version = None;
+        s.event_seq = seq;
+        s.evaluated_at_ms = Some(0);
+        s.policy = Some(std::sync::Arc::new(crate::store::PolicyRef {
+            name: "default".into(),
+            version: "1.2.3".into(),
+            digest: "sha256:00ff".into(),
+        }));
+        s.policy_state = Some(vec![0, 1, 0, 255, 0]);
+        s.next_check_at_ms = None;
+        s.policy_errors = 3;
+        SnapshotRow {
+            server_id: id.into(),
+            snapshot: s,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_column_reads_back_exactly_on_both_commit_paths() {
+        let (store, _dir) = store_with(&["json", "values"]).await;
+        let body = r#"{"map_name":"Z\u00fcrich \"north\"","note":"tab\there","emoji":"😀"}"#;
+        let mut hb = heartbeat("json", 1);
+        hb.body = body.into();
+        hb.signature = "AAAA/+==".into();
+        let json = awkward_snapshot("json", 1, 99.123_456_789_012_34, 1.0 / 3.0);
+        // Below 1e-30: not carried by JSON, so the batch goes through bound VALUES.
+        let values = awkward_snapshot("values", 1, 1e-300, 5e-324);
+        for (hb, row) in [(hb, json), (heartbeat("values", 1), values)] {
+            let batch = WriteBatch {
+                heartbeats: vec![hb.clone()],
+                snapshots: vec![row.clone()],
+                ..WriteBatch::default()
+            };
+            assert_eq!(
+                batch_fits_json(&batch),
+                row.server_id == "json",
+                "{}",
+                row.server_id
+            );
+            store.commit(&batch).await.expect("commits");
+            let back = store
+                .get_server(&row.server_id)
+                .await
+                .expect("reads")
+                .expect("exists");
+            assert_eq!(back.snapshot, row.snapshot, "{}", row.server_id);
+            let stored = store
+                .heartbeats(&row.server_id, None, 10)
+                .await
+                .expect("history");
+            assert_eq!(stored.len(), 1);
+            assert_eq!(stored[0].row, hb, "{}", row.server_id);
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_reads_every_json_real_in_the_carried_range_as_the_same_f64() {
+        // `batch_fits_json` relies on this: pinned against the SQLite build we link.
+        let (store, _dir) = store_with(&[]).await;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut values = Vec::new();
+        for i in 0..100_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mantissa = 1.0 + (x >> 11) as f64 / (1u64 << 53) as f64;
+            let value = match i % 3 {
+                // Log-uniform over the whole carried range, either sign.
+                0 => mantissa * 10f64.powi((x % 61) as i32 - 30),
+                1 => -mantissa * 10f64.powi((x % 59) as i32 - 29),
+                // Percentages, the usual case.
+                _ => (x >> 11) as f64 / (1u64 << 53) as f64 * 100.0,
+            };
+            let exact = value == 0.0 || (1e-30..=1e30).contains(&value.abs());
+            if exact {
+                values.push(value);
+            }
+        }
+        let text = serde_json::to_string(&values).expect("serialises");
+        let back: Vec<f64> = sqlx::query_scalar("SELECT value FROM jsonb_each(?) ORDER BY key")
+            .bind(&text)
+            .fetch_all(store.pool())
+            .await
+            .expect("reads");
+        assert_eq!(back.len(), values.len());
+        let differ: Vec<_> = values
+            .iter()
+            .zip(&back)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .take(5)
+            .collect();
+        assert!(differ.is_empty(), "{differ:?}");
     }
 
     #[tokio::test]
