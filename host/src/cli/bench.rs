@@ -282,6 +282,7 @@ async fn drive(
     senders: Vec<Arc<Sender>>,
     deadline: Instant,
     interval: Option<Duration>,
+    phase: Duration,
 ) -> Tally {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
@@ -295,7 +296,9 @@ async fn drive(
         requests: 0,
     };
     let mut cursor = vec![0usize; senders.len()];
-    let mut next_send = Instant::now();
+    // Open loop: connections are spread over the interval, so the host sees the rate as a
+    // steady stream, not as bursts of one request per connection at the same instant.
+    let mut next_send = Instant::now() + phase;
     let mut turn = 0usize;
     while Instant::now() < deadline && !senders.is_empty() {
         let s = turn % senders.len();
@@ -420,7 +423,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let tasks: Vec<_> = groups
         .into_iter()
         .enumerate()
-        .map(|(i, g)| tokio::spawn(drive(urls[i % urls.len()].clone(), g, deadline, interval)))
+        .map(|(i, g)| {
+            let phase =
+                interval.map_or(Duration::ZERO, |step| step * i as u32 / connections as u32);
+            tokio::spawn(drive(
+                urls[i % urls.len()].clone(),
+                g,
+                deadline,
+                interval,
+                phase,
+            ))
+        })
         .collect();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut statuses = BTreeMap::new();
