@@ -2,6 +2,7 @@
 
 mod alerts;
 mod backtest;
+mod bench_cli;
 mod cli;
 mod commands;
 mod containment;

@@ -1,0 +1,68 @@
+//! `vigil bench` as users run it: the real binary spawns a real host, registers servers,
+//! sends pre-signed heartbeats and reports what it saw.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench(extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
+        .args([
+            "bench",
+            "--spawn",
+            "--servers",
+            "20",
+            "--connections",
+            "4",
+            "--duration",
+            "1",
+            "--json",
+        ])
+        .args(extra)
+        .env_remove("VIGIL_URL")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+fn check(report: &Value) {
+    let requests = report["requests"].as_u64().expect("requests");
+    assert!(requests > 0, "{report}");
+    // Every answer was a 202: each heartbeat was verified, folded and committed.
+    assert_eq!(
+        report["status_counts"],
+        serde_json::json!({ "202": requests }),
+        "{report}"
+    );
+    assert!(report["accepted_per_second"].as_f64().expect("rate") > 0.0);
+    for q in ["p50", "p95", "p99", "max"] {
+        assert!(report["latency_ms"][q].as_f64().expect(q) > 0.0, "{report}");
+    }
+    // It started the host itself, so it measured it.
+    assert!(report["host_cpu_cores"].as_f64().is_some(), "{report}");
+    assert!(
+        report["host_peak_rss_mib"].as_f64().expect("rss") > 1.0,
+        "{report}"
+    );
+}
+
+#[test]
+fn closed_loop_bench_against_a_spawned_host_gets_only_202s() {
+    let report = bench(&["--max-rate", "200"]);
+    check(&report);
+    assert_eq!(report["target_rate"], Value::Null);
+}
+
+#[test]
+fn open_loop_bench_sends_at_most_its_rate() {
+    let report = bench(&["--rate", "40"]);
+    check(&report);
+    assert_eq!(report["target_rate"], 40);
+    // 40/s for one second, spread over four connections: never more than scheduled.
+    assert!(report["requests"].as_u64().expect("requests") <= 40 + 4);
+}
