@@ -14,9 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::{
-    ActivationRow, ClusterTransition, CommitReceipt, HistoryEvent, NewServer, PolicyRecord,
-    PolicySummary, ServerQuery, ServerRecord, Store, StoreError, StoredActivation, StoredHeartbeat,
-    StoredTransition, WriteBatch,
+    ActivationRow, AlertRow, ClusterTransition, CommitReceipt, HeartbeatRow, HistoryEvent,
+    NewServer, PolicyRecord, PolicySummary, RejectionRow, ServerQuery, ServerRecord, Store,
+    StoreError, StoredActivation, StoredHeartbeat, StoredTransition, TransitionRow, WriteBatch,
 };
 
 /// Rows per multi-row statement (SQLite allows 32,766 bound variables; snapshots bind 22).
@@ -128,40 +128,20 @@ fn json_batch(batch: &WriteBatch) -> Result<(String, Vec<String>), StoreError> {
     let mut sql = String::from("BEGIN IMMEDIATE; ");
     let mut args = Vec::with_capacity(6);
     if !batch.heartbeats.is_empty() {
-        sql.push_str(
-            "INSERT OR ROLLBACK INTO heartbeats (server_id, seq, received_at_ms, sent_at_ms, \
-             key_version, signature, body, policy_digest) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-             value->>6, value->>7 FROM jsonb_each(?); ",
-        );
+        push_insert::<HeartbeatRow>(&mut sql, "heartbeats", "");
         args.push(json(&batch.heartbeats)?);
     }
     if !batch.rejections.is_empty() {
-        sql.push_str(
-            "INSERT OR ROLLBACK INTO rejections (received_at_ms, code, http_status, detail, \
-             claimed_server_id, seq, source_ip, body_sha256) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-             value->>6, value->>7 FROM jsonb_each(?); ",
-        );
+        push_insert::<RejectionRow>(&mut sql, "rejections", "");
         args.push(json(&batch.rejections)?);
     }
     if !batch.transitions.is_empty() {
         // The only statement that returns rows.
-        sql.push_str(
-            "INSERT OR ROLLBACK INTO status_transitions (server_id, at_ms, cause, from_status, \
-             to_status, from_confidence, to_confidence, policy_digest) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-             value->>6, value->>7 FROM jsonb_each(?) RETURNING id; ",
-        );
+        push_insert::<TransitionRow>(&mut sql, "status_transitions", " RETURNING id");
         args.push(json(&batch.transitions)?);
     }
     if !batch.alerts.is_empty() {
-        sql.push_str(
-            "INSERT OR ROLLBACK INTO alert_outbox (server_id, cluster_id, kind, severity, at_ms, \
-             summary, details, policy_digest) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-             value->>6, value->>7 FROM jsonb_each(?); ",
-        );
+        push_insert::<AlertRow>(&mut sql, "alert_outbox", "");
         args.push(json(&batch.alerts)?);
     }
     if !batch.snapshots.is_empty() {
@@ -195,6 +175,21 @@ fn json_batch(batch: &WriteBatch) -> Result<(String, Vec<String>), StoreError> {
     Ok((sql, args))
 }
 
+/// `INSERT … SELECT` of one table's rows from the JSON array bound at the next `?`: columns
+/// named as the row's fields, read by position.
+fn push_insert<R: json_rows::Row>(sql: &mut String, table: &str, tail: &str) {
+    use std::fmt::Write;
+    let _ = write!(
+        sql,
+        "INSERT OR ROLLBACK INTO {table} ({}) SELECT ",
+        R::COLUMNS.join(", ")
+    );
+    for i in 0..R::COLUMNS.len() {
+        let _ = write!(sql, "{}value->>{i}", if i == 0 { "" } else { ", " });
+    }
+    let _ = write!(sql, " FROM jsonb_each(?){tail}; ");
+}
+
 /// Each batch table as a JSON array of row arrays, in the column order [`json_batch`] reads.
 mod json_rows {
     use serde::ser::{SerializeTuple, Serializer};
@@ -218,78 +213,69 @@ mod json_rows {
 
     /// One row's columns, in order.
     pub trait Row {
+        /// The column each element fills, in order.
+        const COLUMNS: &'static [&'static str];
         fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error>;
-        const WIDTH: usize;
     }
+
+    /// A row whose columns are its fields, same names, in this order.
+    macro_rules! fields_row {
+        ($ty:ty: $($field:ident),+) => {
+            impl Row for $ty {
+                const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
+                fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
+                    $(t.serialize_element(&self.$field)?;)+
+                    Ok(())
+                }
+            }
+        };
+    }
+
+    fields_row!(HeartbeatRow: server_id, seq, received_at_ms, sent_at_ms, key_version, signature,
+        body, policy_digest);
+    fields_row!(RejectionRow: received_at_ms, code, http_status, detail, claimed_server_id, seq,
+        source_ip, body_sha256);
+    fields_row!(TransitionRow: server_id, at_ms, cause, from_status, to_status, from_confidence,
+        to_confidence, policy_digest);
+    fields_row!(AlertRow: server_id, cluster_id, kind, severity, at_ms, summary, details,
+        policy_digest);
 
     struct AsTuple<'a, R>(&'a R);
 
     impl<R: Row> serde::Serialize for AsTuple<'_, R> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut t = s.serialize_tuple(R::WIDTH)?;
+            let mut t = s.serialize_tuple(R::COLUMNS.len())?;
             self.0.columns(&mut t)?;
             t.end()
         }
     }
 
-    impl Row for HeartbeatRow {
-        const WIDTH: usize = 8;
-        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
-            t.serialize_element(&self.server_id)?;
-            t.serialize_element(&self.seq)?;
-            t.serialize_element(&self.received_at_ms)?;
-            t.serialize_element(&self.sent_at_ms)?;
-            t.serialize_element(&self.key_version)?;
-            t.serialize_element(&self.signature)?;
-            t.serialize_element(&self.body)?;
-            t.serialize_element(&self.policy_digest)
-        }
-    }
-
-    impl Row for RejectionRow {
-        const WIDTH: usize = 8;
-        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
-            t.serialize_element(&self.received_at_ms)?;
-            t.serialize_element(&self.code)?;
-            t.serialize_element(&self.http_status)?;
-            t.serialize_element(&self.detail)?;
-            t.serialize_element(&self.claimed_server_id)?;
-            t.serialize_element(&self.seq)?;
-            t.serialize_element(&self.source_ip)?;
-            t.serialize_element(&self.body_sha256)
-        }
-    }
-
-    impl Row for TransitionRow {
-        const WIDTH: usize = 8;
-        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
-            t.serialize_element(&self.server_id)?;
-            t.serialize_element(&self.at_ms)?;
-            t.serialize_element(&self.cause)?;
-            t.serialize_element(&self.from_status)?;
-            t.serialize_element(&self.to_status)?;
-            t.serialize_element(&self.from_confidence)?;
-            t.serialize_element(&self.to_confidence)?;
-            t.serialize_element(&self.policy_digest)
-        }
-    }
-
-    impl Row for AlertRow {
-        const WIDTH: usize = 8;
-        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
-            t.serialize_element(&self.server_id)?;
-            t.serialize_element(&self.cluster_id)?;
-            t.serialize_element(&self.kind)?;
-            t.serialize_element(&self.severity)?;
-            t.serialize_element(&self.at_ms)?;
-            t.serialize_element(&self.summary)?;
-            t.serialize_element(&self.details)?;
-            t.serialize_element(&self.policy_digest)
-        }
-    }
-
     impl Row for SnapshotRow {
-        const WIDTH: usize = 22;
+        // Read by position in `json_batch`'s UPDATE, not inserted by name.
+        const COLUMNS: &'static [&'static str] = &[
+            "server_id",
+            "status",
+            "confidence",
+            "uptime_percent",
+            "quality_score",
+            "scores",
+            "badges",
+            "last_seen_at_ms",
+            "last_sent_at_ms",
+            "last_signature",
+            "players_current",
+            "players_capacity",
+            "map_name",
+            "agent_version",
+            "event_seq",
+            "evaluated_at_ms",
+            "policy_name",
+            "policy_version",
+            "policy_digest",
+            "policy_state",
+            "next_check_at_ms",
+            "policy_errors",
+        ];
         fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
             use serde::ser::Error;
             let s = &self.snapshot;
@@ -812,6 +798,96 @@ mod tests {
             assert_eq!(stored.len(), 1);
             assert_eq!(stored[0].row, hb, "{}", row.server_id);
         }
+    }
+
+    #[tokio::test]
+    async fn transitions_rejections_and_alerts_read_back_exactly_from_json_rows() {
+        let (store, _dir) = store_with(&["a"]).await;
+        let transition = crate::store::TransitionRow {
+            server_id: "a".into(),
+            at_ms: 7,
+            cause: "heartbeat".into(),
+            from_status: "unknown".into(),
+            to_status: "online".into(),
+            from_confidence: "yellow".into(),
+            to_confidence: "green".into(),
+            policy_digest: "sha256:\"q\"".into(),
+        };
+        let rejection = crate::store::RejectionRow {
+            received_at_ms: 8,
+            code: "bad-signature".into(),
+            http_status: 401,
+            detail: "line\nbreak, \\ and é".into(),
+            claimed_server_id: None,
+            seq: Some(2),
+            source_ip: Some("::1".into()),
+            body_sha256: None,
+        };
+        let alert = crate::store::AlertRow {
+            server_id: "a".into(),
+            cluster_id: None,
+            kind: "server_online".into(),
+            severity: "recovery".into(),
+            at_ms: 9,
+            summary: "a is \"online\"".into(),
+            details: r#"{"x":[1,2.5,"y"]}"#.into(),
+            policy_digest: "sha256:q".into(),
+        };
+        let batch = WriteBatch {
+            transitions: vec![transition.clone(), transition.clone()],
+            rejections: vec![rejection.clone()],
+            alerts: vec![alert.clone()],
+            ..WriteBatch::default()
+        };
+        assert!(batch_fits_json(&batch));
+        let receipt = store.commit(&batch).await.expect("commits");
+        let stored = store.transitions("a", None, 10).await.expect("reads");
+        let mut ids: Vec<i64> = stored.iter().map(|t| t.id).collect();
+        ids.sort_unstable();
+        assert_eq!(receipt.transition_ids, ids);
+        assert!(stored.iter().all(|t| t.row == transition));
+        // Each stored row as a JSON array, to compare every column at once.
+        let row = |sql: &'static str| {
+            let pool = store.pool().clone();
+            async move {
+                let text: String = sqlx::query_scalar(sql).fetch_one(&pool).await.expect("row");
+                serde_json::from_str::<serde_json::Value>(&text).expect("json")
+            }
+        };
+        assert_eq!(
+            row(
+                "SELECT json_array(received_at_ms, code, http_status, detail, \
+                 claimed_server_id, seq, source_ip, body_sha256) FROM rejections"
+            )
+            .await,
+            serde_json::json!([
+                8,
+                rejection.code,
+                401,
+                rejection.detail,
+                null,
+                2,
+                "::1",
+                null
+            ])
+        );
+        assert_eq!(
+            row(
+                "SELECT json_array(server_id, cluster_id, kind, severity, at_ms, summary, \
+                 details, policy_digest) FROM alert_outbox"
+            )
+            .await,
+            serde_json::json!([
+                "a",
+                null,
+                alert.kind,
+                alert.severity,
+                9,
+                alert.summary,
+                alert.details,
+                alert.policy_digest
+            ])
+        );
     }
 
     #[tokio::test]
