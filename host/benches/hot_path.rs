@@ -12,8 +12,8 @@ use ed25519_dalek::SigningKey;
 use serde_json::{Map, Value, json};
 use vigil::config::PolicyConfig;
 use vigil::engine::fold::{FoldEffects, fold_heartbeat};
-use vigil::engine::replay::replay;
-use vigil::ingest::decode::{decode, format_rfc3339_ms};
+use vigil::engine::replay::{replay, replay_onto_in_runs};
+use vigil::ingest::decode::{decode, decode_stored, format_rfc3339_ms};
 use vigil::ingest::signature::{parse_signature, public_key_of, sign_body, signed_message};
 use vigil::policy::{DEFAULT_POLICY, LoadedPolicy, PolicyEvent, PolicyLimits, PolicyRuntime};
 use vigil::store::sqlite::SqliteStore;
@@ -247,6 +247,16 @@ fn replay_rate(c: &mut Criterion) {
     group.bench_function("replay 2000 heartbeats (default policy)", |b| {
         b.iter(|| replay(&policy, &identity, &history, None).expect("replays"))
     });
+    // The same replay with one component call per event (a policy older than
+    // `vigil:policy@1.2`, or `evaluate-run` unused).
+    group.bench_function("replay 2000 heartbeats, one call per event", |b| {
+        b.iter(|| {
+            let mut server = identity.clone();
+            let mut effects = FoldEffects::default();
+            replay_onto_in_runs(&policy, &mut server, &history, &mut effects, 1).expect("replays");
+            server
+        })
+    });
     // The host-side share of the above: parsing the stored JSON bodies, no policy call.
     group.bench_function("decode 2000 stored bodies (no policy)", |b| {
         b.iter(|| {
@@ -254,7 +264,7 @@ fn replay_rate(c: &mut Criterion) {
                 .iter()
                 .map(|event| match event {
                     HistoryEvent::Heartbeat(row) => {
-                        decode(row.body.as_bytes()).expect("decodes").sent_at_ms
+                        decode_stored(&row.body).expect("decodes").sent_at_ms
                     }
                     HistoryEvent::Rejected { .. } => 0,
                 })

@@ -16,6 +16,7 @@ mod metrics;
 mod openapi;
 mod policy_cli;
 mod policy_vectors;
+mod replay_runs;
 mod scale_out;
 mod storage;
 mod trust;

@@ -1,15 +1,18 @@
 //! The policy ABI across the minors of `vigil:policy@1`: the host loads components built
-//! against 1.0.0 (parameters with every `evaluate`) and 1.1 ones (`configure` once per
-//! instance, then `evaluate-configured`), and configures every fresh 1.1 instance before use.
+//! against 1.0.0 (parameters with every `evaluate`), 1.1 ones (`configure` once per instance,
+//! then `evaluate-configured`) and 1.2 ones (also `evaluate-run`, used by replay), and
+//! configures every fresh instance of a 1.1 or later component before use.
 //! (A `@2` component is refused at load: `lifecycle::broken_modules_change_nothing_and_are_reported`.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use vigil::config::PolicyConfig;
+use vigil::engine::replay::replay;
 use vigil::policy::{
     DEFAULT_POLICY, LoadedPolicy, PolicyAbi, PolicyEvent, PolicyLimits, PolicyRuntime, ServerFacts,
 };
+use vigil::store::{HistoryEvent, ServerRecord, Snapshot};
 use vigil_tests::{misbehaving_policy, policy_variant};
 
 fn runtime(reuse_instance_calls: u32) -> PolicyRuntime {
@@ -82,19 +85,59 @@ fn a_component_built_against_1_0_0_loads_and_gets_its_params_on_every_call() {
 }
 
 #[test]
-fn the_bundled_policies_are_1_1_components() {
-    assert!(names(DEFAULT_POLICY, "vigil:policy/types@1.1.0"));
+fn the_bundled_policies_are_1_2_components() {
+    assert!(names(DEFAULT_POLICY, "vigil:policy/types@1.2.0"));
     let runtime = runtime(256);
-    assert_eq!(
-        load(&runtime, DEFAULT_POLICY, &[]).abi(),
-        PolicyAbi::Configured
-    );
+    assert_eq!(load(&runtime, DEFAULT_POLICY, &[]).abi(), PolicyAbi::Runs);
     let reputation = policy_variant("vigil-policy-reputation", &[]);
-    assert!(names(&reputation, "vigil:policy/types@1.1.0"));
-    assert_eq!(
-        load(&runtime, &reputation, &[]).abi(),
-        PolicyAbi::Configured
+    assert!(names(&reputation, "vigil:policy/types@1.2.0"));
+    assert_eq!(load(&runtime, &reputation, &[]).abi(), PolicyAbi::Runs);
+}
+
+#[test]
+fn a_component_built_against_1_1_0_loads_and_replays_one_event_per_call() {
+    let bytes = policy_variant("vigil-test-policy-world-1-1", &[]);
+    assert!(
+        names(&bytes, "vigil:policy/types@1.1.0"),
+        "a 1.1.0 component"
     );
+    assert!(!names(&bytes, "evaluate-run"), "without the 1.2 export");
+    for reuse in [1, 256] {
+        let policy = load(
+            &runtime(reuse),
+            &bytes,
+            &[("quality", toml::Value::Float(66.0))],
+        );
+        assert_eq!(policy.abi(), PolicyAbi::Configured);
+        assert_eq!(policy.description().name, "frozen-1-1");
+        let err = policy
+            .evaluate_run(&facts("a"), None, &[])
+            .expect_err("no evaluate-run in a 1.1 component");
+        assert_eq!(err.kind(), "load", "{err}");
+        // Replay folds its history one event per call: every event counted once.
+        let history: Vec<HistoryEvent> = (1..=5)
+            .map(|seq| HistoryEvent::Rejected {
+                seq,
+                received_at_ms: seq * 1_000,
+                code: "bad_signature".to_owned(),
+            })
+            .collect();
+        let identity = ServerRecord {
+            server_id: "a".to_owned(),
+            display_name: None,
+            cluster_id: None,
+            public_key: String::new(),
+            key_version: 1,
+            is_verified: true,
+            registered_at_ms: 0,
+            snapshot: Snapshot::unseen(),
+        };
+        let (replayed, effects) = replay(&policy, &identity, &history, None).expect("replays");
+        assert!(effects.errors.is_empty(), "{:?}", effects.errors);
+        assert_eq!(replayed.snapshot.quality_score, 66.0, "configured");
+        assert_eq!(replayed.snapshot.scores.get("events"), Some(5.0));
+        assert_eq!(replayed.snapshot.event_seq, 5);
+    }
 }
 
 #[test]
@@ -108,7 +151,7 @@ fn a_fresh_1_1_instance_is_configured_before_it_evaluates() {
         &bytes,
         &[("behaviour", toml::Value::String("trap-live".into()))],
     );
-    assert_eq!(policy.abi(), PolicyAbi::Configured);
+    assert_eq!(policy.abi(), PolicyAbi::Runs);
     for round in 0..3 {
         let outcome = policy
             .evaluate(&facts("vigil-smoke-test"), None, 1_000, PolicyEvent::Tick)

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::ingest::decode::DecodedHeartbeat;
-use crate::policy::{LoadedPolicy, Outcome, PolicyError, PolicyEvent, ServerFacts};
+use crate::policy::{LoadedPolicy, Outcome, PolicyError, PolicyEvent, ServerFacts, Verdict};
 use crate::store::{PolicyRef, ServerRecord, Snapshot, TransitionRow};
 
 /// After a failed tick the host retries this much later (a failed tick must not stall the
@@ -78,12 +78,7 @@ pub fn fold(
     let facts = facts_of(server);
     let snapshot = &mut server.snapshot;
     snapshot.evaluated_at_ms = Some(now_ms);
-    // State is opaque to the version that wrote it: another version starts from none (a
-    // swap rebuilds snapshots by replay, so this only happens when that rebuild failed).
-    let state = match &snapshot.policy {
-        Some(by) if by.digest == policy.digest() => snapshot.policy_state.as_deref(),
-        _ => None,
-    };
+    let state = state_for(policy, snapshot);
     let started = std::time::Instant::now();
     let result = policy.evaluate(&facts, state, now_ms, event);
     effects.durations.push(started.elapsed());
@@ -124,7 +119,31 @@ fn apply(
     outcome: Outcome,
     effects: &mut FoldEffects,
 ) {
-    let v = outcome.verdict;
+    apply_verdict(
+        policy,
+        snapshot,
+        server_id,
+        now_ms,
+        event,
+        outcome.verdict,
+        effects,
+    );
+    set_state(policy, snapshot, outcome.state);
+}
+
+/// Records what one successful evaluation at `now_ms` assessed: the transition (if the status
+/// or confidence changed), the assessment itself and the signals. The state is set apart
+/// ([`set_state`]), so a run of evaluations sets it once.
+pub(super) fn apply_verdict(
+    policy: &LoadedPolicy,
+    snapshot: &mut Snapshot,
+    server_id: &str,
+    now_ms: i64,
+    event: PolicyEvent<'_>,
+    v: Verdict,
+    effects: &mut FoldEffects,
+) {
+    snapshot.evaluated_at_ms = Some(now_ms);
     if snapshot.status != v.status || snapshot.confidence != v.confidence {
         effects.transitions.push(TransitionRow {
             server_id: server_id.to_owned(),
@@ -144,9 +163,23 @@ fn apply(
     snapshot.scores = v.scores.into();
     snapshot.badges = v.badges;
     snapshot.next_check_at_ms = v.next_check_at_ms;
-    snapshot.policy_state = Some(outcome.state);
-    snapshot.policy = Some(policy_ref(policy));
     effects.signals.extend(v.signals);
+}
+
+/// Records the policy's state after its last successful evaluation, and which version wrote it.
+pub(super) fn set_state(policy: &LoadedPolicy, snapshot: &mut Snapshot, state: Vec<u8>) {
+    snapshot.policy_state = Some(state);
+    snapshot.policy = Some(policy_ref(policy));
+}
+
+/// The state `policy` continues from: the snapshot's, when this version wrote it. State is
+/// opaque to the version that wrote it: another version starts from none (a swap rebuilds
+/// snapshots by replay, so this only happens when that rebuild failed).
+pub(super) fn state_for<'s>(policy: &LoadedPolicy, snapshot: &'s Snapshot) -> Option<&'s [u8]> {
+    match &snapshot.policy {
+        Some(by) if by.digest == policy.digest() => snapshot.policy_state.as_deref(),
+        _ => None,
+    }
 }
 
 /// Folds an accepted heartbeat: due ticks first, then the heartbeat as the next event.
@@ -159,7 +192,22 @@ pub fn fold_heartbeat(
     effects: &mut FoldEffects,
 ) {
     catch_up(policy, server, now_ms, effects);
-    let s = &mut server.snapshot;
+    note_heartbeat(&mut server.snapshot, now_ms, heartbeat, signed);
+    let event = PolicyEvent::Heartbeat {
+        received_at_ms: now_ms,
+        signed,
+        heartbeat,
+    };
+    fold(policy, server, now_ms, event, effects);
+}
+
+/// What the host itself records of an accepted heartbeat, whatever the policy says.
+pub(super) fn note_heartbeat(
+    s: &mut Snapshot,
+    now_ms: i64,
+    heartbeat: &DecodedHeartbeat,
+    signed: bool,
+) {
     s.event_seq += 1;
     s.last_seen_at_ms = Some(now_ms);
     s.last_sent_at_ms = Some(heartbeat.sent_at_ms);
@@ -168,12 +216,6 @@ pub fn fold_heartbeat(
     s.players_capacity = heartbeat.players_capacity;
     s.map_name.clone_from(&heartbeat.map_name);
     s.agent_version.clone_from(&heartbeat.agent_version);
-    let event = PolicyEvent::Heartbeat {
-        received_at_ms: now_ms,
-        signed,
-        heartbeat,
-    };
-    fold(policy, server, now_ms, event, effects);
 }
 
 /// Folds a refused request that named this server: due ticks first, then the rejection.

@@ -199,6 +199,130 @@ pub fn decode_object(body: Map<String, Value>) -> Result<DecodedHeartbeat, Decod
     Ok(DecodedHeartbeat { body, ..decoded })
 }
 
+/// Decodes a stored body (one [`decode`] accepted when it arrived) for replay, without the
+/// `body` map, which the fold does not read.
+///
+/// Replay reads every stored body again, so this is on its hot path: a typed reader borrows
+/// the strings and parses only `metrics`, `os_info` and `payload` into JSON values (for the
+/// nested checks and the metrics). It applies every rule [`decode`] does; anything it does not
+/// accept at once (an unknown or duplicate member, a type mismatch, a value out of range) is
+/// decoded again by [`decode`], so the result and any error are exactly [`decode`]'s.
+pub fn decode_stored(text: &str) -> Result<DecodedHeartbeat, DecodeError> {
+    if let Some(decoded) = stored::read(text) {
+        return Ok(decoded);
+    }
+    decode(text.as_bytes()).map(|decoded| DecodedHeartbeat {
+        body: Map::new(),
+        ..decoded
+    })
+}
+
+/// The typed reader behind [`decode_stored`].
+mod stored {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    use super::{
+        DecodedHeartbeat, MAX_SAFE_INTEGER, Map, check_numbers, metrics, parse_rfc3339_ms,
+        valid_server_id,
+    };
+
+    /// Every member a heartbeat may carry (`KNOWN_FIELDS`); a JSON `null` reads as absent, as
+    /// in [`super::decode_object`].
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        server_id: Option<Cow<'a, str>>,
+        key_version: Option<u64>,
+        #[serde(borrow)]
+        timestamp: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        signature: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        public_key: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        status: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        map_name: Option<Cow<'a, str>>,
+        players_current: Option<u32>,
+        players_capacity: Option<u32>,
+        #[serde(borrow)]
+        agent_version: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        mode: Option<Cow<'a, str>>,
+        interval_seconds: Option<u32>,
+        uptime_seconds: Option<u64>,
+        metrics: Option<Value>,
+        os_info: Option<Value>,
+        payload: Option<Value>,
+    }
+
+    /// A string member within its length limit (in characters), owned.
+    fn limited(value: Option<Cow<'_, str>>, max_chars: usize) -> Option<Option<String>> {
+        match value {
+            None => Some(None),
+            Some(s) if s.chars().count() <= max_chars => Some(Some(s.into_owned())),
+            Some(_) => None,
+        }
+    }
+
+    /// The decoded heartbeat when every rule holds at once; `None` sends the body to the full
+    /// decoder (which then answers exactly as at ingest).
+    pub(super) fn read(text: &str) -> Option<DecodedHeartbeat> {
+        let body: Body<'_> = serde_json::from_str(text).ok()?;
+        let server_id = body.server_id.filter(|id| valid_server_id(id))?;
+        let key_version = u32::try_from(body.key_version?).ok().filter(|&n| n >= 1)?;
+        let sent_at_ms = parse_rfc3339_ms(&body.timestamp?)?;
+        if body
+            .uptime_seconds
+            .is_some_and(|n| n > MAX_SAFE_INTEGER as u64)
+        {
+            return None;
+        }
+        if body
+            .interval_seconds
+            .is_some_and(|n| !(1..=7 * 24 * 3600).contains(&n))
+        {
+            return None;
+        }
+        let mut nested = Map::new();
+        for (member, value) in [
+            ("metrics", body.metrics),
+            ("os_info", body.os_info),
+            ("payload", body.payload),
+        ] {
+            match value {
+                None | Some(Value::Null) => {}
+                Some(value @ Value::Object(_)) => {
+                    check_numbers(&value, member, 1).ok()?;
+                    nested.insert(member.to_owned(), value);
+                }
+                Some(_) => return None,
+            }
+        }
+        Some(DecodedHeartbeat {
+            body: Map::new(),
+            server_id: server_id.into_owned(),
+            key_version,
+            sent_at_ms,
+            signature: limited(body.signature, 128)?,
+            public_key: limited(body.public_key, 64)?,
+            status: limited(body.status, 32)?,
+            map_name: limited(body.map_name, 256)?,
+            players_current: body.players_current,
+            players_capacity: body.players_capacity,
+            agent_version: limited(body.agent_version, 64)?,
+            mode: limited(body.mode, 32)?,
+            interval_seconds: body.interval_seconds,
+            uptime_seconds: body.uptime_seconds,
+            metrics: metrics(&nested).ok()?,
+        })
+    }
+}
+
 /// Parses an RFC 3339 timestamp to milliseconds since the Unix epoch.
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
@@ -431,6 +555,150 @@ mod tests {
         assert!(decode(&body(r#","payload":{"n":9007199254740991, "f": 0.5}"#)).is_ok());
         let deep = format!(r#","payload":{}1{}"#, "[".repeat(20), "]".repeat(20));
         assert_eq!(decode(&body(&deep)).unwrap_err().code, "invalid_field");
+    }
+
+    /// Candidate members for [`stored_bodies_decode_exactly_as_at_ingest`]: for each member,
+    /// JSON texts of valid, borderline and invalid values.
+    fn candidates() -> Vec<(&'static str, Vec<String>)> {
+        let s = |v: &str| serde_json::to_string(v).expect("a string");
+        let texts = |vs: &[&str]| vs.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
+        let limited = |max: usize| {
+            vec![
+                s("online"),
+                s(&"é".repeat(max)),
+                s(&"é".repeat(max + 1)),
+                s("on\"li\\ne\u{1F600}"),
+                "3".to_owned(),
+                "null".to_owned(),
+            ]
+        };
+        vec![
+            (
+                "server_id",
+                vec![
+                    s("eu-1"),
+                    s("A!"),
+                    s("123e4567-e89b-12d3-a456-426614174000"),
+                    s(&"a".repeat(129)),
+                    "5".into(),
+                    "null".into(),
+                ],
+            ),
+            (
+                "key_version",
+                texts(&["1", "0", "4294967295", "4294967296", "1.0", "\"1\"", "null"]),
+            ),
+            (
+                "timestamp",
+                vec![
+                    s("2026-01-22T21:05:00Z"),
+                    s("2026-01-22T21:05:00.123+02:00"),
+                    s("yesterday"),
+                    "7".into(),
+                    "null".into(),
+                ],
+            ),
+            ("signature", limited(128)),
+            ("public_key", limited(64)),
+            ("status", limited(32)),
+            ("map_name", limited(256)),
+            ("agent_version", limited(64)),
+            ("mode", limited(32)),
+            (
+                "players_current",
+                texts(&["0", "4294967295", "4294967296", "-1", "2.5", "5.0", "null"]),
+            ),
+            ("players_capacity", texts(&["20", "1e2", "null"])),
+            (
+                "interval_seconds",
+                texts(&["0", "1", "604800", "604801", "null", "\"30\""]),
+            ),
+            (
+                "uptime_seconds",
+                texts(&[
+                    "0",
+                    "9007199254740991",
+                    "9007199254740992",
+                    "18446744073709551616",
+                    "-1",
+                    "null",
+                ]),
+            ),
+            (
+                "metrics",
+                texts(&[
+                    "{}",
+                    r#"{"cpu":1.5,"n":"x","z":{"a":1},"m":-0.0,"e":1e-300}"#,
+                    "[1]",
+                    "5",
+                    "null",
+                    r#"{"big":9007199254740993}"#,
+                    r#"{"f":1e300,"g":2}"#,
+                ]),
+            ),
+            (
+                "os_info",
+                texts(&[
+                    "{}",
+                    r#"{"a":[1,2,{"b":null}]}"#,
+                    "\"x\"",
+                    "null",
+                    r#"{"d":[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}"#,
+                ]),
+            ),
+            (
+                "payload",
+                texts(&["{}", r#"{"n":-9007199254740993}"#, "[]", "null"]),
+            ),
+            ("extra", texts(&["1"])),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8192))]
+        #[test]
+        fn stored_bodies_decode_exactly_as_at_ingest(
+            picks in proptest::collection::vec((0usize..24, 0usize..4, 0usize..16), 17),
+            duplicate in 0usize..40,
+        ) {
+            let candidates = candidates();
+            let mut members = Vec::new();
+            for ((name, values), (presence, validity, index)) in candidates.iter().zip(&picks) {
+                // Each list starts with a valid value, picked 3 times in 4, so that many
+                // bodies are valid or break one rule only. The required members are always
+                // there (possibly null or invalid); the others one time in three, `extra`
+                // one time in 24.
+                let value = if *validity != 0 { &values[0] } else { &values[index % values.len()] };
+                let present = match *name {
+                    "server_id" | "key_version" | "timestamp" => true,
+                    "extra" => *presence == 0,
+                    _ => presence % 3 == 0,
+                };
+                if present {
+                    members.push(format!("{}:{value}", serde_json::to_string(name).expect("name")));
+                }
+            }
+            if let Some(again) = members.get(duplicate).cloned() {
+                members.push(again);
+            }
+            let text = format!("{{{}}}", members.join(","));
+            let full = decode(text.as_bytes()).map(|d| DecodedHeartbeat { body: Map::new(), ..d });
+            proptest::prop_assert_eq!(decode_stored(&text), full, "{}", text);
+        }
+    }
+
+    #[test]
+    fn a_typical_stored_body_takes_the_typed_reader() {
+        let text = r#"{"server_id":"eu-1","key_version":1,"timestamp":"2026-01-22T21:05:00Z","signature":"x","status":"online","metrics":{"cpu":1.5}}"#;
+        let read = stored::read(text).expect("the typed reader accepts it");
+        let full = decode(text.as_bytes()).expect("valid");
+        assert_eq!(
+            read,
+            DecodedHeartbeat {
+                body: Map::new(),
+                ..full
+            }
+        );
     }
 
     #[test]

@@ -1,16 +1,29 @@
 //! The generated bindings for `vigil:policy@1.x` — the only `bindgen!`s in the host.
 //!
-//! Two worlds of the one `@1.1.0` package, sharing one set of types: `policy` (what a 1.1
-//! component exports: `configure` and `evaluate-configured` besides `describe` and `evaluate`)
-//! and [`base`] (what a 1.0.x component exports: `describe` and `evaluate`). A host built from
-//! these bindings loads any `@1.y` guest (wasmtime matches the `types` import by semver and
-//! each function by its structure); a `@2` guest is refused at load (a new major needs its own
+//! Three worlds of the one `@1.2.0` package, sharing one set of types: `policy` (what a 1.2
+//! component exports: `describe`, `evaluate`, `configure`, `evaluate-configured` and
+//! `evaluate-run`), [`configured`] (what a 1.1.x component exports: all but `evaluate-run`) and
+//! [`base`] (what a 1.0.x component exports: `describe` and `evaluate`). A host built from these
+//! bindings loads any `@1.y` guest (wasmtime matches the `types` import by semver and each
+//! function by its structure); a `@2` guest is refused at load (a new major needs its own
 //! bindings here).
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "policy",
 });
+
+/// The `configured-policy` world: the exports of a component built against
+/// `vigil:policy@1.1.x`.
+pub mod configured {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "configured-policy",
+        with: {
+            "vigil:policy/types": crate::policy::bindings::vigil::policy::types,
+        },
+    });
+}
 
 /// The `base-policy` world: the exports of a component built against `vigil:policy@1.0.x`.
 pub mod base {

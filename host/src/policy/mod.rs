@@ -9,11 +9,12 @@
 //! output checks; a trap, exhausted fuel or invalid output fails that evaluation only, and the
 //! instance is dropped.
 //!
-//! Two shapes of guest are loaded ([`PolicyAbi`]), told apart by their exports: a component
+//! Three shapes of guest are loaded ([`PolicyAbi`]), told apart by their exports: a component
 //! built against `vigil:policy@1.0.x` gets the parameters with every `evaluate` call; a 1.1
 //! component gets them once per instance (`configure`, right after instantiation) and is then
 //! called with `evaluate-configured`, which saves copying every parameter into the guest on
-//! every event.
+//! every event; a 1.2 component can also fold a run of events about one server in one call
+//! ([`LoadedPolicy::evaluate_run`], `evaluate-run`), which replay uses.
 //! This module never touches storage or HTTP.
 
 pub mod bindings;
@@ -35,6 +36,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use crate::config::PolicyConfig;
 use crate::ingest::decode::DecodedHeartbeat;
 use bindings::base::BasePolicyPre;
+use bindings::configured::ConfiguredPolicyPre;
 use bindings::{PolicyPre, vigil::policy::types as wit};
 
 /// Why a policy could not be loaded or an evaluation failed.
@@ -195,6 +197,27 @@ pub struct Verdict {
     pub next_check_at_ms: Option<i64>,
 }
 
+/// One event of a run ([`LoadedPolicy::evaluate_run`]), with the host's clock for it.
+#[derive(Debug, Clone, Copy)]
+pub struct TimedEvent<'a> {
+    /// The host's clock for this event (what `now_ms` is to [`LoadedPolicy::evaluate`]).
+    pub now_ms: i64,
+    /// The event.
+    pub event: PolicyEvent<'a>,
+}
+
+/// What a run folded: the first `verdicts.len()` events of the run, each validated as a
+/// single evaluation would be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// The assessment of each folded event, in order.
+    pub verdicts: Vec<Verdict>,
+    /// The state after the last folded event (`None` when none was).
+    pub state: Option<Vec<u8>>,
+    /// Fuel the whole call used.
+    pub fuel_used: u64,
+}
+
 /// A validated evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -256,6 +279,11 @@ impl PolicyRuntime {
             .memory_guard_size(64 << 10)
             .memory_reservation_for_growth(0)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("VIGIL_PERF_MAP").is_some() {
+            // Names the compiled guest functions for `perf` (`/tmp/perf-<pid>.map`), so a
+            // profile shows where a policy spends its time (BENCHMARKS.md).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| PolicyError::Load(format!("{e:#}")))?;
         Ok(Self { engine, limits })
     }
@@ -297,13 +325,19 @@ impl PolicyRuntime {
         let instance_pre = linker
             .instantiate_pre(component)
             .map_err(|e| PolicyError::Load(format!("{e:#}")))?;
-        // A component that exports `evaluate-configured` is a 1.1 guest and must have all of
-        // the 1.1 world; anything else is held to the 1.0 exports.
-        let pre = if component
-            .get_export_index(None, "evaluate-configured")
-            .is_some()
-        {
-            Pre::Configured(PolicyPre::new(instance_pre).map_err(|e| {
+        // A component that exports `evaluate-run` is a 1.2 guest and must have all of the 1.2
+        // world; one that exports `evaluate-configured` is held to the 1.1 world, anything
+        // else to the 1.0 exports.
+        let exports = |name: &str| component.get_export_index(None, name).is_some();
+        let pre = if exports("evaluate-run") {
+            Pre::Runs(PolicyPre::new(instance_pre).map_err(|e| {
+                PolicyError::Load(format!(
+                    "component exports evaluate-run but does not implement \
+                     vigil:policy@1.2: {e:#}"
+                ))
+            })?)
+        } else if exports("evaluate-configured") {
+            Pre::Configured(ConfiguredPolicyPre::new(instance_pre).map_err(|e| {
                 PolicyError::Load(format!(
                     "component exports evaluate-configured but does not implement \
                      vigil:policy@1.1: {e:#}"
@@ -445,15 +479,19 @@ fn resolve_params(
 pub enum PolicyAbi {
     /// Built against `vigil:policy@1.0.x`: `evaluate`, with the parameters on every call.
     ParamsPerCall,
-    /// Built against `vigil:policy@1.1` or later: `configure` once per instance, then
+    /// Built against `vigil:policy@1.1`: `configure` once per instance, then
     /// `evaluate-configured` without the parameters.
     Configured,
+    /// Built against `vigil:policy@1.2` or later: as [`PolicyAbi::Configured`], and a run of
+    /// events about one server folds in one call ([`LoadedPolicy::evaluate_run`]).
+    Runs,
 }
 
-/// A compiled component with its exports looked up, in one of the two shapes.
+/// A compiled component with its exports looked up, in one of the three shapes.
 enum Pre {
     ParamsPerCall(BasePolicyPre<GuestCtx>),
-    Configured(PolicyPre<GuestCtx>),
+    Configured(ConfiguredPolicyPre<GuestCtx>),
+    Runs(PolicyPre<GuestCtx>),
 }
 
 impl Pre {
@@ -461,15 +499,17 @@ impl Pre {
         match self {
             Pre::ParamsPerCall(pre) => pre.engine(),
             Pre::Configured(pre) => pre.engine(),
+            Pre::Runs(pre) => pre.engine(),
         }
     }
 }
 
-/// An instance of either shape.
+/// An instance of one of the shapes; the configured ones are already configured with
+/// [`LoadedPolicy::params`].
 enum Instance {
     ParamsPerCall(bindings::base::BasePolicy),
-    /// Already configured with [`LoadedPolicy::params`].
-    Configured(bindings::Policy),
+    Configured(bindings::configured::ConfiguredPolicy),
+    Runs(bindings::Policy),
 }
 
 /// An instance kept between calls, with its store.
@@ -525,11 +565,13 @@ impl LoadedPolicy {
         &self.description.digest
     }
 
-    /// Whether the component takes its parameters per call (1.0) or once per instance (1.1).
+    /// Whether the component takes its parameters per call (1.0) or once per instance (1.1),
+    /// and whether it folds runs (1.2).
     pub fn abi(&self) -> PolicyAbi {
         match self.pre {
             Pre::ParamsPerCall(_) => PolicyAbi::ParamsPerCall,
             Pre::Configured(_) => PolicyAbi::Configured,
+            Pre::Runs(_) => PolicyAbi::Runs,
         }
     }
 
@@ -556,6 +598,9 @@ impl LoadedPolicy {
                 .instantiate(&mut store)
                 .and_then(|instance| instance.call_describe(&mut store)),
             Pre::Configured(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|instance| instance.call_describe(&mut store)),
+            Pre::Runs(pre) => pre
                 .instantiate(&mut store)
                 .and_then(|instance| instance.call_describe(&mut store)),
         }
@@ -597,12 +642,51 @@ impl LoadedPolicy {
                     .map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
                 Instance::Configured(instance)
             }
+            Pre::Runs(pre) => {
+                let instance = pre.instantiate(&mut store).map_err(classify)?;
+                instance
+                    .call_configure(&mut store, &self.params)
+                    .map_err(classify)?
+                    .map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
+                Instance::Runs(instance)
+            }
         };
         Ok(WarmInstance {
             store,
             instance,
             calls: 0,
         })
+    }
+
+    /// Runs `call` on a warm instance when one is free (the writer's common case), otherwise
+    /// (or after `reuse_instance_calls` evaluations) on a fresh, configured one, with the whole
+    /// fuel budget. `call` answers its value and how many evaluations it did. Any failure drops
+    /// the instance: a trapped instance is dead, and a misbehaving one is not worth keeping.
+    /// Returns the value and the fuel used.
+    fn with_instance<T>(
+        &self,
+        call: impl FnOnce(&mut WarmInstance) -> Result<(T, u32), PolicyError>,
+    ) -> Result<(T, u64), PolicyError> {
+        let mut slot = self.warm.try_lock().ok();
+        let warm = slot.as_mut().and_then(|s| s.take());
+        let mut warm = match warm {
+            Some(w) if w.calls < self.limits.reuse_instance_calls => w,
+            _ => self.fresh_instance()?,
+        };
+        // The call gets the whole budget, whatever `configure` used.
+        warm.store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| PolicyError::Trap(format!("{e:#}")))?;
+        let (value, calls) = call(&mut warm)?;
+        let fuel_used = self
+            .limits
+            .fuel
+            .saturating_sub(warm.store.get_fuel().unwrap_or(0));
+        warm.calls = warm.calls.saturating_add(calls);
+        if let Some(slot) = slot.as_mut() {
+            **slot = Some(warm);
+        }
+        Ok((value, fuel_used))
     }
 
     /// Folds one event. Never panics; every guest failure is a [`PolicyError`].
@@ -613,101 +697,145 @@ impl LoadedPolicy {
         now_ms: i64,
         event: PolicyEvent<'_>,
     ) -> Result<Outcome, PolicyError> {
-        let wit_facts = wit::Facts {
-            server_id: facts.server_id.clone(),
-            is_verified: facts.is_verified,
-            key_version: facts.key_version,
-            registered_at_ms: facts.registered_at_ms,
-        };
-        let wit_event = match event {
-            PolicyEvent::Heartbeat {
-                received_at_ms,
-                signed,
-                heartbeat: h,
-            } => wit::Event::Heartbeat(wit::Heartbeat {
-                received_at_ms,
-                sent_at_ms: h.sent_at_ms,
-                signed,
-                status: h.status.clone(),
-                mode: h.mode.clone(),
-                interval_seconds: h.interval_seconds,
-                uptime_seconds: h.uptime_seconds,
-                players_current: h.players_current,
-                players_capacity: h.players_capacity,
-                agent_version: h.agent_version.clone(),
-                metrics: h
-                    .metrics
-                    .iter()
-                    .map(|m| wit::Metric {
-                        name: m.name.clone(),
-                        value: m.value,
-                    })
-                    .collect(),
-            }),
-            PolicyEvent::Rejected {
-                received_at_ms,
-                code,
-            } => wit::Event::Rejected(wit::Rejection {
-                received_at_ms,
-                code: code.to_owned(),
-            }),
-            PolicyEvent::Tick => wit::Event::Tick,
-        };
-        // Reuse a warm instance when one is free (the writer's common case); otherwise, or
-        // after `reuse_instance_calls` calls, a fresh (and configured) one. Any failure drops
-        // the instance: a trapped instance is dead, and a misbehaving one is not worth keeping.
-        let mut slot = self.warm.try_lock().ok();
-        let warm = slot.as_mut().and_then(|s| s.take());
-        let mut warm = match warm {
-            Some(w) if w.calls < self.limits.reuse_instance_calls => w,
-            _ => self.fresh_instance()?,
-        };
-        // The evaluation gets the whole budget, whatever `configure` used.
-        warm.store
-            .set_fuel(self.limits.fuel)
-            .map_err(|e| PolicyError::Trap(format!("{e:#}")))?;
-        let result = match &warm.instance {
-            Instance::ParamsPerCall(instance) => instance.call_evaluate(
-                &mut warm.store,
-                &self.params,
-                &wit_facts,
-                state,
-                now_ms,
-                &wit_event,
-            ),
-            Instance::Configured(instance) => instance.call_evaluate_configured(
-                &mut warm.store,
-                &wit_facts,
-                state,
-                now_ms,
-                &wit_event,
-            ),
-        }
-        .map_err(classify)?;
-        let fuel_used = self
-            .limits
-            .fuel
-            .saturating_sub(warm.store.get_fuel().unwrap_or(0));
-        let evaluation = result.map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
-        let mut outcome = self.validate(evaluation, now_ms)?;
+        let wit_facts = wit_facts(facts);
+        let wit_event = wit_event(event);
+        let (mut outcome, fuel_used) = self.with_instance(|warm| {
+            let result = match &warm.instance {
+                Instance::ParamsPerCall(instance) => instance.call_evaluate(
+                    &mut warm.store,
+                    &self.params,
+                    &wit_facts,
+                    state,
+                    now_ms,
+                    &wit_event,
+                ),
+                Instance::Configured(instance) => instance.call_evaluate_configured(
+                    &mut warm.store,
+                    &wit_facts,
+                    state,
+                    now_ms,
+                    &wit_event,
+                ),
+                Instance::Runs(instance) => instance.call_evaluate_configured(
+                    &mut warm.store,
+                    &wit_facts,
+                    state,
+                    now_ms,
+                    &wit_event,
+                ),
+            }
+            .map_err(classify)?;
+            let evaluation = result.map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
+            Ok((self.validate(evaluation, now_ms)?, 1))
+        })?;
         outcome.fuel_used = fuel_used;
-        warm.calls += 1;
-        if let Some(slot) = slot.as_mut() {
-            **slot = Some(warm);
-        }
         Ok(outcome)
     }
 
-    fn validate(&self, e: wit::Evaluation, now_ms: i64) -> Result<Outcome, PolicyError> {
-        let bad = |msg: String| Err(PolicyError::InvalidOutput(msg));
-        if e.state.len() > self.limits.max_state_bytes {
-            return bad(format!(
-                "state is {} bytes, the limit is {}",
-                e.state.len(),
-                self.limits.max_state_bytes
+    /// Folds a run of events about one server in one call (`evaluate-run`, a 1.2 component
+    /// only: see [`LoadedPolicy::abi`]). The policy folds a prefix of the run: it stops after
+    /// an event whose next check is due at or before the next event (the caller folds that
+    /// tick first) and before an event that fails (the caller evaluates it alone). The whole
+    /// call gets the fuel of one evaluation; every assessment is validated as a single
+    /// evaluation's would be, and one that names a deadline at or before the next folded
+    /// event (the policy folded past a due tick) fails the run. A failed run changes nothing:
+    /// the caller folds those events one by one instead.
+    pub fn evaluate_run(
+        &self,
+        facts: &ServerFacts,
+        state: Option<&[u8]>,
+        events: &[TimedEvent<'_>],
+    ) -> Result<RunOutcome, PolicyError> {
+        if !matches!(self.pre, Pre::Runs(_)) {
+            return Err(PolicyError::Load(
+                "evaluate-run needs a component built against vigil:policy@1.2".into(),
             ));
         }
-        let a = e.assessment;
+        let wit_facts = wit_facts(facts);
+        let wit_events: Vec<wit::TimedEvent> = events
+            .iter()
+            .map(|e| wit::TimedEvent {
+                now_ms: e.now_ms,
+                event: wit_event(e.event),
+            })
+            .collect();
+        let (mut outcome, fuel_used) = self.with_instance(|warm| {
+            let Instance::Runs(instance) = &warm.instance else {
+                return Err(PolicyError::Load("not a vigil:policy@1.2 instance".into()));
+            };
+            let run = instance
+                .call_evaluate_run(&mut warm.store, &wit_facts, state, &wit_events)
+                .map_err(classify)?;
+            let outcome = self.validate_run(run, events)?;
+            let folded = u32::try_from(outcome.verdicts.len()).unwrap_or(u32::MAX);
+            Ok((outcome, folded.max(1)))
+        })?;
+        outcome.fuel_used = fuel_used;
+        Ok(outcome)
+    }
+
+    fn validate_run(
+        &self,
+        run: wit::RunResult,
+        events: &[TimedEvent<'_>],
+    ) -> Result<RunOutcome, PolicyError> {
+        let bad = |msg: String| Err(PolicyError::InvalidOutput(msg));
+        let folded = run.assessments.len();
+        if folded > events.len() {
+            return bad(format!(
+                "evaluate-run answered {folded} assessments for {} events",
+                events.len()
+            ));
+        }
+        match &run.state {
+            None if folded > 0 => return bad("evaluate-run folded events but no state".into()),
+            Some(_) if folded == 0 => return bad("evaluate-run folded nothing but a state".into()),
+            Some(state) => self.check_state(state)?,
+            None => {}
+        }
+        let mut verdicts = Vec::with_capacity(folded);
+        for (i, assessment) in run.assessments.into_iter().enumerate() {
+            let verdict = self.validate_assessment(assessment, events[i].now_ms)?;
+            if let (Some(at), Some(next)) = (verdict.next_check_at_ms, events.get(i + 1))
+                && i + 1 < folded
+                && at <= next.now_ms
+            {
+                return bad(format!(
+                    "evaluate-run folded the event at {} past a tick due at {at}",
+                    next.now_ms
+                ));
+            }
+            verdicts.push(verdict);
+        }
+        Ok(RunOutcome {
+            verdicts,
+            state: run.state,
+            fuel_used: 0,
+        })
+    }
+
+    fn validate(&self, e: wit::Evaluation, now_ms: i64) -> Result<Outcome, PolicyError> {
+        self.check_state(&e.state)?;
+        Ok(Outcome {
+            fuel_used: 0,
+            verdict: self.validate_assessment(e.assessment, now_ms)?,
+            state: e.state,
+        })
+    }
+
+    fn check_state(&self, state: &[u8]) -> Result<(), PolicyError> {
+        if state.len() > self.limits.max_state_bytes {
+            return Err(PolicyError::InvalidOutput(format!(
+                "state is {} bytes, the limit is {}",
+                state.len(),
+                self.limits.max_state_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_assessment(&self, a: wit::Assessment, now_ms: i64) -> Result<Verdict, PolicyError> {
+        let bad = |msg: String| Err(PolicyError::InvalidOutput(msg));
         for (what, v) in [
             ("uptime-percent", a.uptime_percent),
             ("quality-score", a.quality_score),
@@ -742,28 +870,70 @@ impl LoadedPolicy {
         {
             return bad(format!("next-check-at-ms {at} is not after now ({now_ms})"));
         }
-        Ok(Outcome {
-            fuel_used: 0,
-            state: e.state,
-            verdict: Verdict {
-                status: match a.status {
-                    wit::Status::Online => "online",
-                    wit::Status::Offline => "offline",
-                    wit::Status::Unknown => "unknown",
-                },
-                confidence: match a.confidence {
-                    wit::Confidence::Green => "green",
-                    wit::Confidence::Yellow => "yellow",
-                    wit::Confidence::Red => "red",
-                },
-                uptime_percent: a.uptime_percent,
-                quality_score: a.quality_score,
-                scores,
-                badges: a.badges,
-                signals: a.signals,
-                next_check_at_ms: a.next_check_at_ms,
+        Ok(Verdict {
+            status: match a.status {
+                wit::Status::Online => "online",
+                wit::Status::Offline => "offline",
+                wit::Status::Unknown => "unknown",
             },
+            confidence: match a.confidence {
+                wit::Confidence::Green => "green",
+                wit::Confidence::Yellow => "yellow",
+                wit::Confidence::Red => "red",
+            },
+            uptime_percent: a.uptime_percent,
+            quality_score: a.quality_score,
+            scores,
+            badges: a.badges,
+            signals: a.signals,
+            next_check_at_ms: a.next_check_at_ms,
         })
+    }
+}
+
+fn wit_facts(facts: &ServerFacts) -> wit::Facts {
+    wit::Facts {
+        server_id: facts.server_id.clone(),
+        is_verified: facts.is_verified,
+        key_version: facts.key_version,
+        registered_at_ms: facts.registered_at_ms,
+    }
+}
+
+fn wit_event(event: PolicyEvent<'_>) -> wit::Event {
+    match event {
+        PolicyEvent::Heartbeat {
+            received_at_ms,
+            signed,
+            heartbeat: h,
+        } => wit::Event::Heartbeat(wit::Heartbeat {
+            received_at_ms,
+            sent_at_ms: h.sent_at_ms,
+            signed,
+            status: h.status.clone(),
+            mode: h.mode.clone(),
+            interval_seconds: h.interval_seconds,
+            uptime_seconds: h.uptime_seconds,
+            players_current: h.players_current,
+            players_capacity: h.players_capacity,
+            agent_version: h.agent_version.clone(),
+            metrics: h
+                .metrics
+                .iter()
+                .map(|m| wit::Metric {
+                    name: m.name.clone(),
+                    value: m.value,
+                })
+                .collect(),
+        }),
+        PolicyEvent::Rejected {
+            received_at_ms,
+            code,
+        } => wit::Event::Rejected(wit::Rejection {
+            received_at_ms,
+            code: code.to_owned(),
+        }),
+        PolicyEvent::Tick => wit::Event::Tick,
     }
 }
 
@@ -847,7 +1017,7 @@ mod tests {
             .load(DEFAULT_POLICY, &BTreeMap::new())
             .expect("default loads");
         assert_eq!(policy.description().name, "default");
-        assert_eq!(policy.abi(), PolicyAbi::Configured);
+        assert_eq!(policy.abi(), PolicyAbi::Runs);
         let mut bad = BTreeMap::new();
         bad.insert("no_such_param".to_owned(), toml::Value::Integer(1));
         assert_eq!(

@@ -100,6 +100,57 @@ pub fn evaluate<P: Policy>(
     })
 }
 
+/// `evaluate-run` for the policy `P`, in WIT types: [`Policy::evaluate`] for each event in
+/// turn, with the parameters `configure` kept, each getting the state the previous one
+/// returned. Stops right after an event whose `next_check_at_ms` is at or before the next
+/// event's `now_ms` (the host folds that tick first), and right before an event whose
+/// evaluation fails (the host evaluates it alone, to report the failure as usual).
+pub fn evaluate_run<P: Policy>(
+    facts: wit::Facts,
+    state: Option<Vec<u8>>,
+    events: Vec<wit::TimedEvent>,
+) -> wit::RunResult {
+    with_instance_params(|kept| {
+        let mut assessments = Vec::with_capacity(events.len());
+        let mut state = state;
+        if let Some(params) = kept {
+            let facts = facts_from_wit(facts);
+            let mut events = events.into_iter().peekable();
+            while let Some(wit::TimedEvent { now_ms, event }) = events.next() {
+                let event = event_from_wit(event);
+                let Ok(Evaluation {
+                    state: next,
+                    assessment,
+                }) = P::evaluate(params, &facts, state.as_deref(), now_ms, &event)
+                else {
+                    break;
+                };
+                let due = assessment.next_check_at_ms;
+                state = Some(next);
+                assessments.push(assessment_to_wit(assessment));
+                if let (Some(at), Some(following)) = (due, events.peek())
+                    && at <= following.now_ms
+                {
+                    break;
+                }
+            }
+        }
+        wit::RunResult {
+            state: state.filter(|_| !assessments.is_empty()),
+            assessments,
+        }
+    })
+}
+
+fn facts_from_wit(facts: wit::Facts) -> Facts {
+    Facts {
+        server_id: facts.server_id,
+        is_verified: facts.is_verified,
+        key_version: facts.key_version,
+        registered_at_ms: facts.registered_at_ms,
+    }
+}
+
 fn evaluate_with<P: Policy>(
     params: &Params,
     facts: wit::Facts,
@@ -107,12 +158,7 @@ fn evaluate_with<P: Policy>(
     now_ms: i64,
     event: wit::Event,
 ) -> Result<wit::Evaluation, String> {
-    let facts = Facts {
-        server_id: facts.server_id,
-        is_verified: facts.is_verified,
-        key_version: facts.key_version,
-        registered_at_ms: facts.registered_at_ms,
-    };
+    let facts = facts_from_wit(facts);
     let event = event_from_wit(event);
     let Evaluation { state, assessment } =
         P::evaluate(params, &facts, state.as_deref(), now_ms, &event)?;

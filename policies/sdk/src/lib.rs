@@ -45,7 +45,7 @@
 //!
 //! # Layout
 //!
-//! The plain types in this file mirror the WIT package `vigil:policy@1.1.0` (`wit/policy.wit`
+//! The plain types in this file mirror the WIT package `vigil:policy@1.2.0` (`wit/policy.wit`
 //! at the repository root) one to one, so policy logic can be unit-tested natively with
 //! `cargo test`. The raw bindings (`wit_bindgen::generate!`) live only in a hidden module that
 //! exists on `wasm32` targets; [`export_policy!`] converts between them and these types. On
@@ -536,12 +536,14 @@ pub trait Policy {
     ) -> Result<Evaluation, String>;
 }
 
-/// Exports a type implementing [`Policy`] as a `vigil:policy@1.1.0` component: `describe`,
-/// `configure`, `evaluate-configured` and the 1.0 `evaluate`.
+/// Exports a type implementing [`Policy`] as a `vigil:policy@1.2.0` component: `describe`,
+/// `configure`, `evaluate-configured`, `evaluate-run` and the 1.0 `evaluate`.
 ///
 /// `configure` keeps the parameters for the life of the instance (after [`Policy::configure`]
 /// accepted them) and `evaluate-configured` hands them to [`Policy::evaluate`], so the host
-/// copies them into the component once per instance instead of once per event. The 1.0
+/// copies them into the component once per instance instead of once per event.
+/// `evaluate-run` calls [`Policy::evaluate`] for each event of the run in turn (replay folds
+/// a server's history with one call per run instead of one per event). The 1.0
 /// `evaluate` (for hosts that only know 1.0) keeps them too, and reuses them while the host
 /// passes the same ones again.
 ///
@@ -585,6 +587,14 @@ macro_rules! export_policy {
                 ) -> ::std::result::Result<$crate::__bindings::raw::Evaluation, ::std::string::String>
                 {
                     $crate::__bindings::evaluate_configured::<$policy>(facts, state, now_ms, event)
+                }
+
+                fn evaluate_run(
+                    facts: $crate::__bindings::raw::Facts,
+                    state: ::std::option::Option<::std::vec::Vec<u8>>,
+                    events: ::std::vec::Vec<$crate::__bindings::raw::TimedEvent>,
+                ) -> $crate::__bindings::raw::RunResult {
+                    $crate::__bindings::evaluate_run::<$policy>(facts, state, events)
                 }
             }
 

@@ -8,6 +8,9 @@
 //! - `nan`: returns a quality score that is NaN.
 //! - `oom`: allocates and touches memory until the allocation fails.
 //! - `err`: returns `Err("deliberate failure")`.
+//! - `flaky`: decided by the event's second (`now_ms / 1000`): `Err` when it is 3 modulo 7, a
+//!   trap when 5 modulo 11, a NaN quality score when 6 modulo 13, `ok` otherwise. Replay tests
+//!   use it for failures in the middle of a run.
 //! - `trap-live`: traps on every server except the host's synthetic smoke-test server
 //!   (`vigil-smoke-test`): a bug that validation cannot see, for the auto-rollback test.
 //!
@@ -44,7 +47,7 @@ impl Policy for Misbehaving {
             history_window_seconds: 0,
             params: vec![ParamSpec::text(
                 "behaviour",
-                "What evaluate does: ok, trap, trap-live, loop, nan, oom or err.",
+                "What evaluate does: ok, trap, trap-live, loop, nan, oom, err or flaky.",
                 DEFAULT_BEHAVIOUR,
             )],
         }
@@ -66,6 +69,12 @@ impl Policy for Misbehaving {
             "loop" => spin(),
             "oom" => exhaust_memory(),
             "err" => Err("deliberate failure".to_string()),
+            "flaky" => match now_ms.div_euclid(1000) {
+                s if s % 7 == 3 => Err("deliberate failure".to_string()),
+                s if s % 11 == 5 => trap(),
+                s if s % 13 == 6 => Ok(ok(state, now_ms, f64::NAN)),
+                _ => Ok(ok(state, now_ms, 99.0)),
+            },
             other => Err(format!("unknown behaviour {other:?}")),
         }
     }
