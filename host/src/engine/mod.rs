@@ -629,10 +629,18 @@ impl Writer {
                     None => std::future::pending().await,
                 }
             };
+            let room = self.max_batch.saturating_sub(commands.len()).max(1);
             tokio::select! {
-                received = rx.recv_many(&mut commands, self.max_batch) => {
+                received = rx.recv_many(&mut commands, room) => {
                     if received == 0 {
                         break;
+                    }
+                    // While a commit runs, keep gathering: the next batch is folded and
+                    // committed when it ends (or when the batch is full), so smooth load makes
+                    // batches of everything that arrived meanwhile, not of one or two events
+                    // each paying a whole commit.
+                    if self.inflight.is_some() && commands.len() < self.max_batch {
+                        continue;
                     }
                 }
                 // The batch in flight is durable (or failed): answer it now, even when nothing
@@ -641,7 +649,9 @@ impl Writer {
                     if let Some(f) = self.inflight.take() {
                         self.complete_inflight(f.pending, done);
                     }
-                    continue;
+                    if commands.is_empty() {
+                        continue;
+                    }
                 }
                 () = tokio::time::sleep(sleep) => {}
             }
