@@ -145,7 +145,7 @@ pub async fn build_with(
     }
     let verifier = ingest::verifier::Verifier::start(current.ingest.queue_capacity)
         .context("starting the signature verifier")?;
-    let state = AppState {
+    let state = AppState::new(api::Services {
         engine,
         store: shared,
         config: handle,
@@ -155,7 +155,7 @@ pub async fn build_with(
         live,
         commands,
         trust: trust::TrustState::default(),
-    };
+    });
     let config_watcher = config_path
         .map(|path| reload::ConfigWatcher::start(path, state.config.clone()))
         .transpose()?;

@@ -26,9 +26,29 @@ use crate::policy::registry::PolicyRegistry;
 use crate::store::Store;
 pub use error::ApiError;
 
-/// Everything a handler needs. Cheap to clone (all handles).
+/// Everything a handler needs: one shared [`Services`], so the clone each request takes
+/// (axum clones the state for every handler and middleware) is one reference count, not one
+/// per handle. Reads through to the services (`state.engine`, ...).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// Shares `services` with every handler.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The handles behind [`AppState`].
+pub struct Services {
     /// The writer path.
     pub engine: EngineHandle,
     /// Reads.
@@ -50,6 +70,12 @@ pub struct AppState {
 }
 
 impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("engine", &self.engine)

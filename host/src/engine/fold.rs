@@ -156,8 +156,13 @@ pub(super) fn apply_verdict(
             policy_digest: policy.digest().to_owned(),
         });
     }
-    snapshot.status = v.status.to_owned();
-    snapshot.confidence = v.confidence.to_owned();
+    // Most evaluations keep both: no new strings then.
+    if snapshot.status != v.status {
+        snapshot.status = v.status.to_owned();
+    }
+    if snapshot.confidence != v.confidence {
+        snapshot.confidence = v.confidence.to_owned();
+    }
     snapshot.uptime_percent = v.uptime_percent;
     snapshot.quality_score = v.quality_score;
     snapshot.scores = v.scores.into();
