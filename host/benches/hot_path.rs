@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the ingest hot path: canonicalise + verify, one policy fold, a batch
-//! write of 500 heartbeats, and replay of in-memory history through the default policy.
+//! write of 500 heartbeats, replay of in-memory history through the default policy, and one
+//! `evaluate-run` call over decoded events (the policy-call cost per replayed event).
 //!
 //! `cargo bench -p vigil --bench hot_path` (add `-- <name>` to run one). The policy and replay
 //! benches use the bundled default policy, or the component at `$VIGIL_BENCH_POLICY`.
@@ -13,9 +14,12 @@ use serde_json::{Map, Value, json};
 use vigil::config::PolicyConfig;
 use vigil::engine::fold::{FoldEffects, fold_heartbeat};
 use vigil::engine::replay::{replay, replay_onto_in_runs};
-use vigil::ingest::decode::{decode, decode_stored, format_rfc3339_ms};
+use vigil::ingest::decode::{DecodedHeartbeat, decode, decode_stored, format_rfc3339_ms};
 use vigil::ingest::signature::{parse_signature, public_key_of, sign_body, signed_message};
-use vigil::policy::{DEFAULT_POLICY, LoadedPolicy, PolicyEvent, PolicyLimits, PolicyRuntime};
+use vigil::policy::{
+    DEFAULT_POLICY, LoadedPolicy, PolicyAbi, PolicyEvent, PolicyLimits, PolicyRuntime, ServerFacts,
+    TimedEvent,
+};
 use vigil::store::sqlite::SqliteStore;
 use vigil::store::{
     HeartbeatRow, HistoryEvent, NewServer, ServerRecord, Snapshot, SnapshotRow, Store, WriteBatch,
@@ -274,11 +278,67 @@ fn replay_rate(c: &mut Criterion) {
     group.finish();
 }
 
+/// One `evaluate-run` call over 256 decoded heartbeats 30 s apart (no JSON, no host fold): the
+/// policy-call cost per event in a replay. The tick variant lowers no heartbeat fields, so the
+/// difference is what copying a heartbeat into the guest costs.
+fn policy_run(c: &mut Criterion) {
+    let policy = policy();
+    if policy.abi() != PolicyAbi::Runs {
+        eprintln!("policy-run: the policy predates vigil:policy@1.2 (no evaluate-run); skipped");
+        return;
+    }
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let heartbeats: Vec<DecodedHeartbeat> = (0..256)
+        .map(|i| decode(&body(&key, "r", T0 + i * 30_000)).expect("valid"))
+        .collect();
+    let at = |i: usize| T0 + i as i64 * 30_000;
+    let events: Vec<TimedEvent<'_>> = heartbeats
+        .iter()
+        .enumerate()
+        .map(|(i, heartbeat)| TimedEvent {
+            now_ms: at(i),
+            event: PolicyEvent::Heartbeat {
+                received_at_ms: at(i),
+                signed: true,
+                heartbeat,
+            },
+        })
+        .collect();
+    let ticks: Vec<TimedEvent<'_>> = (0..256)
+        .map(|i| TimedEvent {
+            now_ms: at(i),
+            event: PolicyEvent::Tick,
+        })
+        .collect();
+    let facts = ServerFacts {
+        server_id: "r".into(),
+        is_verified: true,
+        key_version: 1,
+        registered_at_ms: T0 - 86_400_000,
+    };
+    let mut group = c.benchmark_group("policy-run");
+    group.throughput(Throughput::Elements(256));
+    for (name, events) in [
+        ("evaluate-run, 256 heartbeats", &events),
+        ("evaluate-run, 256 ticks", &ticks),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let run = policy.evaluate_run(&facts, None, events).expect("runs");
+                assert_eq!(run.verdicts.len(), events.len(), "no tick falls due");
+                run
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     canonicalise_and_verify,
     policy_fold,
     batch_write,
-    replay_rate
+    replay_rate,
+    policy_run
 );
 criterion_main!(benches);
