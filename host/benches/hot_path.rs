@@ -261,6 +261,19 @@ fn replay_rate(c: &mut Criterion) {
             server
         })
     });
+    // Two servers' histories replayed at once on two threads (each with its own instance),
+    // the rate a rebuild spread over this machine's two cores could reach.
+    group.throughput(Throughput::Elements(2 * history.len() as u64));
+    group.bench_function("replay 2 x 2000 heartbeats on 2 threads", |b| {
+        b.iter(|| {
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| replay(&policy, &identity, &history, None));
+                let here = replay(&policy, &identity, &history, None).expect("replays");
+                (here, other.join().expect("joins").expect("replays"))
+            })
+        })
+    });
+    group.throughput(Throughput::Elements(history.len() as u64));
     // The host-side share of the above: parsing the stored JSON bodies, no policy call.
     group.bench_function("decode 2000 stored bodies (no policy)", |b| {
         b.iter(|| {
