@@ -591,7 +591,66 @@ async fn shadow_evaluation_never_changes_a_live_answer_or_snapshot() {
     assert_eq!(app.state.engine.policy().digest(), active.digest());
 }
 
+async fn a_swap_rebuilds_long_histories_two_at_a_time_and_each_equals_its_replay() {
+    let app = TestApp::spawn().await;
+    let agents: Vec<Agent> = (0..5).map(|i| Agent::new(&format!("long-{i}"))).collect();
+    for agent in &agents {
+        app.register(agent).await;
+    }
+    // More than 512 events per pair of servers, so the rebuild replays two servers at once on
+    // two threads; distinct players per server, so results swapped between servers would show.
+    for round in 0..300u32 {
+        for (i, agent) in agents.iter().enumerate() {
+            let players = i as u32 * 3 + round % 2;
+            let body = agent.heartbeat(json!({
+                "interval_seconds": 30, "players_current": players, "players_capacity": 20,
+            }));
+            assert_eq!(app.post_heartbeat(&body).await.status, 202);
+        }
+    }
+    let rebuilt_before = app.state.engine.stats().snapshots_rebuilt;
+    let next = default_policy_version("1.6.0");
+    let answer = upload(&app, &next, None, true).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    wait_for_active(&app, &digest_of(&next), PATIENCE).await;
+    assert!(
+        app.state.engine.stats().snapshots_rebuilt >= rebuilt_before + 5,
+        "every server was rebuilt"
+    );
+    let policy = app.state.engine.policy();
+    let window_ms = policy.description().history_window_seconds as i64 * 1000;
+    for i in 0..5 {
+        let id = format!("long-{i}");
+        let live = app
+            .store
+            .get_server(&id)
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(
+            live.snapshot.policy.as_ref().expect("computed").digest,
+            digest_of(&next)
+        );
+        assert_eq!(
+            live.snapshot.scores.get("activity"),
+            Some(f64::from(i as u32 * 3 + 1) * 5.0),
+            "{id} has its own snapshot"
+        );
+        let history = app
+            .store
+            .replay_history(&id, window_ms)
+            .await
+            .expect("history");
+        assert_eq!(history.len(), 300);
+        let (replayed, _) =
+            vigil::engine::replay::replay(&policy, &live, &history, live.snapshot.evaluated_at_ms)
+                .expect("replays");
+        assert_eq!(replayed.snapshot, live.snapshot, "{id}");
+    }
+}
+
 vigil_tests::on_both_backends!(
+    a_swap_rebuilds_long_histories_two_at_a_time_and_each_equals_its_replay,
     a_version_dropped_into_the_folder_under_load_swaps_without_failing_a_request,
     broken_modules_change_nothing_and_are_reported,
     a_version_that_traps_on_every_heartbeat_is_rolled_back_and_the_log_says_why,

@@ -15,15 +15,19 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::fold::FoldEffects;
-use super::replay::replay;
+use super::replay::{ReplayError, replay};
 use super::{Command, Pending, WriteError, Writer, now_ms};
 use crate::policy::LoadedPolicy;
-use crate::store::{ActivationRow, ServerRecord, TransitionRow};
+use crate::store::{ActivationRow, HistoryEvent, ServerRecord, TransitionRow};
 
 /// Servers rebuilt per chunk at most (between two chunks the writer folds what is queued).
 const CHUNK_SERVERS: usize = 32;
 /// Time a chunk may take before it yields to live events.
 const CHUNK_BUDGET: Duration = Duration::from_millis(20);
+
+/// Fewest events (over the servers rebuilt together) worth a second replay thread: below it,
+/// starting the thread costs about as much as it saves.
+const PARALLEL_REPLAY_EVENTS: usize = 512;
 
 /// When a freshly activated version is rolled back by itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -295,9 +299,7 @@ impl Writer {
                 named.push(id.to_owned());
             }
         }
-        for id in named {
-            self.rebuild_one(&id, pending).await;
-        }
+        self.rebuild_some(&named, pending).await;
     }
 
     /// Rebuilds up to one chunk of stale servers (due ones first) and commits it.
@@ -331,15 +333,22 @@ impl Writer {
         let started = Instant::now();
         let mut done = 0;
         while done < CHUNK_SERVERS && started.elapsed() < CHUNK_BUDGET {
-            let Some(id) = self.swap.queue.pop_front() else {
+            // Two at a time: one per core, and the time budget is still checked often.
+            let mut ids = Vec::with_capacity(2);
+            while ids.len() < 2 {
+                match self.swap.queue.pop_front() {
+                    Some(id) if self.swap.is_stale(&id) => ids.push(id),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            if ids.is_empty() {
                 // Everything queued was rebuilt by events first.
                 self.swap.stale.clear();
                 break;
-            };
-            if self.swap.is_stale(&id) {
-                self.rebuild_one(&id, &mut pending).await;
-                done += 1;
             }
+            done += ids.len();
+            self.rebuild_some(&ids, &mut pending).await;
         }
         self.flush(pending).await;
         self.stats
@@ -361,16 +370,11 @@ impl Writer {
         }
     }
 
-    /// Replays one server's history window through the active policy into its snapshot.
-    async fn rebuild_one(&mut self, id: &str, pending: &mut Pending) {
-        self.swap.stale.remove(id);
-        let Some(record) = self.servers.get(id) else {
-            return;
-        };
-        if !needs_rebuild(record, self.policy.digest()) {
-            // Already computed by the active version (another host rebuilt it).
-            return;
-        }
+    /// Replays the history windows of `ids` through the active policy into their snapshots.
+    /// Histories are read one after the other; when there are two or more and enough events,
+    /// they are replayed on two threads at once (each replay is independent), then applied in
+    /// order.
+    async fn rebuild_some(&mut self, ids: &[String], pending: &mut Pending) {
         let window_ms = i64::try_from(
             self.policy
                 .description()
@@ -378,15 +382,75 @@ impl Writer {
                 .saturating_mul(1000),
         )
         .unwrap_or(i64::MAX);
-        let history = match self.store.replay_history(id, window_ms).await {
-            Ok(history) => history,
-            Err(e) => {
-                tracing::error!(server_id = %id, error = %e, "cannot read history to rebuild; keeping the snapshot");
-                return;
+        let mut jobs: Vec<(&str, Vec<HistoryEvent>, i64)> = Vec::with_capacity(ids.len());
+        for id in ids {
+            self.swap.stale.remove(id.as_str());
+            let Some(record) = self.servers.get(id.as_str()) else {
+                continue;
+            };
+            if !needs_rebuild(record, self.policy.digest()) {
+                // Already computed by the active version (another host rebuilt it).
+                continue;
             }
+            let until = now_ms().max(record.snapshot.evaluated_at_ms.unwrap_or(i64::MIN));
+            match self.store.replay_history(id, window_ms).await {
+                Ok(history) => jobs.push((id, history, until)),
+                Err(e) => {
+                    tracing::error!(server_id = %id, error = %e, "cannot read history to rebuild; keeping the snapshot");
+                }
+            }
+        }
+        let replayed = self.replay_jobs(&jobs);
+        for ((id, _, until), replayed) in jobs.iter().zip(replayed) {
+            if let Some(replayed) = replayed {
+                self.finish_rebuild(id, *until, replayed, pending);
+            }
+        }
+    }
+
+    /// Replays each job's history onto its server (`None` for a server that is gone), on two
+    /// threads when the work is worth a thread.
+    fn replay_jobs(
+        &self,
+        jobs: &[(&str, Vec<HistoryEvent>, i64)],
+    ) -> Vec<Option<Result<(ServerRecord, FoldEffects), ReplayError>>> {
+        let one = |(id, history, until): &(&str, Vec<HistoryEvent>, i64)| {
+            let record = self.servers.get(*id)?;
+            Some(replay(&self.policy, record, history, Some(*until)))
         };
-        let until = now_ms().max(record.snapshot.evaluated_at_ms.unwrap_or(i64::MIN));
-        let replayed = replay(&self.policy, record, &history, Some(until));
+        let events: usize = jobs.iter().map(|(_, history, _)| history.len()).sum();
+        if jobs.len() < 2 || events < PARALLEL_REPLAY_EVENTS {
+            return jobs.iter().map(one).collect();
+        }
+        // Even jobs on a second thread, odd ones here, then back in order.
+        let (mut even, odd) = std::thread::scope(|scope| {
+            let even = scope.spawn(|| jobs.iter().step_by(2).map(one).collect::<Vec<_>>());
+            let odd: Vec<_> = jobs.iter().skip(1).step_by(2).map(one).collect();
+            let even = even
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (even.into_iter(), odd.into_iter())
+        });
+        let mut odd = odd;
+        (0..jobs.len())
+            .map(|i| {
+                if i % 2 == 0 {
+                    even.next().flatten()
+                } else {
+                    odd.next().flatten()
+                }
+            })
+            .collect()
+    }
+
+    /// Applies one server's rebuilt snapshot (or keeps the old one when the replay failed).
+    fn finish_rebuild(
+        &mut self,
+        id: &str,
+        until: i64,
+        replayed: Result<(ServerRecord, FoldEffects), ReplayError>,
+        pending: &mut Pending,
+    ) {
         self.touch(id, pending);
         let policy = self.policy.clone();
         let Some(server) = self.servers.get_mut(id) else {
