@@ -214,6 +214,7 @@ pub async fn serve(
         shutdown.await;
         live.close();
     };
+    let store = state.store.clone();
     let router = api::app(state);
     axum::serve(
         listener,
@@ -225,6 +226,14 @@ pub async fn serve(
     drop(config_watcher);
     writer.await.context("engine writer")?;
     dispatcher.await.context("alert dispatcher")?;
+    // Nothing writes any more: close the connections, so SQLite folds its WAL into the
+    // database file. Bounded, in case a background task still holds a connection.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the database connections did not close within 5 s; exiting anyway");
+    }
     Ok(())
 }
 

@@ -174,4 +174,12 @@ fn walkthrough(storage_url: &str) {
     let status = server.wait().expect("exits");
     let log = drain.join().expect("log");
     assert!(status.success(), "serve exits cleanly on SIGTERM: {log:?}");
+    if let Some(file) = storage_url.strip_prefix("sqlite://") {
+        // The pools were closed: the WAL is in the database file and its side files are gone.
+        assert!(dir.path().join(file).exists());
+        for side in ["-wal", "-shm"] {
+            let path = dir.path().join(format!("{file}{side}"));
+            assert!(!path.exists(), "{} is left after shutdown", path.display());
+        }
+    }
 }

@@ -677,6 +677,11 @@ pub trait Store: Send + Sync + 'static {
     fn is_shared(&self) -> bool {
         false
     }
+
+    /// Closes the connections once nothing will use the store again (a host shutting down
+    /// after its writer stopped): SQLite then checkpoints its WAL into the database file and
+    /// removes `-wal` and `-shm`. Later calls fail.
+    async fn close(&self) {}
     /// Opens the transaction of the next [`Store::commit`], locks the rows of `server_ids`
     /// until that commit (or [`Store::abandon`]) and returns their records as committed now, so
     /// the writer can refresh snapshots another host changed. A no-op on single-host backends.

@@ -386,6 +386,10 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn load_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
         super::common::load_servers(&self.db()).await
     }

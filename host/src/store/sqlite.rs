@@ -457,6 +457,12 @@ fn values_batch(batch: &WriteBatch) -> QueryBuilder<Sqlite> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn close(&self) {
+        // The writer's connection first: the last one to close checkpoints the WAL.
+        self.writer.close().await;
+        self.pool.close().await;
+    }
+
     async fn load_servers(&self) -> Result<Vec<ServerRecord>, StoreError> {
         super::common::load_servers(&self.db()).await
     }
