@@ -424,10 +424,18 @@ impl Agent {
     /// `extra` members merged in before signing.
     pub fn heartbeat(&self, extra: Value) -> Value {
         let now = now_ms();
-        let previous = self.last_ms.load(std::sync::atomic::Ordering::SeqCst);
-        let at = now.max(previous + 1);
-        self.last_ms.store(at, std::sync::atomic::Ordering::SeqCst);
-        self.heartbeat_at(at, extra)
+        // One atomic step: two tasks signing for the same agent at once must never get the
+        // same timestamp (the host acknowledges an exact repeat without storing it again).
+        let next = |previous: i64| now.max(previous + 1);
+        let previous = self
+            .last_ms
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |previous| Some(next(previous)),
+            )
+            .unwrap_or_else(|previous| previous);
+        self.heartbeat_at(next(previous), extra)
     }
 
     /// A signed heartbeat with the given timestamp.
