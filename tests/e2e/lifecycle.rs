@@ -145,25 +145,8 @@ async fn a_version_dropped_into_the_folder_under_load_swaps_without_failing_a_re
     }
     // Determinism across the swap: replaying each server's window through the new version
     // gives exactly the snapshot that the rebuild plus the live events after it produced.
-    let policy = app.state.engine.policy();
-    let window_ms = policy.description().history_window_seconds as i64 * 1000;
     for i in 0..4 {
-        let id = format!("load-{i}");
-        let live = app
-            .store
-            .get_server(&id)
-            .await
-            .expect("read")
-            .expect("exists");
-        let history = app
-            .store
-            .replay_history(&id, window_ms)
-            .await
-            .expect("history");
-        let (replayed, _) =
-            vigil::engine::replay::replay(&policy, &live, &history, live.snapshot.evaluated_at_ms)
-                .expect("replays");
-        assert_eq!(replayed.snapshot, live.snapshot, "{id}");
+        assert_equals_its_replay(&app, &format!("load-{i}")).await;
     }
     let log = app.store.activations(1).await.expect("log");
     assert_eq!(log[0].who, "watched-folder");
@@ -617,16 +600,9 @@ async fn a_swap_rebuilds_long_histories_two_at_a_time_and_each_equals_its_replay
         app.state.engine.stats().snapshots_rebuilt >= rebuilt_before + 5,
         "every server was rebuilt"
     );
-    let policy = app.state.engine.policy();
-    let window_ms = policy.description().history_window_seconds as i64 * 1000;
     for i in 0..5 {
         let id = format!("long-{i}");
-        let live = app
-            .store
-            .get_server(&id)
-            .await
-            .expect("read")
-            .expect("exists");
+        let live = assert_equals_its_replay(&app, &id).await;
         assert_eq!(
             live.snapshot.policy.as_ref().expect("computed").digest,
             digest_of(&next)
@@ -636,17 +612,32 @@ async fn a_swap_rebuilds_long_histories_two_at_a_time_and_each_equals_its_replay
             Some(f64::from(i as u32 * 3 + 1) * 5.0),
             "{id} has its own snapshot"
         );
-        let history = app
-            .store
-            .replay_history(&id, window_ms)
-            .await
-            .expect("history");
+        let history = app.store.history(&id, 0).await.expect("history");
         assert_eq!(history.len(), 300);
-        let (replayed, _) =
-            vigil::engine::replay::replay(&policy, &live, &history, live.snapshot.evaluated_at_ms)
-                .expect("replays");
-        assert_eq!(replayed.snapshot, live.snapshot, "{id}");
     }
+}
+
+/// Replaying `id`'s history window through the active policy up to its last evaluation gives
+/// exactly its stored snapshot. Returns the stored record.
+async fn assert_equals_its_replay(app: &TestApp, id: &str) -> vigil::store::ServerRecord {
+    let policy = app.state.engine.policy();
+    let window_ms = policy.description().history_window_seconds as i64 * 1000;
+    let live = app
+        .store
+        .get_server(id)
+        .await
+        .expect("read")
+        .expect("exists");
+    let history = app
+        .store
+        .replay_history(id, window_ms)
+        .await
+        .expect("history");
+    let (replayed, _) =
+        vigil::engine::replay::replay(&policy, &live, &history, live.snapshot.evaluated_at_ms)
+            .expect("replays");
+    assert_eq!(replayed.snapshot, live.snapshot, "{id}");
+    live
 }
 
 vigil_tests::on_both_backends!(
