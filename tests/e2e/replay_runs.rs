@@ -235,3 +235,63 @@ fn a_policy_that_cannot_finish_a_run_falls_back_to_single_evaluations() {
     assert_eq!(runs.snapshot.policy_errors, 3, "{effects}");
     assert!(effects.contains("OutOfFuel"), "{effects}");
 }
+
+#[test]
+fn instance_reuse_counts_every_event_a_run_folds() {
+    // `[policy] reuse_instance_calls` bounds the evaluations one guest instance makes; a run
+    // counts each event it folds, and the bound is checked before each call.
+    let runtime = PolicyRuntime::new(PolicyLimits {
+        reuse_instance_calls: 5,
+        ..PolicyLimits::from(&PolicyConfig::default())
+    })
+    .expect("engine builds");
+    let bytes = std::fs::read(misbehaving_policy()).expect("built");
+    let params = BTreeMap::from([(
+        "behaviour".to_owned(),
+        toml::Value::String("instance-count".to_owned()),
+    )]);
+    let policy = runtime.load(&bytes, &params).expect("loads");
+    let facts = ServerFacts {
+        server_id: "reuse".into(),
+        is_verified: true,
+        key_version: 1,
+        registered_at_ms: T0,
+    };
+    let made = |verdict: &vigil::policy::Verdict| verdict.scores["instance-evaluations"];
+    let mut now_ms = T0;
+    let mut single = || {
+        now_ms += 1_000;
+        made(
+            &policy
+                .evaluate(&facts, None, now_ms, PolicyEvent::Tick)
+                .expect("evaluates")
+                .verdict,
+        )
+    };
+    let seen: Vec<f64> = (0..3).map(|_| single()).collect();
+    assert_eq!(seen, [1.0, 2.0, 3.0], "one warm instance");
+    let ticks = |from: i64, n: i64| -> Vec<TimedEvent<'static>> {
+        (1..=n)
+            .map(|i| TimedEvent {
+                now_ms: from + i * 1_000,
+                event: PolicyEvent::Tick,
+            })
+            .collect()
+    };
+    let run = policy
+        .evaluate_run(&facts, None, &ticks(T0 + 10_000, 2))
+        .expect("runs");
+    let seen: Vec<f64> = run.verdicts.iter().map(made).collect();
+    assert_eq!(seen, [4.0, 5.0], "the run continues on the same instance");
+    assert_eq!(single(), 1.0, "five evaluations made: a fresh instance");
+    let run = policy
+        .evaluate_run(&facts, None, &ticks(T0 + 20_000, 6))
+        .expect("runs");
+    let seen: Vec<f64> = run.verdicts.iter().map(made).collect();
+    assert_eq!(
+        seen,
+        [2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+        "a run starts on an instance with evaluations left and folds all its events"
+    );
+    assert_eq!(single(), 1.0, "then the instance is replaced");
+}

@@ -4,8 +4,9 @@
 //! `Linker` that defines nothing: every import a guest declares (WASI clocks, random, files,
 //! ...) traps when called, so a policy has no ambient authority and stays deterministic.
 //! A [`LoadedPolicy`] is one compiled version (an `InstancePre`). Evaluations run on an instance
-//! kept warm for up to `[policy] reuse_instance_calls` calls (a fresh `Store` and instance
-//! costs a few µs with the pooling allocator), each call with a fuel budget, a memory cap and
+//! kept warm for up to `[policy] reuse_instance_calls` evaluations (a fresh `Store` and instance
+//! costs ≈ 30 µs with the pooling allocator: instantiation, `configure`, and the page faults
+//! of the guest memory it touches again), each call with a fuel budget, a memory cap and
 //! output checks; a trap, exhausted fuel or invalid output fails that evaluation only, and the
 //! instance is dropped.
 //!

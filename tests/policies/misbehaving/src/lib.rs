@@ -11,6 +11,9 @@
 //! - `flaky`: decided by the event's second (`now_ms / 1000`): `Err` when it is 3 modulo 7, a
 //!   trap when 5 modulo 11, a NaN quality score when 6 modulo 13, `ok` otherwise. Replay tests
 //!   use it for failures in the middle of a run.
+//! - `instance-count`: `ok`, plus a score `instance-evaluations`: how many evaluations this
+//!   instance has made (global state, which a real policy must never keep), so tests can see
+//!   when the host replaces an instance.
 //! - `trap-live`: traps on every server except the host's synthetic smoke-test server
 //!   (`vigil-smoke-test`): a bug that validation cannot see, for the auto-rollback test.
 //!
@@ -21,10 +24,15 @@
 //!
 //! Any other value is an `Err` naming it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use vigil_policy_sdk::{
     Assessment, Confidence, Evaluation, Event, Facts, ParamSpec, Params, Policy, PolicyInfo, Score,
     Status,
 };
+
+/// Evaluations made by this instance (`instance-count`): a fresh instance starts at zero.
+static INSTANCE_EVALUATIONS: AtomicU64 = AtomicU64::new(0);
 
 const DEFAULT_BEHAVIOUR: &str = match option_env!("VIGIL_TEST_POLICY_BEHAVIOUR") {
     Some(b) => b,
@@ -47,7 +55,8 @@ impl Policy for Misbehaving {
             history_window_seconds: 0,
             params: vec![ParamSpec::text(
                 "behaviour",
-                "What evaluate does: ok, trap, trap-live, loop, nan, oom, err or flaky.",
+                "What evaluate does: ok, trap, trap-live, loop, nan, oom, err, flaky or \
+                 instance-count.",
                 DEFAULT_BEHAVIOUR,
             )],
         }
@@ -62,6 +71,15 @@ impl Policy for Misbehaving {
     ) -> Result<Evaluation, String> {
         match params.text_or("behaviour", DEFAULT_BEHAVIOUR) {
             "ok" => Ok(ok(state, now_ms, 99.0)),
+            "instance-count" => {
+                let made = INSTANCE_EVALUATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut evaluation = ok(state, now_ms, 99.0);
+                evaluation
+                    .assessment
+                    .scores
+                    .push(Score::new("instance-evaluations", made as f64));
+                Ok(evaluation)
+            }
             "trap-live" if facts.server_id == "vigil-smoke-test" => Ok(ok(state, now_ms, 99.0)),
             "trap-live" => trap(),
             "nan" => Ok(ok(state, now_ms, f64::NAN)),
