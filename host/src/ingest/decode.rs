@@ -137,7 +137,8 @@ pub fn decode_object(body: Map<String, Value>) -> Result<DecodedHeartbeat, Decod
             format!("unknown member `{unknown}`"),
         ));
     }
-    body.iter().try_for_each(|(k, v)| check_numbers(v, k, 1))?;
+    body.iter()
+        .try_for_each(|(k, v)| check_numbers(v, &Path::Member(k), 1))?;
 
     let server_id = required_str(&body, "server_id")?;
     if !valid_server_id(server_id) {
@@ -225,7 +226,7 @@ mod stored {
     use serde_json::Value;
 
     use super::{
-        DecodedHeartbeat, MAX_SAFE_INTEGER, Map, check_numbers, metrics, parse_rfc3339_ms,
+        DecodedHeartbeat, MAX_SAFE_INTEGER, Map, Path, check_numbers, metrics, parse_rfc3339_ms,
         valid_server_id,
     };
 
@@ -297,7 +298,7 @@ mod stored {
             match value {
                 None | Some(Value::Null) => {}
                 Some(value @ Value::Object(_)) => {
-                    check_numbers(&value, member, 1).ok()?;
+                    check_numbers(&value, &Path::Member(member), 1).ok()?;
                     nested.insert(member.to_owned(), value);
                 }
                 Some(_) => return None,
@@ -420,9 +421,38 @@ fn metrics(body: &Map<String, Value>) -> Result<Vec<MetricValue>, DecodeError> {
     }
 }
 
+/// Where a nested value sits (`metrics.cpu`, `payload.list[2]`). Only an error message renders
+/// it, so checking a valid body allocates nothing for it.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    /// A member of the body.
+    Member(&'a str),
+    /// A member of an object.
+    Key(&'a Path<'a>, &'a str),
+    /// An element of an array.
+    Index(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Member(name) => f.write_str(name),
+            Path::Key(parent, key) => {
+                let parent = parent.to_string();
+                if parent.is_empty() {
+                    f.write_str(key)
+                } else {
+                    write!(f, "{parent}.{key}")
+                }
+            }
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
 /// Refuses integers beyond ±(2^53−1) anywhere, nesting deeper than [`MAX_DEPTH`] and strings
 /// longer than [`MAX_NESTED_STRING_CHARS`].
-fn check_numbers(value: &Value, path: &str, depth: usize) -> Result<(), DecodeError> {
+fn check_numbers(value: &Value, path: &Path<'_>, depth: usize) -> Result<(), DecodeError> {
     if depth > MAX_DEPTH {
         return Err(DecodeError::new(
             "invalid_field",
@@ -460,15 +490,10 @@ fn check_numbers(value: &Value, path: &str, depth: usize) -> Result<(), DecodeEr
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .try_for_each(|(i, v)| check_numbers(v, &format!("{path}[{i}]"), depth + 1)),
-        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-            let child = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
-            check_numbers(v, &child, depth + 1)
-        }),
+            .try_for_each(|(i, v)| check_numbers(v, &Path::Index(path, i), depth + 1)),
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(k, v)| check_numbers(v, &Path::Key(path, k), depth + 1)),
         _ => Ok(()),
     }
 }
@@ -535,6 +560,24 @@ mod tests {
         assert_eq!(
             code(br#"{"server_id":"a","key_version":1,"timestamp":"yesterday","signature":"x"}"#),
             "invalid_field"
+        );
+    }
+
+    #[test]
+    fn errors_name_where_in_the_body_the_bad_value_sits() {
+        let detail = |extra: &str| decode(&body(extra)).unwrap_err().detail;
+        assert_eq!(
+            detail(r#","payload":{"a":[1,{"b":9007199254740993}]}"#),
+            "`payload.a[1].b`: integers must be within ±(2^53−1) (I-JSON, RFC 7493)"
+        );
+        assert_eq!(
+            detail(r#","payload":{"":{"x":[[0.5, 9007199254740992]]}}"#),
+            "`payload..x[0][1]`: integers must be within ±(2^53−1) (I-JSON, RFC 7493)"
+        );
+        let long = "é".repeat(MAX_NESTED_STRING_CHARS + 1);
+        assert_eq!(
+            detail(&format!(r#","os_info":{{"list":["{long}"]}}"#)),
+            format!("`os_info.list[0]` is longer than {MAX_NESTED_STRING_CHARS} characters")
         );
     }
 
