@@ -429,6 +429,87 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    /// One transaction and three statements for the whole list (a bulk import registers
+    /// thousands): the servers (`ON CONFLICT DO NOTHING RETURNING`, so a taken id is a
+    /// `Conflict` for that server only), their first keys, and one `NOTIFY` per new server.
+    async fn insert_servers(
+        &self,
+        servers: &[NewServer],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if servers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = servers.iter().map(|s| s.server_id.as_str()).collect();
+        let names: Vec<Option<&str>> = servers.iter().map(|s| s.display_name.as_deref()).collect();
+        let clusters: Vec<Option<&str>> = servers.iter().map(|s| s.cluster_id.as_deref()).collect();
+        let keys: Vec<&str> = servers.iter().map(|s| s.public_key.as_str()).collect();
+        let at: Vec<i64> = servers.iter().map(|s| s.registered_at_ms).collect();
+        let mut tx = self.pool.begin().await?;
+        // `ON CONFLICT DO NOTHING` also skips a repeat of an id earlier in the same list.
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO servers (server_id, display_name, cluster_id, public_key, key_version, \
+             is_verified, registered_at_ms) \
+             SELECT s, d, c, k, 1, FALSE, r \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
+             WITH ORDINALITY AS t(s, d, c, k, r, n) ORDER BY n \
+             ON CONFLICT (server_id) DO NOTHING RETURNING server_id",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .bind(&clusters)
+        .bind(&keys)
+        .bind(&at)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut new: std::collections::HashSet<&str> =
+            inserted.iter().map(String::as_str).collect();
+        // The first server of each inserted id is the one registered; any other is a conflict.
+        let results: Vec<Result<(), StoreError>> = servers
+            .iter()
+            .map(|s| {
+                if new.remove(s.server_id.as_str()) {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict(format!("server {}", s.server_id)))
+                }
+            })
+            .collect();
+        let registered: Vec<&NewServer> = servers
+            .iter()
+            .zip(&results)
+            .filter_map(|(s, r)| r.is_ok().then_some(s))
+            .collect();
+        let pick =
+            |f: fn(&NewServer) -> &str| -> Vec<&str> { registered.iter().map(|s| f(s)).collect() };
+        sqlx::query(
+            "INSERT INTO server_keys (server_id, key_version, public_key, fingerprint, \
+             added_at_ms, added_by) \
+             SELECT s, 1, k, f, a, b \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[]) \
+             AS t(s, k, f, a, b)",
+        )
+        .bind(pick(|s| &s.server_id))
+        .bind(pick(|s| &s.public_key))
+        .bind(pick(|s| &s.fingerprint))
+        .bind(
+            registered
+                .iter()
+                .map(|s| s.registered_at_ms)
+                .collect::<Vec<i64>>(),
+        )
+        .bind(pick(|s| &s.added_by))
+        .execute(&mut *tx)
+        .await?;
+        // Delivered to every listening host when (and only if) the transaction commits.
+        sqlx::query("SELECT pg_notify($1, 'server:' || s) FROM UNNEST($2::text[]) AS t(s)")
+            .bind(CHANGES_CHANNEL)
+            .bind(pick(|s| &s.server_id))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+
     async fn set_verified(&self, server_id: &str, verified: bool) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE servers SET is_verified = $1 WHERE server_id = $2")
