@@ -265,8 +265,7 @@ impl PolicyRuntime {
     /// Builds the engine: fuel metering, pooling allocator sized to the memory cap.
     pub fn new(limits: PolicyLimits) -> Result<Self, PolicyError> {
         let mut pool = PoolingAllocationConfig::default();
-        // Slots bound how many evaluations run at once; the reservation per slot is the memory
-        // cap, so many engines (tests) fit in the address space.
+        // Slots bound how many instances live at once (every loaded version keeps one warm).
         pool.total_component_instances(64)
             .total_core_instances(128)
             .total_memories(128)
@@ -276,8 +275,13 @@ impl PolicyRuntime {
         config
             .consume_fuel(true)
             .max_wasm_stack(512 << 10)
-            .memory_reservation(limits.memory_bytes as u64)
-            .memory_guard_size(64 << 10)
+            // The whole 32-bit address range of a guest memory is reserved (address space
+            // only: the memory cap above bounds what a guest can use) and followed by a guard
+            // region, so compiled guest code needs no bounds check on its loads and stores: a
+            // tenth off every policy call (BENCHMARKS.md, session 5). 128 slots reserve
+            // ≈ 0.5 TiB of the 128 TiB of user address space per engine.
+            .memory_reservation(1 << 32)
+            .memory_guard_size(32 << 20)
             .memory_reservation_for_growth(0)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if std::env::var_os("VIGIL_PERF_MAP").is_some() {
