@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 use vigil::config::PolicyConfig;
 use vigil::engine::fold::{FoldEffects, fold_heartbeat};
 use vigil::engine::replay::{replay, replay_onto_in_runs};
-use vigil::ingest::decode::{DecodedHeartbeat, decode, decode_stored, format_rfc3339_ms};
+use vigil::clock::format_rfc3339_ms;
+use vigil::ingest::decode::{DecodedHeartbeat, decode, decode_stored};
 use vigil::ingest::signature::{parse_signature, public_key_of, sign_body, signed_message};
 use vigil::policy::{
     DEFAULT_POLICY, LoadedPolicy, PolicyAbi, PolicyEvent, PolicyLimits, PolicyRuntime, ServerFacts,

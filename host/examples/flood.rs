@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use serde_json::{Map, Value};
-use vigil::ingest::decode::format_rfc3339_ms;
+use vigil::clock::format_rfc3339_ms;
 use vigil::ingest::signature::sign_body;
 
 fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Pre-sign a pool of forged bodies so the load tool's own signing does not limit the rate.
     let forger = SigningKey::generate(&mut rand::rngs::OsRng);
-    let now = vigil::engine::now_ms();
+    let now = vigil::clock::now_ms();
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..1024)
             .map(|i| {

@@ -37,7 +37,7 @@ macro_rules! log {
     };
 }
 
-use crate::ingest::decode::format_rfc3339_ms;
+use crate::clock::format_rfc3339_ms;
 use crate::ingest::signature::{PublicKey, SignatureError, parse_signature, public_key_of};
 
 /// Prefix of the host-signed command envelope.
@@ -105,7 +105,7 @@ async fn waiting_servers(db: &Db) -> Result<Vec<String>, sqlx::Error> {
         "SELECT DISTINCT server_id FROM commands WHERE delivered_at_ms IS NULL \
          AND expires_at_ms > $1",
     )
-    .bind(crate::engine::now_ms())
+    .bind(crate::clock::now_ms())
     .fetch_all(pool)
     .await)
 }
@@ -141,7 +141,7 @@ impl Commands {
             )
             .bind(STANDARD.encode(fresh.to_bytes()))
             .bind(public_key_of(&fresh).to_base64())
-            .bind(crate::engine::now_ms())
+            .bind(crate::clock::now_ms())
             .execute(pool)
             .await?;
             let secret: String = sqlx::query_scalar("SELECT secret_key FROM host_keys WHERE id = 1")
@@ -192,7 +192,7 @@ impl Commands {
         ttl_ms: i64,
         created_by: &str,
     ) -> Result<Value, CommandError> {
-        let now = crate::engine::now_ms();
+        let now = crate::clock::now_ms();
         let id: [u8; 16] = rand::random();
         let command_id = hex::encode(id);
         let mut envelope = Map::new();
@@ -252,7 +252,7 @@ impl Commands {
     }
 
     async fn take(&self, server_id: &str) -> Result<Vec<Value>, CommandError> {
-        let now = crate::engine::now_ms();
+        let now = crate::clock::now_ms();
         let mut out = Vec::new();
         with_pool!(&self.db, pool => {
         let mut tx = pool.begin().await?;
@@ -290,7 +290,7 @@ impl Commands {
         status: &str,
         body: &Value,
     ) -> Result<(), CommandError> {
-        let now = crate::engine::now_ms();
+        let now = crate::clock::now_ms();
         with_pool!(&self.db, pool => {
         let mut tx = pool.begin().await?;
         let done = sqlx::query(

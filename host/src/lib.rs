@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`clock`]: the host clock and RFC 3339 text (the ground floor: imports nothing).
 //! - [`config`]: `vigil.toml` → typed configuration with defaults and validation.
 //! - [`api`]: the axum routers (agent, directory, admin) and the one error type that maps every
 //!   failure to RFC 9457 problem+json with a stable `code`.
@@ -35,6 +36,7 @@
 pub mod alerts;
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod engine;

@@ -251,8 +251,8 @@ async fn a_maintenance_window_mutes_the_alert() {
         c.alerts.maintenance.push(MaintenanceWindow {
             server_id: Some("in-maintenance".into()),
             cluster_id: None,
-            start: vigil::ingest::decode::format_rfc3339_ms(now - 3_600_000),
-            end: vigil::ingest::decode::format_rfc3339_ms(now + 3_600_000),
+            start: vigil::clock::format_rfc3339_ms(now - 3_600_000),
+            end: vigil::clock::format_rfc3339_ms(now + 3_600_000),
             reason: Some("planned upgrade".into()),
         });
     })

@@ -47,7 +47,7 @@ async fn silent_server_flips_offline_at_its_deadline_and_a_transition_is_appende
     // The flip happened at the deadline itself (received + 2 s), not whenever a scan ran.
     let last_seen = server["last_seen_at"]
         .as_str()
-        .and_then(vigil::ingest::decode::parse_rfc3339_ms);
+        .and_then(vigil::clock::parse_rfc3339_ms);
     let flipped_at = offline[0]["at_ms"].as_i64();
     assert_eq!(flipped_at.zip(last_seen).map(|(f, s)| f - s), Some(2_000));
     // A heartbeat brings it back.

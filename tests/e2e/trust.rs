@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 use vigil::config::Config;
-use vigil::ingest::decode::format_rfc3339_ms;
+use vigil::clock::format_rfc3339_ms;
 use vigil_tests::{ADMIN_TOKEN, Agent, Answer, TestApp, now_ms};
 
 /// Sends a request as if from `peer`, with extra headers.

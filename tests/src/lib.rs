@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 use vigil::api::AppState;
 use vigil::config::Config;
-use vigil::ingest::decode::format_rfc3339_ms;
+use vigil::clock::format_rfc3339_ms;
 use vigil::ingest::signature::sign_body;
 use vigil::store::{Backend, Store};
 
@@ -381,7 +381,7 @@ impl TestApp {
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
-    vigil::engine::now_ms()
+    vigil::clock::now_ms()
 }
 
 /// An agent: a key and a server id; signs heartbeats like a real agent.

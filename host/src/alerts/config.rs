@@ -28,7 +28,7 @@
 
 use serde::Deserialize;
 
-use crate::ingest::decode::parse_rfc3339_ms;
+use crate::clock::parse_rfc3339_ms;
 
 /// `[alerts]`
 #[derive(Debug, Clone, Deserialize)]

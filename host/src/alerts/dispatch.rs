@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use super::AlertsConfig;
 use super::sinks::{self, OutboxAlert};
 use crate::config::ConfigHandle;
-use crate::engine::now_ms;
+use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::store::Db;
 use crate::with_pool;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::{SinkConfig, SinkKind};
-use crate::ingest::decode::format_rfc3339_ms;
+use crate::clock::format_rfc3339_ms;
 
 /// An alert as read back from the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::directory::ServerView;
 use super::{ApiError, AppState};
-use crate::engine::now_ms;
+use crate::clock::now_ms;
 use crate::ingest::decode::valid_server_id;
 use crate::ingest::signature::PublicKey;
 use crate::store::NewServer;

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{ApiError, AppState};
-use crate::engine::{RejectionNotice, WriteError, now_ms};
+use crate::clock::now_ms;
+use crate::engine::WriteError;
+use crate::ingest::verified::RejectionNotice;
 use crate::ingest::decode::{MAX_BODY_BYTES, decode};
 use crate::ingest::{Refusal, TrustRules, bad_signature, prepare};
 use crate::policy::digest_of;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::commands::{CommandError, RESULT_PREFIX, verify};
-use crate::ingest::decode::parse_rfc3339_ms;
+use crate::clock::parse_rfc3339_ms;
 
 /// Longest time-to-live of a command.
 const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;

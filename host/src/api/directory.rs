@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{ApiError, AppState};
-use crate::ingest::decode::format_rfc3339_ms;
+use crate::clock::format_rfc3339_ms;
 use crate::ingest::signature::PublicKey;
 use crate::store::{PolicyRef, ServerQuery, ServerRecord, ServerSort, StoredTransition};
 

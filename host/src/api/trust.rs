@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::agent::{limited, refuse, source_ip};
 use super::{ApiError, AppState};
-use crate::engine::now_ms;
-use crate::ingest::decode::{format_rfc3339_ms, parse_rfc3339_ms};
+use crate::clock::now_ms;
+use crate::clock::{format_rfc3339_ms, parse_rfc3339_ms};
 use crate::ingest::signature::PublicKey;
 use crate::ingest::{Refusal, TrustRules};
 use crate::policy::digest_of;

@@ -73,7 +73,7 @@ async fn open(db: &Database) -> anyhow::Result<Backend> {
 /// Runs a `vigil admin` subcommand.
 pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     let AdminCommand::Key(command) = command;
-    let now = crate::engine::now_ms();
+    let now = crate::clock::now_ms();
     match command {
         KeyCommand::Create { name, scope, db } => {
             anyhow::ensure!(

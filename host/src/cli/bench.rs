@@ -21,7 +21,7 @@ use ed25519_dalek::SigningKey;
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
-use crate::ingest::decode::format_rfc3339_ms;
+use crate::clock::format_rfc3339_ms;
 use crate::ingest::signature::sign_body;
 
 /// Arguments of `vigil bench`.
@@ -400,7 +400,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     // Timestamps start 100 s in the past (well inside the default 300 s skew window) and step
     // 10 ms per heartbeat of a server.
-    let senders = presign(&keys, per_server, crate::engine::now_ms() - 100_000);
+    let senders = presign(&keys, per_server, crate::clock::now_ms() - 100_000);
     eprintln!(
         "pre-signed {} heartbeats in {:.1} s",
         per_server * keys.len(),

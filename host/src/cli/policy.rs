@@ -473,7 +473,7 @@ async fn replay(
     let candidate = runtime
         .load(&bytes, &candidate_params)
         .with_context(|| format!("loading {}", candidate.display()))?;
-    let now = crate::engine::now_ms();
+    let now = crate::clock::now_ms();
     let since_ms = since
         .map(|s| parse_duration_ms(&s).map(|d| now - d))
         .transpose()?;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::{Map, Value};
 
-use crate::ingest::decode::format_rfc3339_ms;
+use crate::clock::format_rfc3339_ms;
 use crate::ingest::signature::public_key_of;
 use crate::trust::rotation;
 
@@ -40,7 +40,7 @@ pub async fn run(args: RotateKeyArgs) -> anyhow::Result<()> {
     body.insert("key_version".into(), args.key_version.into());
     body.insert(
         "timestamp".into(),
-        format_rfc3339_ms(crate::engine::now_ms()).into(),
+        format_rfc3339_ms(crate::clock::now_ms()).into(),
     );
     body.insert(
         "next_public_key".into(),

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::{Map, Value};
 
-use crate::ingest::decode::format_rfc3339_ms;
+use crate::clock::format_rfc3339_ms;
 use crate::ingest::signature::sign_body;
 
 /// Arguments of `vigil send`.
@@ -96,7 +96,7 @@ pub fn body_of(args: &SendArgs, timestamp_ms: i64) -> Map<String, Value> {
 /// Signs and posts one heartbeat; prints the host's answer.
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let key = super::keys::read_key(&args.key)?;
-    let mut body = body_of(&args, crate::engine::now_ms());
+    let mut body = body_of(&args, crate::clock::now_ms());
     let signature = sign_body(&key, &body)?;
     body.insert("signature".into(), signature.into());
     let url = format!("{}/v1/agent/heartbeat", args.url.trim_end_matches('/'));

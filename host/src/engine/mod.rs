@@ -26,8 +26,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::ingest::decode::DecodedHeartbeat;
-use crate::ingest::signature::PublicKey;
+use crate::clock::now_ms;
+use crate::ingest::verified::{Identity, RejectionNotice, VerifiedHeartbeat};
 use crate::policy::LoadedPolicy;
 use crate::store::{
     ChangeNotice, CommitReceipt, HeartbeatRow, NewServer, RejectionRow, ServerRecord, Snapshot,
@@ -37,38 +37,6 @@ use fold::{FoldEffects, catch_up, fold_heartbeat, fold_rejection};
 pub use observe::Observers;
 pub use shadow::{Disagreement, Judgement, ShadowReport};
 pub use swap::{Activation, ActivationOutcome, Probation};
-
-/// Milliseconds since the Unix epoch, from the host clock.
-pub fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// What a request handler needs to know about a server to verify a heartbeat.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    /// The server.
-    pub server_id: String,
-    /// Its current key.
-    pub public_key: PublicKey,
-    /// The current key's version.
-    pub key_version: u32,
-    /// Operator-verified.
-    pub is_verified: bool,
-}
-
-impl Identity {
-    fn of(server: &ServerRecord) -> Option<Self> {
-        Some(Self {
-            server_id: server.server_id.clone(),
-            public_key: PublicKey::from_base64(&server.public_key).ok()?,
-            key_version: server.key_version,
-            is_verified: server.is_verified,
-        })
-    }
-}
 
 /// Counters of the engine (exposed by `/healthz` and `/metrics`).
 #[derive(Debug, Default)]
@@ -142,40 +110,6 @@ impl EngineStats {
             policy_rollbacks: r(&self.policy_rollbacks),
         }
     }
-}
-
-/// A heartbeat that passed every check a handler can make alone.
-#[derive(Debug, Clone)]
-pub struct VerifiedHeartbeat {
-    /// The decoded body.
-    pub decoded: DecodedHeartbeat,
-    /// The body as received (JSON text), stored verbatim.
-    pub body_text: String,
-    /// Host receive time.
-    pub received_at_ms: i64,
-    /// Whether a signature was verified.
-    pub signed: bool,
-    /// Client address, for the audit trail.
-    pub source_ip: Option<String>,
-}
-
-/// A refused request to append (and fold, when it names a known server).
-#[derive(Debug, Clone)]
-pub struct RejectionNotice {
-    /// Host receive time.
-    pub received_at_ms: i64,
-    /// Stable problem code.
-    pub code: &'static str,
-    /// HTTP status answered.
-    pub http_status: u16,
-    /// Detail sent to the client.
-    pub detail: String,
-    /// The claimed server, if readable.
-    pub claimed_server_id: Option<String>,
-    /// Client address.
-    pub source_ip: Option<String>,
-    /// `sha256:<hex>` of the body.
-    pub body_sha256: Option<String>,
 }
 
 /// The writer's answer to an accepted heartbeat.

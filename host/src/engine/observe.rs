@@ -61,7 +61,7 @@ impl Observers {
         let at_ms = server
             .snapshot
             .evaluated_at_ms
-            .unwrap_or_else(super::now_ms);
+            .unwrap_or_else(crate::clock::now_ms);
         let alerts = crate::alerts::plan(
             server,
             &effects.transitions,

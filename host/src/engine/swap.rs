@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use super::fold::FoldEffects;
 use super::replay::{ReplayError, replay};
-use super::{Command, Pending, WriteError, Writer, now_ms};
+use super::{Command, Pending, WriteError, Writer};
+use crate::clock::now_ms;
 use crate::policy::LoadedPolicy;
 use crate::store::{ActivationRow, HistoryEvent, ServerRecord, TransitionRow};
 

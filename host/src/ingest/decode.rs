@@ -4,8 +4,7 @@
 //! lengths. It never looks at keys, servers or clocks (that is [`super`]'s job).
 
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use crate::clock::parse_rfc3339_ms;
 
 /// Largest accepted body, in bytes (64 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -322,20 +321,6 @@ mod stored {
             metrics: metrics(&nested).ok()?,
         })
     }
-}
-
-/// Parses an RFC 3339 timestamp to milliseconds since the Unix epoch.
-pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
-    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
-}
-
-/// Formats milliseconds since the Unix epoch as RFC 3339 UTC (millisecond precision).
-pub fn format_rfc3339_ms(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Whether `id` is a valid server identifier: `^[a-z0-9][a-z0-9._-]{0,127}$` or a UUID.

@@ -9,9 +9,10 @@ pub mod decode;
 #[cfg(test)]
 mod fuzz;
 pub mod signature;
+pub mod verified;
 pub mod verifier;
 
-use crate::engine::{Identity, VerifiedHeartbeat};
+use verified::{Identity, VerifiedHeartbeat};
 use decode::{DecodeError, DecodedHeartbeat};
 
 /// A refused heartbeat: the HTTP status, stable code and detail to answer with.

@@ -17,7 +17,8 @@ use wasmtime::component::Component;
 use super::signing::{self, SigningError};
 use super::{LoadedPolicy, PolicyError, PolicyEvent, PolicyRuntime, ServerFacts, digest_of};
 use crate::config::{ConfigHandle, PolicyConfig};
-use crate::engine::{Activation, ActivationOutcome, EngineHandle, Probation, WriteError, now_ms};
+use crate::clock::now_ms;
+use crate::engine::{Activation, ActivationOutcome, EngineHandle, Probation, WriteError};
 use crate::ingest::decode::decode_object;
 use crate::ingest::signature::PublicKey;
 use crate::store::{ActivationRow, PolicyRecord, Store, StoreError};
@@ -499,7 +500,7 @@ fn smoke(policy: &LoadedPolicy) -> Result<(), String> {
         body.insert("key_version".into(), json!(1));
         body.insert(
             "timestamp".into(),
-            Value::String(crate::ingest::decode::format_rfc3339_ms(at)),
+            Value::String(crate::clock::format_rfc3339_ms(at)),
         );
         body.insert("status".into(), json!("online"));
         body.insert("players_current".into(), json!(players));

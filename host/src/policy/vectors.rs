@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{LoadedPolicy, PolicyEvent, ServerFacts};
-use crate::ingest::decode::{decode_object, format_rfc3339_ms};
+use crate::clock::format_rfc3339_ms;
+use crate::ingest::decode::decode_object;
 
 /// A vector file.
 #[derive(Debug, Deserialize)]

@@ -74,7 +74,7 @@ impl PostgresStore {
             pool,
             batch: Arc::new(Mutex::new(None)),
         };
-        store.ensure_partitions(crate::engine::now_ms()).await?;
+        store.ensure_partitions(crate::clock::now_ms()).await?;
         Ok(store)
     }
 
@@ -600,7 +600,7 @@ impl Store for PostgresStore {
                         }
                     }
                     _ = partitions.tick() => {
-                        if let Err(e) = store.ensure_partitions(crate::engine::now_ms()).await {
+                        if let Err(e) = store.ensure_partitions(crate::clock::now_ms()).await {
                             tracing::warn!(error = %e, "partition maintenance failed");
                         }
                     }

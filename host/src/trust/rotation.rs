@@ -15,8 +15,9 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Map, Value};
 
-use crate::engine::Identity;
-use crate::ingest::decode::{parse_rfc3339_ms, valid_server_id};
+use crate::ingest::verified::Identity;
+use crate::clock::parse_rfc3339_ms;
+use crate::ingest::decode::valid_server_id;
 use crate::ingest::signature::{PublicKey, SignatureError, parse_signature};
 use crate::ingest::{Refusal, TrustRules};
 

@@ -79,7 +79,7 @@ async fn main() {
     // Replay in memory through the default policy.
     let policy = app.state.engine.policy();
     let agent = Agent::new("bench");
-    let t0 = vigil::engine::now_ms() - (per_server as i64) * 30_000;
+    let t0 = vigil::clock::now_ms() - (per_server as i64) * 30_000;
     let history: Vec<HistoryEvent> = (1..=per_server as i64)
         .map(|seq| HistoryEvent::Heartbeat(heartbeat_row("bench", seq, t0 + seq * 30_000, &agent)))
         .collect();
