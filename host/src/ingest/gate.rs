@@ -45,7 +45,7 @@ use crate::clock::now_ms;
 use crate::config::ConfigHandle;
 use crate::store::NewServer;
 use crate::store::trust::KeyRotation;
-use crate::trust::Registration;
+use crate::config::access::Registration;
 
 /// What the gate asks of the engine about servers. Implemented by the engine (and by tests
 /// with a fixed set of servers).
