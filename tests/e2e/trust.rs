@@ -13,8 +13,8 @@ use ed25519_dalek::SigningKey;
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
-use vigil::config::Config;
 use vigil::clock::format_rfc3339_ms;
+use vigil::config::Config;
 use vigil_tests::{ADMIN_TOKEN, Agent, Answer, TestApp, now_ms};
 
 /// Sends a request as if from `peer`, with extra headers.
@@ -89,7 +89,8 @@ fn rotation_body(server_id: &str, version: u32, current: &SigningKey, next: &Sig
 
 async fn open_registration_registers_unverified_and_the_id_cannot_be_taken_with_another_key() {
     let app =
-        TestApp::spawn_with(|c| c.trust.registration = vigil::config::access::Registration::Open).await;
+        TestApp::spawn_with(|c| c.trust.registration = vigil::config::access::Registration::Open)
+            .await;
     let agent = Agent::new("tofu-1");
     let key = agent.public_key_b64();
     let first = app
