@@ -4,7 +4,7 @@
 //!
 //! Commits stay in order: a batch is committed only after the one before it is settled, and a
 //! batch folded on top of a failed one fails too. This module never folds an event (that is
-//! `writer.rs`) and writes nothing but through [`crate::store::Store::commit`].
+//! `writer.rs`) and touches storage only to commit a batch or abandon a failed one.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
