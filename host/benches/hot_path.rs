@@ -11,17 +11,16 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use serde_json::{Map, Value, json};
+use vigil::clock::format_rfc3339_ms;
 use vigil::config::PolicyConfig;
 use vigil::engine::fold::{FoldEffects, fold_heartbeat};
 use vigil::engine::replay::{replay, replay_onto_in_runs};
-use vigil::clock::format_rfc3339_ms;
 use vigil::ingest::decode::{DecodedHeartbeat, decode, decode_stored};
 use vigil::ingest::signature::{parse_signature, public_key_of, sign_body, signed_message};
 use vigil::policy::{
     DEFAULT_POLICY, LoadedPolicy, PolicyAbi, PolicyEvent, PolicyLimits, PolicyRuntime, ServerFacts,
     TimedEvent,
 };
-use vigil::store::sqlite::SqliteStore;
 use vigil::store::{
     HeartbeatRow, HistoryEvent, NewServer, ServerRecord, Snapshot, SnapshotRow, Store, WriteBatch,
 };
@@ -155,7 +154,7 @@ fn batch_write(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
     let store = rt
-        .block_on(SqliteStore::open(
+        .block_on(Store::open(
             &format!("sqlite://{}", dir.path().join("b.db").display()),
             4,
         ))

@@ -19,7 +19,7 @@ use crate::clock::{format_rfc3339_ms, parse_rfc3339_ms};
 use crate::ingest::signature::PublicKey;
 use crate::ingest::{Refusal, TrustRules};
 use crate::policy::digest_of;
-use crate::store::trust::{KeyRotation, RejectionQuery, ServerKeyRow, StoredRejection};
+use crate::store::{KeyRotation, RejectionQuery, ServerKeyRow, StoredRejection};
 use crate::trust::rotation;
 
 /// The answer to a rotation (agent or operator).

@@ -159,7 +159,7 @@ enum Command {
     Reject(Box<RejectionNotice>, Responder<()>),
     Register(Box<NewServer>, Responder<()>),
     SetVerified(String, bool, Responder<()>),
-    RotateKey(Box<crate::store::trust::KeyRotation>, Responder<u32>),
+    RotateKey(Box<crate::store::KeyRotation>, Responder<u32>),
     Activate(Box<Activation>, Responder<ActivationOutcome>),
     Shadow(Option<Arc<LoadedPolicy>>, oneshot::Sender<()>),
     /// Another host changed a server (shared backends): re-read it.
@@ -240,10 +240,7 @@ impl EngineHandle {
     }
 
     /// Rotates a server's key (operator or agent); answers the new key version after the commit.
-    pub async fn rotate_key(
-        &self,
-        rotation: crate::store::trust::KeyRotation,
-    ) -> Result<u32, WriteError> {
+    pub async fn rotate_key(&self, rotation: crate::store::KeyRotation) -> Result<u32, WriteError> {
         self.ask(|r| Command::RotateKey(Box::new(rotation), r))
             .await
     }
@@ -367,7 +364,7 @@ impl WeakEngineHandle {
 /// Loads every server, then spawns the writer. The writer stops when every handle is dropped,
 /// after finishing what is queued.
 pub async fn start(
-    store: Arc<dyn Store>,
+    store: Store,
     policy: Arc<LoadedPolicy>,
     max_batch: usize,
     queue_capacity: usize,
@@ -498,7 +495,7 @@ impl InFlight {
 }
 
 struct Writer {
-    store: Arc<dyn Store>,
+    store: Store,
     /// The batch whose commit runs while the next one is folded (single-host backends).
     inflight: Option<InFlight>,
     policy: Arc<LoadedPolicy>,
@@ -1144,10 +1141,7 @@ impl Writer {
         Ok(())
     }
 
-    async fn rotate_key(
-        &mut self,
-        rotation: crate::store::trust::KeyRotation,
-    ) -> Result<u32, WriteError> {
+    async fn rotate_key(&mut self, rotation: crate::store::KeyRotation) -> Result<u32, WriteError> {
         let id = rotation.server_id.clone();
         let Some(server) = self.servers.get_mut(&id) else {
             return Err(WriteError::UnknownServer(id));
