@@ -7,7 +7,9 @@
 //! # Layout
 //!
 //! - [`clock`]: the host clock and RFC 3339 text (the ground floor: imports nothing).
-//! - [`config`]: `vigil.toml` → typed configuration with defaults and validation.
+//! - [`config`]: `vigil.toml` → typed configuration with defaults and validation, and
+//!   [`config::reload`]: watching the config file and putting valid edits in force without a
+//!   restart.
 //! - [`api`]: the axum routers (agent, directory, admin) and the one error type that maps every
 //!   failure to RFC 9457 problem+json with a stable `code`.
 //! - [`ingest`]: the checks a request can pass alone — decode (wire contract v1), key, JCS
@@ -22,7 +24,6 @@
 //! - [`store`]: the append-only storage trait and its backends: SQLite (embedded, one host) and
 //!   PostgreSQL (shared by several hosts: row locks per batch, NOTIFY for admin changes).
 //! - [`trust`]: rate limits, open registration, key rotation requests, client addresses.
-//! - [`reload`]: watching the config file and putting valid edits in force without a restart.
 //! - [`cli`]: the `vigil` subcommands.
 //! - [`commands`]: pending commands signed with the host's key, delivered in heartbeat replies.
 //! - [`metrics`]: the per-host Prometheus registry behind `GET /metrics`.
@@ -44,7 +45,6 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod policy;
-pub mod reload;
 pub mod store;
 pub mod trust;
 
@@ -75,7 +75,7 @@ pub struct Host {
     pub dispatcher: JoinHandle<()>,
     /// The config file watch, when the host was built from a file ([`build_with`]); dropping
     /// it stops reloading.
-    pub config_watcher: Option<reload::ConfigWatcher>,
+    pub config_watcher: Option<config::reload::ConfigWatcher>,
 }
 
 /// Opens the store, loads and records the policy, and starts the engine.
@@ -84,7 +84,7 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
 }
 
 /// [`build`], and when `config_path` is given, watch that file and put every valid edit in
-/// force without a restart (see [`reload`]).
+/// force without a restart (see [`config::reload`]).
 pub async fn build_with(
     config: Config,
     config_path: Option<&std::path::Path>,
@@ -159,7 +159,7 @@ pub async fn build_with(
         trust: trust::TrustState::default(),
     });
     let config_watcher = config_path
-        .map(|path| reload::ConfigWatcher::start(path, state.config.clone()))
+        .map(|path| config::reload::ConfigWatcher::start(path, state.config.clone()))
         .transpose()?;
     Ok(Host {
         state,
