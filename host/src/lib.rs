@@ -18,9 +18,9 @@
 //!   deadlines (ticks), group commit; policy swaps with background rebuild and probation;
 //!   replay of stored history, backtests and shadow evaluation.
 //! - [`policy`]: the wasmtime component runtime — loading, limits, validated outputs (the only
-//!   `bindgen!` lives in `policy::bindings`); the registry every shipped version goes through
-//!   (validate, store, activate), author signatures, the watched folder and config pin, golden
-//!   vectors.
+//!   `bindgen!` lives in `policy::bindings`); the catalog and registry every shipped version
+//!   goes through (validate, store, then activate through the engine's `Activator`), author
+//!   signatures, the watched folder and config pin, golden vectors.
 //! - [`store`]: the append-only storage trait and its backends: SQLite (embedded, one host) and
 //!   PostgreSQL (shared by several hosts: row locks per batch, NOTIFY for admin changes).
 //! - [`trust`]: rate limits, open registration, key rotation requests, client addresses.
@@ -58,6 +58,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::AppState;
 use crate::config::Config;
+use crate::policy::catalog::PolicyCatalog;
 use crate::policy::registry::PolicyRegistry;
 use crate::policy::{PolicyLimits, PolicyRuntime};
 use crate::store::{Backend, Store};
@@ -97,13 +98,13 @@ pub async fn build_with(
     let runtime = PolicyRuntime::new(PolicyLimits::from(&config.policy))
         .context("starting the policy runtime")?;
     let handle = config::ConfigHandle::new(config.clone());
-    let policies = PolicyRegistry::new(runtime, shared.clone(), handle.clone());
+    let catalog = PolicyCatalog::new(runtime, shared.clone(), handle.clone());
     // Files already in the watched folder are registered first, so a pin can name one.
     let seen = match &config.policy.dir {
-        Some(dir) => policy::watch::scan(&policies, dir).await,
+        Some(dir) => policy::watch::scan(&catalog, dir).await,
         None => Default::default(),
     };
-    let policy = policy::registry::boot_policy(&policies, &config.policy).await?;
+    let policy = policy::catalog::boot_policy(&catalog, &config.policy).await?;
     let description = policy.description().clone();
     tracing::info!(
         policy = %format!("{}@{}", description.name, description.version),
@@ -137,7 +138,8 @@ pub async fn build_with(
         observers,
     )
     .await?;
-    policies.attach(engine.clone());
+    // Activations go through the running engine: the registry exists from here on.
+    let policies = PolicyRegistry::new(catalog, engine.clone());
     if let Some(dir) = &config.policy.dir {
         policy::watch::spawn_folder_watcher(&policies, dir.clone(), seen)?;
     }

@@ -13,8 +13,8 @@ use ed25519_dalek::SigningKey;
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
-use vigil::config::Config;
 use vigil::clock::format_rfc3339_ms;
+use vigil::config::Config;
 use vigil_tests::{ADMIN_TOKEN, Agent, Answer, TestApp, now_ms};
 
 /// Sends a request as if from `peer`, with extra headers.

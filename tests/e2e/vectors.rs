@@ -7,8 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
-use vigil::ingest::verified::Identity;
 use vigil::ingest::signature::{PublicKey, parse_signature, public_key_of, signed_message};
+use vigil::ingest::verified::Identity;
 use vigil::ingest::{TrustRules, check};
 
 fn vectors() -> Vec<Value> {

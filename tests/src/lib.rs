@@ -23,8 +23,8 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 use vigil::api::AppState;
-use vigil::config::Config;
 use vigil::clock::format_rfc3339_ms;
+use vigil::config::Config;
 use vigil::ingest::signature::sign_body;
 use vigil::store::{Backend, Store};
 

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::commands::{CommandError, RESULT_PREFIX, verify};
 use crate::clock::parse_rfc3339_ms;
+use crate::commands::{CommandError, RESULT_PREFIX, verify};
 
 /// Longest time-to-live of a command.
 const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;

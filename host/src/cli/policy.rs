@@ -151,7 +151,9 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             } else {
                 "/v1/admin/policies"
             };
-            let mut request = target.client()?.post(path)
+            let mut request = target
+                .client()?
+                .post(path)
                 .header("content-type", "application/wasm")
                 .body(bytes);
             if let Some(sig) = signature {
@@ -165,12 +167,18 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             target,
         } => {
             let body = serde_json::json!({ "policy": policy, "reason": reason });
-            let request = target.client()?.post("/v1/admin/policies/activate").json(&body);
+            let request = target
+                .client()?
+                .post("/v1/admin/policies/activate")
+                .json(&body);
             super::read_response(request.send().await?).await?
         }
         PolicyCommand::Rollback { reason, target } => {
             let body = serde_json::json!({ "reason": reason });
-            let request = target.client()?.post("/v1/admin/policies/rollback").json(&body);
+            let request = target
+                .client()?
+                .post("/v1/admin/policies/rollback")
+                .json(&body);
             super::read_response(request.send().await?).await?
         }
         PolicyCommand::List { url } => {
@@ -191,7 +199,9 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             target,
         } => {
             let body = serde_json::json!({ "policy": if stop { None } else { policy } });
-            let response = target.client()?.post("/v1/admin/policies/shadow")
+            let response = target
+                .client()?
+                .post("/v1/admin/policies/shadow")
                 .json(&body)
                 .send()
                 .await?;

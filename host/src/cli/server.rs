@@ -112,7 +112,9 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
                 "display_name": display_name, "cluster_id": cluster_id,
             });
             super::read_response(
-                target.client()?.post("/v1/admin/servers")
+                target
+                    .client()?
+                    .post("/v1/admin/servers")
                     .json(&body)
                     .send()
                     .await?,

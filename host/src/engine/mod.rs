@@ -9,6 +9,7 @@
 //! request of the batch with an error. Deadlines live in an ordered index: the writer sleeps
 //! until the earliest one, it never scans every server.
 
+mod activator;
 pub mod backtest;
 pub mod fold;
 pub mod observe;

@@ -16,9 +16,9 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Map, Value};
 
 use super::decode::{MAX_BODY_BYTES, decode};
-use crate::clock::format_rfc3339_ms;
 use super::signature::{public_key_of, sign_body, signed_message};
 use super::{TrustRules, check};
+use crate::clock::format_rfc3339_ms;
 use crate::ingest::verified::Identity;
 
 /// Runs `test` over `strategy`: a few cases normally, or for `VIGIL_FUZZ_SECONDS`.

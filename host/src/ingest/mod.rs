@@ -12,8 +12,8 @@ pub mod signature;
 pub mod verified;
 pub mod verifier;
 
-use verified::{Identity, VerifiedHeartbeat};
 use decode::{DecodeError, DecodedHeartbeat};
+use verified::{Identity, VerifiedHeartbeat};
 
 /// A refused heartbeat: the HTTP status, stable code and detail to answer with.
 #[derive(Debug, Clone, PartialEq, Eq)]
