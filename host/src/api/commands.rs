@@ -65,7 +65,7 @@ pub async fn queue(
     headers: HeaderMap,
     body: Result<Json<QueueCommand>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    super::admin::authorize(&state, &headers).await?;
+    super::auth::authorize(&state, &headers).await?;
     let Json(request) = body.map_err(|e| ApiError::invalid("invalid_body", e.body_text()))?;
     if !valid_command(&request.command) {
         return Err(ApiError::invalid(

@@ -5,7 +5,9 @@
 //! their own beyond request shape.
 
 pub mod admin;
+pub mod admission;
 pub mod agent;
+pub mod auth;
 pub mod commands;
 pub mod directory;
 pub mod error;
@@ -57,16 +59,14 @@ pub struct Services {
     pub config: ConfigHandle,
     /// Policy versions: validation, storage, activation.
     pub policies: PolicyRegistry,
-    /// Batched signature verification off the async executor.
-    pub verifier: crate::ingest::verifier::Verifier,
+    /// The admission gate every agent request passes (rate limits, decode, signatures).
+    pub gate: crate::ingest::Gate,
     /// This host's Prometheus registry.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Committed events for live streams.
     pub live: crate::live::LiveHub,
     /// Pending commands and the host's signing key.
     pub commands: crate::commands::Commands,
-    /// Rate limiters and other trust state.
-    pub trust: crate::trust::TrustState,
 }
 
 impl std::fmt::Debug for AppState {
@@ -107,7 +107,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/rejections", get(trust::rejections))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            trust::directory_guard,
+            auth::directory_guard,
         ))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -1,5 +1,5 @@
 //! `vigil rotate-key`: the agent asks the host to move it to a new key, signing the request with
-//! its current key (`POST /v1/agent/rotate-key`; see [`crate::trust::rotation`]).
+//! its current key (`POST /v1/agent/rotate-key`; see [`crate::ingest::rotation`]).
 
 use std::path::PathBuf;
 
@@ -8,8 +8,8 @@ use clap::Args;
 use serde_json::{Map, Value};
 
 use crate::clock::format_rfc3339_ms;
+use crate::ingest::rotation;
 use crate::ingest::signature::public_key_of;
-use crate::trust::rotation;
 
 /// Arguments of `vigil rotate-key`.
 #[derive(Debug, Args)]
