@@ -7,7 +7,9 @@
 //! # Layout
 //!
 //! - [`clock`]: the host clock and RFC 3339 text (the ground floor: imports nothing).
-//! - [`config`]: `vigil.toml` → typed configuration with defaults and validation.
+//! - [`config`]: `vigil.toml` → typed configuration with defaults and validation, and
+//!   [`config::reload`]: watching the config file and putting valid edits in force without a
+//!   restart.
 //! - [`api`]: the axum routers (agent, directory, admin) and the one error type that maps every
 //!   failure to RFC 9457 problem+json with a stable `code`.
 //! - [`ingest`]: the checks a request can pass alone — decode (wire contract v1), key, JCS
@@ -16,13 +18,12 @@
 //!   deadlines (ticks), group commit; policy swaps with background rebuild and probation;
 //!   replay of stored history, backtests and shadow evaluation.
 //! - [`policy`]: the wasmtime component runtime — loading, limits, validated outputs (the only
-//!   `bindgen!` lives in `policy::bindings`); the registry every shipped version goes through
-//!   (validate, store, activate), author signatures, the watched folder and config pin, golden
-//!   vectors.
+//!   `bindgen!` lives in `policy::bindings`); the catalog and registry every shipped version
+//!   goes through (validate, store, then activate through the engine's `Activator`), author
+//!   signatures, the watched folder and config pin, golden vectors.
 //! - [`store`]: the append-only storage trait and its backends: SQLite (embedded, one host) and
 //!   PostgreSQL (shared by several hosts: row locks per batch, NOTIFY for admin changes).
 //! - [`trust`]: rate limits, open registration, key rotation requests, client addresses.
-//! - [`reload`]: watching the config file and putting valid edits in force without a restart.
 //! - [`cli`]: the `vigil` subcommands.
 //! - [`commands`]: pending commands signed with the host's key, delivered in heartbeat replies.
 //! - [`metrics`]: the per-host Prometheus registry behind `GET /metrics`.
@@ -44,7 +45,6 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod policy;
-pub mod reload;
 pub mod store;
 pub mod trust;
 
@@ -58,6 +58,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::AppState;
 use crate::config::Config;
+use crate::policy::catalog::PolicyCatalog;
 use crate::policy::registry::PolicyRegistry;
 use crate::policy::{PolicyLimits, PolicyRuntime};
 use crate::store::Store;
@@ -75,7 +76,7 @@ pub struct Host {
     pub dispatcher: JoinHandle<()>,
     /// The config file watch, when the host was built from a file ([`build_with`]); dropping
     /// it stops reloading.
-    pub config_watcher: Option<reload::ConfigWatcher>,
+    pub config_watcher: Option<config::reload::ConfigWatcher>,
 }
 
 /// Opens the store, loads and records the policy, and starts the engine.
@@ -84,7 +85,7 @@ pub async fn build(config: Config) -> anyhow::Result<Host> {
 }
 
 /// [`build`], and when `config_path` is given, watch that file and put every valid edit in
-/// force without a restart (see [`reload`]).
+/// force without a restart (see [`config::reload`]).
 pub async fn build_with(
     config: Config,
     config_path: Option<&std::path::Path>,
@@ -97,13 +98,13 @@ pub async fn build_with(
     let runtime = PolicyRuntime::new(PolicyLimits::from(&config.policy))
         .context("starting the policy runtime")?;
     let handle = config::ConfigHandle::new(config.clone());
-    let policies = PolicyRegistry::new(runtime, shared.clone(), handle.clone());
+    let catalog = PolicyCatalog::new(runtime, shared.clone(), handle.clone());
     // Files already in the watched folder are registered first, so a pin can name one.
     let seen = match &config.policy.dir {
-        Some(dir) => policy::watch::scan(&policies, dir).await,
+        Some(dir) => policy::watch::scan(&catalog, dir).await,
         None => Default::default(),
     };
-    let policy = policy::registry::boot_policy(&policies, &config.policy).await?;
+    let policy = policy::catalog::boot_policy(&catalog, &config.policy).await?;
     let description = policy.description().clone();
     tracing::info!(
         policy = %format!("{}@{}", description.name, description.version),
@@ -137,7 +138,8 @@ pub async fn build_with(
         observers,
     )
     .await?;
-    policies.attach(engine.clone());
+    // Activations go through the running engine: the registry exists from here on.
+    let policies = PolicyRegistry::new(catalog, engine.clone());
     if let Some(dir) = &config.policy.dir {
         policy::watch::spawn_folder_watcher(&policies, dir.clone(), seen)?;
     }
@@ -166,7 +168,7 @@ pub async fn build_with(
         commands,
     });
     let config_watcher = config_path
-        .map(|path| reload::ConfigWatcher::start(path, state.config.clone()))
+        .map(|path| config::reload::ConfigWatcher::start(path, state.config.clone()))
         .transpose()?;
     Ok(Host {
         state,

@@ -113,7 +113,7 @@ pub struct TestApp {
         tokio::task::JoinHandle<()>,
     )>,
     /// The config file watch of [`TestApp::spawn_from_file`].
-    pub config_watcher: Option<vigil::reload::ConfigWatcher>,
+    pub config_watcher: Option<vigil::config::reload::ConfigWatcher>,
 }
 
 /// A decoded HTTP answer.

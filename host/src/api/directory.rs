@@ -1,6 +1,8 @@
-//! Public read routes: the server directory, a server's history, policies and health.
+//! Public read routes: the server directory and a server's history (heartbeats,
+//! transitions).
 //!
-//! Read paths only read the snapshot and history; they never call a policy.
+//! Read paths only read the snapshot and history; they never call a policy. Health and
+//! readiness live with the other operations routes in `api/ops.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -313,29 +315,4 @@ pub async fn transitions(
         Json(serde_json::json!({ "transitions": items, "next_before": next_before }))
             .into_response(),
     )
-}
-
-/// `GET /healthz` — the process is up; includes the engine's counters.
-pub async fn healthz(State(state): State<AppState>) -> Response {
-    Json(serde_json::json!({
-        "status": "ok",
-        "policy": state.engine.policy().digest(),
-        "engine": state.engine.stats(),
-    }))
-    .into_response()
-}
-
-/// `GET /readyz` — the database answers.
-pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
-    match state.store.ping().await {
-        Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" })).into_response()),
-        Err(e) => {
-            tracing::warn!(error = %e, "database not ready");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "database unavailable",
-            ))
-        }
-    }
 }

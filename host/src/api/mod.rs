@@ -109,8 +109,8 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::directory_guard,
         ))
-        .route("/healthz", get(directory::healthz))
-        .route("/readyz", get(directory::readyz))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/events", get(stream::events))
         .route("/v1/servers/{id}/observe", get(stream::observe))

@@ -1,22 +1,49 @@
-//! Operations routes: `GET /metrics` (Prometheus, OpenMetrics text) and the request-latency
-//! layer that feeds it.
+//! Operations routes: `GET /healthz` (the process is up), `GET /readyz` (the database
+//! answers), `GET /metrics` (Prometheus, OpenMetrics text) and the request-latency layer that
+//! feeds it. These routes only report; they never change state.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::metrics::{Metrics, RequestLabels};
 
 /// The content type Prometheus negotiates for OpenMetrics.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// `GET /healthz` — the process is up; includes the engine's counters.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    Json(serde_json::json!({
+        "status": "ok",
+        "policy": state.engine.policy().digest(),
+        "engine": state.engine.stats(),
+    }))
+    .into_response()
+}
+
+/// `GET /readyz` — the database answers.
+pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(Json(serde_json::json!({ "status": "ready" })).into_response()),
+        Err(e) => {
+            tracing::warn!(error = %e, "database not ready");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "database unavailable",
+            ))
+        }
+    }
+}
+
 /// `GET /metrics`.
-pub async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics
         .set_queue_depth("writer", state.engine.queue_depth());

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::auth::authorize;
 use super::{ApiError, AppState};
+use crate::engine::WriteError;
 use crate::policy::PolicyError;
 use crate::policy::registry::RegistryError;
 use crate::policy::signing::SigningError;
@@ -44,7 +45,7 @@ impl From<RegistryError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "no_previous_policy", detail)
             }
             RegistryError::Store(e) => e.into(),
-            RegistryError::Engine(e) => e.into(),
+            RegistryError::Engine(e) => WriteError::from(e).into(),
         }
     }
 }
@@ -59,7 +60,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
         "active": active,
         "policies": policies,
         "activations": activations,
-        "refused": state.policies.refusals(),
+        "refused": state.policies.catalog().refusals(),
         "rebuild": {
             "pending": stats.rebuilds_pending,
             "rebuilt": stats.snapshots_rebuilt,

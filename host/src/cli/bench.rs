@@ -21,6 +21,7 @@ use ed25519_dalek::SigningKey;
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
+use super::AdminClient;
 use crate::clock::format_rfc3339_ms;
 use crate::ingest::signature::sign_body;
 
@@ -231,8 +232,7 @@ fn presign(keys: &[(String, SigningKey)], per_server: usize, base_ms: i64) -> Ve
     })
 }
 
-async fn register(url: &str, token: &str, keys: &[(String, SigningKey)]) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+async fn register(admin: &AdminClient, keys: &[(String, SigningKey)]) -> anyhow::Result<()> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let keys: Arc<Vec<(String, String)>> = Arc::new(
         keys.iter()
@@ -241,17 +241,15 @@ async fn register(url: &str, token: &str, keys: &[(String, SigningKey)]) -> anyh
     );
     let mut tasks = Vec::new();
     for _ in 0..32 {
-        let (client, next, keys) = (client.clone(), next.clone(), keys.clone());
-        let (url, token) = (url.to_owned(), token.to_owned());
+        let (admin, next, keys) = (admin.clone(), next.clone(), keys.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some((id, public_key)) = keys.get(i) else {
                     return Ok(());
                 };
-                let r = client
-                    .post(format!("{url}/v1/admin/servers"))
-                    .bearer_auth(&token)
+                let r = admin
+                    .post("/v1/admin/servers")
                     .json(&json!({"server_id": id, "public_key": public_key}))
                     .send()
                     .await?;
@@ -383,7 +381,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         })
         .collect();
     let t = Instant::now();
-    register(&url, &token, &keys).await?;
+    register(&AdminClient::new(&url, &token), &keys).await?;
     eprintln!(
         "registered {} servers in {:.1} s",
         keys.len(),

@@ -1,5 +1,9 @@
 //! The `vigil` command line: one file per subcommand group. `main` only parses and calls
 //! [`run`].
+//!
+//! This module also holds what the groups share to talk to a host: [`AdminTarget`] (the
+//! `--url`/`--token` flags), the one admin request builder ([`AdminClient`]) and
+//! [`read_response`]. It never decides what a subcommand does.
 
 pub mod admin;
 pub mod bench;
@@ -10,7 +14,8 @@ pub mod send;
 pub mod serve;
 pub mod server;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
 
 /// Vigil: signed heartbeats scored by WebAssembly policies.
 #[derive(Debug, Parser)]
@@ -105,4 +110,67 @@ pub(crate) async fn read_response(
         let detail = body.get("detail").and_then(|c| c.as_str()).unwrap_or("");
         anyhow::bail!("{status} {code}: {detail}")
     }
+}
+
+/// Where the admin API is and how to authenticate (flattened into every admin subcommand).
+#[derive(Debug, Args)]
+pub struct AdminTarget {
+    /// The host's base URL.
+    #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The admin bearer token.
+    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl AdminTarget {
+    /// A client for this target; fails when no token was given.
+    pub(crate) fn client(&self) -> anyhow::Result<AdminClient> {
+        let token = self
+            .token
+            .as_deref()
+            .context("an admin token is needed: --token or VIGIL_ADMIN_TOKEN")?;
+        Ok(AdminClient::new(&self.url, token))
+    }
+}
+
+/// The one way the CLI builds an admin API request: a shared connection pool, the host's base
+/// URL and the bearer token. Cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub(crate) struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl AdminClient {
+    /// A client for the host at `url` (a trailing `/` is ignored) authenticating with `token`.
+    pub(crate) fn new(url: &str, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// An authenticated `POST` of `path` (which starts with `/`).
+    pub(crate) fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path)
+    }
+
+    /// An authenticated `GET` of `path` (which starts with `/`).
+    pub(crate) fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, path)
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, endpoint(&self.base, path))
+            .bearer_auth(&self.token)
+    }
+}
+
+/// `path` (which starts with `/`) on the host at `url` (a trailing `/` is ignored).
+pub(crate) fn endpoint(url: &str, path: &str) -> String {
+    format!("{}{path}", url.trim_end_matches('/'))
 }

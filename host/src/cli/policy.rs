@@ -1,12 +1,14 @@
-//! `vigil policy …`: ship versions through the admin API (push, activate, rollback), list
-//! them, and sign components as an author.
+//! `vigil policy …`: ship versions through the admin API (push, activate, rollback, shadow)
+//! and list them; locally, backtest a candidate on stored history (replay), run golden vectors,
+//! and create, build and sign a policy crate as an author. It only drives the registry, runtime
+//! and replay through the host's library; it never validates or folds anything itself.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::server::AdminTarget;
+use super::AdminTarget;
 use crate::api::policies::SIGNATURE_HEADER;
 use crate::policy::{digest_of, signing};
 
@@ -120,16 +122,6 @@ pub enum PolicyCommand {
     },
 }
 
-fn client(target: &AdminTarget, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
-    let token = target
-        .token
-        .as_deref()
-        .context("an admin token is needed: --token or VIGIL_ADMIN_TOKEN")?;
-    Ok(reqwest::Client::new()
-        .post(format!("{}{path}", target.url.trim_end_matches('/')))
-        .bearer_auth(token))
-}
-
 fn sig_path(file: &Path) -> PathBuf {
     let mut p = file.as_os_str().to_owned();
     p.push(".sig");
@@ -159,7 +151,9 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             } else {
                 "/v1/admin/policies"
             };
-            let mut request = client(&target, path)?
+            let mut request = target
+                .client()?
+                .post(path)
                 .header("content-type", "application/wasm")
                 .body(bytes);
             if let Some(sig) = signature {
@@ -173,17 +167,22 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             target,
         } => {
             let body = serde_json::json!({ "policy": policy, "reason": reason });
-            let request = client(&target, "/v1/admin/policies/activate")?.json(&body);
+            let request = target
+                .client()?
+                .post("/v1/admin/policies/activate")
+                .json(&body);
             super::read_response(request.send().await?).await?
         }
         PolicyCommand::Rollback { reason, target } => {
             let body = serde_json::json!({ "reason": reason });
-            let request = client(&target, "/v1/admin/policies/rollback")?.json(&body);
+            let request = target
+                .client()?
+                .post("/v1/admin/policies/rollback")
+                .json(&body);
             super::read_response(request.send().await?).await?
         }
         PolicyCommand::List { url } => {
-            let url = format!("{}/v1/policies", url.trim_end_matches('/'));
-            super::read_response(reqwest::get(&url).await?).await?
+            super::read_response(reqwest::get(super::endpoint(&url, "/v1/policies")).await?).await?
         }
         PolicyCommand::Replay {
             policy,
@@ -200,7 +199,9 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
             target,
         } => {
             let body = serde_json::json!({ "policy": if stop { None } else { policy } });
-            let response = client(&target, "/v1/admin/policies/shadow")?
+            let response = target
+                .client()?
+                .post("/v1/admin/policies/shadow")
                 .json(&body)
                 .send()
                 .await?;

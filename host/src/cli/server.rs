@@ -1,22 +1,13 @@
-//! `vigil server …`: register, verify and list servers through the admin API.
+//! `vigil server …`: register, verify and list servers, queue commands and manage keys
+//! through the admin API. It never opens the database (`vigil admin` does).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
+use super::AdminTarget;
 use crate::ingest::signature::public_key_of;
-
-/// Where the admin API is and how to authenticate.
-#[derive(Debug, Args)]
-pub struct AdminTarget {
-    /// The host's base URL.
-    #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// The admin bearer token.
-    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-}
 
 /// `vigil server` subcommands.
 #[derive(Debug, Subcommand)]
@@ -100,26 +91,6 @@ pub enum ServerCommand {
     },
 }
 
-fn post(target: &AdminTarget, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
-    let token = target
-        .token
-        .as_deref()
-        .context("an admin token is needed: --token or VIGIL_ADMIN_TOKEN")?;
-    Ok(reqwest::Client::new()
-        .post(format!("{}{path}", target.url.trim_end_matches('/')))
-        .bearer_auth(token))
-}
-
-fn get(target: &AdminTarget, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
-    let token = target
-        .token
-        .as_deref()
-        .context("an admin token is needed: --token or VIGIL_ADMIN_TOKEN")?;
-    Ok(reqwest::Client::new()
-        .get(format!("{}{path}", target.url.trim_end_matches('/')))
-        .bearer_auth(token))
-}
-
 /// Runs a `vigil server` subcommand.
 pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
     let answer = match command {
@@ -141,7 +112,9 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
                 "display_name": display_name, "cluster_id": cluster_id,
             });
             super::read_response(
-                post(&target, "/v1/admin/servers")?
+                target
+                    .client()?
+                    .post("/v1/admin/servers")
                     .json(&body)
                     .send()
                     .await?,
@@ -155,7 +128,7 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
         } => {
             let path = format!("/v1/admin/servers/{server_id}/verify");
             let body = serde_json::json!({ "verified": !revoke });
-            super::read_response(post(&target, &path)?.json(&body).send().await?).await?
+            super::read_response(target.client()?.post(&path).json(&body).send().await?).await?
         }
         ServerCommand::Command {
             server_id,
@@ -169,7 +142,7 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
             let path = format!("/v1/admin/servers/{server_id}/commands");
             let body =
                 serde_json::json!({ "command": command, "args": args, "ttl_seconds": ttl_seconds });
-            super::read_response(post(&target, &path)?.json(&body).send().await?).await?
+            super::read_response(target.client()?.post(&path).json(&body).send().await?).await?
         }
         ServerCommand::RotateKey {
             server_id,
@@ -184,15 +157,14 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
             };
             let path = format!("/v1/admin/servers/{server_id}/keys");
             let body = serde_json::json!({ "public_key": public_key });
-            super::read_response(post(&target, &path)?.json(&body).send().await?).await?
+            super::read_response(target.client()?.post(&path).json(&body).send().await?).await?
         }
         ServerCommand::Keys { server_id, target } => {
             let path = format!("/v1/admin/servers/{server_id}/keys");
-            super::read_response(get(&target, &path)?.send().await?).await?
+            super::read_response(target.client()?.get(&path).send().await?).await?
         }
         ServerCommand::List { url } => {
-            let url = format!("{}/v1/servers", url.trim_end_matches('/'));
-            super::read_response(reqwest::get(&url).await?).await?
+            super::read_response(reqwest::get(super::endpoint(&url, "/v1/servers")).await?).await?
         }
     };
     println!("{}", serde_json::to_string_pretty(&answer)?);

@@ -16,6 +16,7 @@
 //! database), `swap.rs` (policy activation, rebuild, probation), `shadow.rs`, [`fold`],
 //! [`replay`], [`backtest`] and [`observe`].
 
+mod activator;
 pub mod backtest;
 mod commit;
 pub mod fold;

@@ -5,14 +5,13 @@
 //! named by a queued event is rebuilt before that event is folded, the others in small chunks
 //! between batches. A rebuilt snapshot goes through the same group commit (and the same undo on
 //! a failed commit) as any other. This module never compiles or validates a policy; it is
-//! handed a loaded one.
+//! handed a loaded one. The request and answer types ([`Activation`], [`ActivationOutcome`],
+//! [`Probation`]) are the policy room's (`policy::activation`), re-exported here.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-use serde::Serialize;
 
 use super::commit::Pending;
 use super::fold::FoldEffects;
@@ -21,6 +20,7 @@ use super::replay::{ReplayError, replay};
 use super::writer::Writer;
 use crate::clock::now_ms;
 use crate::policy::LoadedPolicy;
+pub use crate::policy::activation::{Activation, ActivationOutcome, Probation};
 use crate::store::{ActivationRow, HistoryEvent, ServerRecord, TransitionRow};
 
 /// Servers rebuilt per chunk at most (between two chunks the writer folds what is queued).
@@ -31,44 +31,6 @@ const CHUNK_BUDGET: Duration = Duration::from_millis(20);
 /// Fewest events (over the servers rebuilt together) worth a second replay thread: below it,
 /// starting the thread costs about as much as it saves.
 const PARALLEL_REPLAY_EVENTS: usize = 512;
-
-/// When a freshly activated version is rolled back by itself.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Probation {
-    /// How many of its first evaluations are watched.
-    pub evaluations: u64,
-    /// The share of those that may fail; more rolls the version back.
-    pub max_failure_share: f64,
-}
-
-/// A request to make a policy the active one.
-#[derive(Debug, Clone)]
-pub struct Activation {
-    /// The loaded, validated version.
-    pub policy: Arc<LoadedPolicy>,
-    /// Who asks (`admin`, `watched-folder`, `config`, ...), for the activation log.
-    pub who: String,
-    /// Why, for the activation log.
-    pub reason: String,
-    /// Roll back to the current version if the new one fails too often at first.
-    pub probation: Option<Probation>,
-    /// Already in the activation log: another host sharing the database activated it and this
-    /// host follows (nothing is recorded again; that host runs the probation).
-    pub recorded: bool,
-}
-
-/// What an activation did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ActivationOutcome {
-    /// The digest active before.
-    pub previous: String,
-    /// The digest active now.
-    pub active: String,
-    /// `false` when the version was already active (nothing recorded).
-    pub changed: bool,
-    /// Snapshots queued for rebuild.
-    pub rebuilds: u64,
-}
 
 struct Watch {
     previous: Arc<LoadedPolicy>,

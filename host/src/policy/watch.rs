@@ -1,12 +1,13 @@
-//! Background shipping paths: the watched folder (`[policy] dir`) and the config pin
-//! (`[policy] active`).
+//! Background shipping paths: the watched folder (`[policy] dir`), the config pin
+//! (`[policy] active`) and the follower of what other hosts sharing the database change.
 //!
 //! The folder watcher takes `NAME-VERSION.wasm` files (and `NAME-VERSION.wasm.sig` beside
 //! them), waits until a file has been quiet for [`QUIET`] (a copy in progress sends a stream of
 //! events; a half-written file would fail validation anyway and be retried on its next event),
 //! then validates, stores and — unless a version is pinned — activates it. A file that fails is
-//! reported (log + `GET /v1/policies`) and ignored. Both tasks hold only weak handles, so they
-//! never keep a stopping host alive.
+//! reported (log + `GET /v1/policies`) and ignored. Every task holds only a weak handle, so
+//! none keeps a stopping host alive. This module never validates or activates by itself: it
+//! calls the catalog and the registry.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,9 @@ use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use super::catalog::{PolicyCatalog, RegistryError, Validated};
 use super::digest_of;
-use super::registry::{PolicyRegistry, RegistryError, WeakRegistry};
+use super::registry::{PolicyRegistry, WeakRegistry};
 use crate::store::ChangeNotice;
 
 /// How long a file must be quiet before it is read.
@@ -41,23 +43,26 @@ fn signature_of(path: &Path) -> Option<String> {
     std::fs::read_to_string(PathBuf::from(sig)).ok()
 }
 
-/// Validates and stores one dropped file; activates it when `activate`. Returns its digest.
-pub async fn ship_file(
-    registry: &PolicyRegistry,
-    path: &Path,
-    activate: bool,
-) -> Result<String, RegistryError> {
-    let file = path
-        .file_name()
+fn file_name(path: &Path) -> String {
+    path.file_name()
         .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Validates and stores one dropped file (its name must be `NAME-VERSION.wasm` as
+/// `describe()` says). Needs no engine: the folder is scanned before the engine starts.
+pub async fn register_file(
+    catalog: &PolicyCatalog,
+    path: &Path,
+) -> Result<Validated, RegistryError> {
+    let file = file_name(path);
     let source = format!("watched-folder:{file}");
     let bytes = std::fs::read(path).map_err(|e| {
         RegistryError::Invalid(super::PolicyError::Load(format!("reading {file}: {e}")))
     })?;
     let digest = digest_of(&bytes);
     let signature = signature_of(path);
-    let validated = registry
+    let validated = catalog
         .register(bytes, signature.as_deref(), &source)
         .await?;
     let d = validated.policy.description();
@@ -68,23 +73,33 @@ pub async fn ship_file(
             file: file.clone(),
             expected: format!("{expected}.wasm"),
         };
-        registry.refuse(&source, &digest, &e);
+        catalog.refuse(&source, &digest, &e);
         return Err(e);
     }
+    Ok(validated)
+}
+
+/// Validates and stores one dropped file; activates it when `activate`. Returns its digest.
+pub async fn ship_file(
+    registry: &PolicyRegistry,
+    path: &Path,
+    activate: bool,
+) -> Result<String, RegistryError> {
+    let validated = register_file(registry.catalog(), path).await?;
     if activate {
         registry
             .activate_loaded(
                 validated.policy.clone(),
                 "watched-folder",
-                &format!("{file} dropped into the policy folder"),
+                &format!("{} dropped into the policy folder", file_name(path)),
             )
             .await?;
     }
-    Ok(digest)
+    Ok(validated.policy.digest().to_owned())
 }
 
 /// Registers (without activating) every valid file already in the folder.
-pub async fn scan(registry: &PolicyRegistry, dir: &Path) -> HashMap<PathBuf, String> {
+pub async fn scan(catalog: &PolicyCatalog, dir: &Path) -> HashMap<PathBuf, String> {
     let mut seen = HashMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         tracing::warn!(dir = %dir.display(), "policy folder is not readable");
@@ -96,8 +111,8 @@ pub async fn scan(registry: &PolicyRegistry, dir: &Path) -> HashMap<PathBuf, Str
         .collect();
     paths.sort();
     for path in paths {
-        if let Ok(digest) = ship_file(registry, &path, false).await {
-            seen.insert(path, digest);
+        if let Ok(validated) = register_file(catalog, &path).await {
+            seen.insert(path, validated.policy.digest().to_owned());
         }
     }
     seen
@@ -175,7 +190,13 @@ pub fn spawn_folder_watcher(
                 if seen.get(&path) == Some(&digest) && signature_of(&path).is_none() {
                     continue;
                 }
-                let pinned = registry.config().current().policy.active.is_some();
+                let pinned = registry
+                    .catalog()
+                    .config()
+                    .current()
+                    .policy
+                    .active
+                    .is_some();
                 match ship_file(&registry, &path, !pinned).await {
                     Ok(digest) => {
                         seen.insert(path, digest);
@@ -193,7 +214,7 @@ pub fn spawn_folder_watcher(
 
 /// Follows `[policy] active`: when the pin changes, the pinned version is activated.
 pub fn spawn_pin_follower(registry: &PolicyRegistry) {
-    let mut changes = registry.config().subscribe();
+    let mut changes = registry.catalog().config().subscribe();
     let mut pinned = changes.borrow_and_update().policy.active.clone();
     let weak = registry.downgrade();
     tokio::spawn(async move {
@@ -233,19 +254,19 @@ pub fn spawn_change_follower(registry: &PolicyRegistry, mut changes: mpsc::Recei
             };
             let wanted = match &notice {
                 ChangeNotice::Policy(digest) => Some(digest.clone()),
-                ChangeNotice::Resync => match registry.store().active_policy_digest().await {
-                    Ok(active) => active,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the active policy");
-                        None
+                ChangeNotice::Resync => {
+                    match registry.catalog().store().active_policy_digest().await {
+                        Ok(active) => active,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the active policy");
+                            None
+                        }
                     }
-                },
+                }
                 ChangeNotice::Server(_) => None,
             };
-            if !matches!(notice, ChangeNotice::Policy(_))
-                && let Some(engine) = registry.engine_handle()
-            {
-                engine.refresh(notice).await;
+            if !matches!(notice, ChangeNotice::Policy(_)) {
+                registry.activator().refresh(notice).await;
             }
             if let Some(digest) = wanted {
                 match registry.follow(&digest).await {

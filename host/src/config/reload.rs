@@ -19,7 +19,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigHandle};
+use super::{Config, ConfigHandle};
 
 /// How long the file must be quiet before it is re-read: editors write in several steps.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);

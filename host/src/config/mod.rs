@@ -3,8 +3,11 @@
 //! Every key has a default, so an empty file (or none) is a valid configuration. Unknown keys are
 //! an error that names the key. Secrets may come from the environment (`VIGIL_ADMIN_TOKEN`).
 //! This module only parses and validates; it never opens sockets or files other than the config.
+//! Putting an edited file in force while the host runs is [`reload`]'s; the access tables
+//! (`[trust]` registration, `[rate_limit]`, `[directory]`, trusted proxies) are in [`access`].
 
 pub mod access;
+pub mod reload;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
