@@ -6,30 +6,37 @@
 //!
 //! # Layout
 //!
+//! A heartbeat's path reads top to bottom once: [`api`] (`api/agent.rs`) → [`ingest::Gate`] →
+//! [`engine`] (fold through the policy, group commit through [`store`]) → the answer. Rooms
+//! import downwards only; a lower room that needs something of a higher one takes a trait
+//! ([`ingest::Servers`], [`policy::activation::Activator`]).
+//!
+//! - [`cli`]: the `vigil` subcommands, one file per group, one admin HTTP client.
+//! - [`api`]: axum handlers that translate HTTP only; [`api::auth`] (admin credentials and API
+//!   keys), [`api::admission`] (the gate wired to the engine), `ops` (`/healthz`, `/readyz`,
+//!   `/metrics`), and the one error type that maps every failure to RFC 9457 problem+json with
+//!   a stable `code`.
+//! - [`ingest`]: everything an agent request must pass, assembled once in [`ingest::Gate`]:
+//!   client address, rate limits, decode (wire contract v1), identity, open registration, key
+//!   version, JCS + ed25519 signature (batched), clock skew, trust rules; key rotation requests.
+//! - [`engine`]: the single writer path — handle protocol, writer loop and ticks, group commit,
+//!   stats, server admin; the fold through the active policy; policy swaps with background
+//!   rebuild and probation; replay of stored history, backtests and shadow evaluation.
+//! - [`alerts`], [`live`], [`metrics`], [`commands`]: what committed events feed — the alert
+//!   outbox and its sinks (webhook, Alertmanager, Slack; retries, dedup, maintenance windows),
+//!   the bus behind `GET /v1/events` and the observe WebSocket, the Prometheus registry, and
+//!   pending commands signed with the host's key. Domain only: their SQL is in [`store`].
+//! - [`policy`]: the wasmtime component runtime — types, runtime, loaded instances, output
+//!   validation, WIT conversions (the only `bindgen!` lives in `policy::bindings`); the catalog
+//!   and registry every shipped version goes through (validate, store, then activate through
+//!   the engine's `Activator`), author signatures, the watched folder and config pin, vectors.
+//! - [`store`]: the only room that sees a pool — the [`store::Store`] handle (shared reads and
+//!   operations tables written once), row types, and the SQLite (embedded, one host) and
+//!   PostgreSQL (several hosts: row locks per batch, LISTEN/NOTIFY, partitions) backends.
+//! - [`config`]: `vigil.toml` → typed configuration with defaults and validation;
+//!   [`config::access`] (who may do what) and [`config::reload`] (valid edits put in force
+//!   without a restart).
 //! - [`clock`]: the host clock and RFC 3339 text (the ground floor: imports nothing).
-//! - [`config`]: `vigil.toml` → typed configuration with defaults and validation, and
-//!   [`config::reload`]: watching the config file and putting valid edits in force without a
-//!   restart.
-//! - [`api`]: the axum routers (agent, directory, admin) and the one error type that maps every
-//!   failure to RFC 9457 problem+json with a stable `code`.
-//! - [`ingest`]: the checks a request can pass alone — decode (wire contract v1), key, JCS
-//!   signature, clock skew, trust rules.
-//! - [`engine`]: the single writer path — replay rules, the fold through the active policy,
-//!   deadlines (ticks), group commit; policy swaps with background rebuild and probation;
-//!   replay of stored history, backtests and shadow evaluation.
-//! - [`policy`]: the wasmtime component runtime — loading, limits, validated outputs (the only
-//!   `bindgen!` lives in `policy::bindings`); the catalog and registry every shipped version
-//!   goes through (validate, store, then activate through the engine's `Activator`), author
-//!   signatures, the watched folder and config pin, golden vectors.
-//! - [`store`]: the append-only storage trait and its backends: SQLite (embedded, one host) and
-//!   PostgreSQL (shared by several hosts: row locks per batch, NOTIFY for admin changes).
-//! - [`trust`]: rate limits, open registration, key rotation requests, client addresses.
-//! - [`cli`]: the `vigil` subcommands.
-//! - [`commands`]: pending commands signed with the host's key, delivered in heartbeat replies.
-//! - [`metrics`]: the per-host Prometheus registry behind `GET /metrics`.
-//! - [`live`]: the bus of committed events behind `GET /v1/events` and the observe WebSocket.
-//! - [`alerts`]: transitions and signals → durable outbox → routes → webhook, Alertmanager and
-//!   Slack sinks, with retries, dedup and maintenance windows.
 //!
 //! The server is [`run`]`(listener, config, shutdown)`; [`build`] gives the state and the
 //! router for tests that drive [`api::app`] without a network.
@@ -46,7 +53,6 @@ pub mod live;
 pub mod metrics;
 pub mod policy;
 pub mod store;
-pub mod trust;
 
 use std::future::Future;
 use std::net::SocketAddr;

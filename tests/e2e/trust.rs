@@ -805,14 +805,10 @@ async fn the_directory_needs_a_key_only_when_configured() {
     assert_eq!(app.get("/v1/servers").await.status, StatusCode::OK);
     app.stop().await;
     let app = TestApp::spawn_with(|c| c.directory.require_key = true).await;
-    let reader = vigil::trust::admin_keys::create(
-        &app.db,
-        "reader",
-        vigil::trust::admin_keys::Scope::Read,
-        now_ms(),
-    )
-    .await
-    .expect("created");
+    let reader =
+        vigil::api::auth::create_key(&app.db, "reader", vigil::store::Scope::Read, now_ms())
+            .await
+            .expect("created");
     for path in ["/v1/servers", "/v1/servers/x", "/v1/policies"] {
         let a = app.get(path).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}");

@@ -1,8 +1,15 @@
 //! Who is asking: the admin credential of every `/v1/admin/…` route and of a directory behind
 //! `[directory] require_key`. A bearer credential compared in constant time: the bootstrap
 //! token (`[admin] token` or `VIGIL_ADMIN_TOKEN`) or a named API key
-//! ([`crate::trust::admin_keys`], scopes `admin` and `read`). Agents prove themselves with
-//! signatures instead, at the admission gate ([`crate::ingest::Gate`]).
+//! (scopes `admin` and `read`). Agents prove themselves with signatures instead, at the
+//! admission gate ([`crate::ingest::Gate`]).
+//!
+//! Named admin API keys are `vgl_` + 43 characters of URL-safe base64 (256 random bits). Only
+//! SHA-256 of a key is stored (`admin_keys`, through the store), with its name, scope and the
+//! first characters to recognise it in listings. A presented key is hashed and looked up per
+//! request (so a revocation acts on the next request, whichever process wrote it), and the
+//! stored hash is compared again in constant time. Scopes: `admin` (every admin route) and
+//! `read` (the read-only admin routes and, with `[directory] require_key`, the directory).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -11,7 +18,11 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
-use crate::trust::admin_keys::{self, Scope};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+
+use crate::store::{NewAdminKey, Scope, Store, StoreError};
 
 /// Checks the credential for a route that only reads (key history, audit trail, a directory
 /// behind `[directory] require_key`): the bootstrap token or an API key of either scope.
@@ -51,8 +62,8 @@ async fn authenticate(
             return Ok("admin".to_owned());
         }
     }
-    if presented.starts_with(admin_keys::KEY_PREFIX) {
-        let hash = admin_keys::hash(presented);
+    if presented.starts_with(KEY_PREFIX) {
+        let hash = hash(presented);
         if let Some(key) = state.store.admin_key(&hash).await? {
             let same: bool = key.key_sha256.as_bytes().ct_eq(hash.as_bytes()).into();
             if same && key.revoked_at_ms.is_none() {
@@ -105,4 +116,57 @@ pub async fn directory_guard(
         return e.into_response();
     }
     next.run(request).await
+}
+
+/// Every key starts with this, so a leaked one is recognisable (secret scanners).
+pub const KEY_PREFIX: &str = "vgl_";
+
+/// A fresh random token.
+pub fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Hex SHA-256 of a token.
+pub fn hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Creates a key named `name`; returns the token (shown once, never stored).
+pub async fn create_key(
+    store: &Store,
+    name: &str,
+    scope: Scope,
+    now_ms: i64,
+) -> Result<String, StoreError> {
+    let token = generate();
+    store
+        .insert_admin_key(&NewAdminKey {
+            name: name.to_owned(),
+            scope,
+            key_sha256: hash(&token),
+            prefix: token[..KEY_PREFIX.len() + 6].to_owned(),
+            created_at_ms: now_ms,
+        })
+        .await?;
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_prefixed_and_hashed() {
+        let (a, b) = (generate(), generate());
+        assert_ne!(a, b);
+        assert!(a.starts_with(KEY_PREFIX));
+        assert_eq!(a.len(), KEY_PREFIX.len() + 43);
+        assert_eq!(hash(&a).len(), 64);
+        assert_ne!(hash(&a), hash(&b));
+    }
 }

@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use crate::api::auth;
 use crate::config::Config;
+use crate::store::Scope;
 use crate::store::Store;
-use crate::trust::admin_keys::{self, Scope};
 
 /// `vigil admin` subcommands.
 #[derive(Debug, Subcommand)]
@@ -81,7 +82,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 "a key name is 1 to 64 characters"
             );
             let store = open(&db).await?;
-            let token = admin_keys::create(&store, &name, scope, now).await?;
+            let token = auth::create_key(&store, &name, scope, now).await?;
             tracing::info!(target: "vigil::audit", key = %name, scope = scope.as_str(), "admin API key created");
             eprintln!(
                 "Created {} key `{name}`. It is shown once; store it now:",

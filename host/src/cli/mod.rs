@@ -2,8 +2,8 @@
 //! [`run`].
 //!
 //! This module also holds what the groups share to talk to a host: [`AdminTarget`] (the
-//! `--url`/`--token` flags), the one admin request builder ([`AdminClient`]) and
-//! [`read_response`]. It never decides what a subcommand does.
+//! `--url`/`--token` flags), the one admin request builder (`AdminClient`) and
+//! `read_response`. It never decides what a subcommand does.
 
 pub mod admin;
 pub mod bench;

@@ -10,7 +10,7 @@
 //! - `reads.rs`: every read, written once for both backends.
 //! - `ops/`: the operations tables — admin API keys, the host key, pending commands, the alert
 //!   outbox — whose statements both backends share.
-//! - `sqlite/` and `postgres/`: the [`Backend`]s, i.e. what the two databases do differently
+//! - `sqlite/` and `postgres/`: the `Backend`s, i.e. what the two databases do differently
 //!   (the batch commit, registrations, row locks, change notices, closing).
 //!
 //! Storage imports nothing above it but [`crate::clock`].

@@ -1,3 +1,0 @@
-//! Admin API keys, until their domain joins the API's authentication.
-
-pub mod admin_keys;
