@@ -36,7 +36,8 @@
 //! - [`config`]: `vigil.toml` → typed configuration with defaults and validation;
 //!   [`config::access`] (who may do what) and [`config::reload`] (valid edits put in force
 //!   without a restart).
-//! - [`clock`]: the host clock and RFC 3339 text (the ground floor: imports nothing).
+//! - [`clock`] and [`crypto`]: the host clock and RFC 3339 text; ed25519 public keys and
+//!   content digests (the ground floor: they import nothing of Vigil's).
 //!
 //! The server is [`run`]`(listener, config, shutdown)`; [`build`] gives the state and the
 //! router for tests that drive [`api::app`] without a network.
@@ -47,6 +48,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod crypto;
 pub mod engine;
 pub mod ingest;
 pub mod live;

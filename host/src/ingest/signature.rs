@@ -1,4 +1,5 @@
-//! Agent identity: ed25519 keys, fingerprints and the signed-heartbeat message (wire v1).
+//! The signed-heartbeat message (wire v1) and its ed25519 signatures; keys and fingerprints are
+//! [`crate::crypto`]'s (re-exported here).
 //!
 //! The signed message is `vigil-heartbeat-v1\n` followed by the RFC 8785 (JCS) canonical JSON of
 //! the received body object with its `signature` member removed. This module canonicalises the
@@ -6,74 +7,14 @@
 //! member order is signed exactly as sent.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signature, Signer, SigningKey};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+
+pub use crate::crypto::{PublicKey, SignatureError};
 
 /// Domain-separation prefix of every signed heartbeat.
 pub const HEARTBEAT_PREFIX: &[u8] = b"vigil-heartbeat-v1\n";
-
-/// Why a key or signature was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SignatureError {
-    /// The public key is not base64 of 32 bytes, or not a valid curve point.
-    #[error("public key must be standard base64 of a 32-byte ed25519 key")]
-    BadKey,
-    /// The signature is not base64 of 64 bytes.
-    #[error("signature must be standard base64 (with padding) of 64 bytes")]
-    Malformed,
-    /// The signature does not verify against the key.
-    #[error("signature does not verify")]
-    Mismatch,
-    /// The body could not be canonicalised.
-    #[error("body cannot be canonicalised: {0}")]
-    Canonical(String),
-}
-
-/// An agent's ed25519 public key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicKey(VerifyingKey);
-
-impl PublicKey {
-    /// Parses standard base64 (with padding) of a raw 32-byte key.
-    pub fn from_base64(text: &str) -> Result<Self, SignatureError> {
-        let bytes = STANDARD
-            .decode(text.trim())
-            .map_err(|_| SignatureError::BadKey)?;
-        let raw: [u8; 32] = bytes.try_into().map_err(|_| SignatureError::BadKey)?;
-        let key = VerifyingKey::from_bytes(&raw).map_err(|_| SignatureError::BadKey)?;
-        if key.is_weak() {
-            return Err(SignatureError::BadKey);
-        }
-        Ok(Self(key))
-    }
-
-    /// The underlying ed25519 key.
-    pub fn verifying_key(&self) -> &VerifyingKey {
-        &self.0
-    }
-
-    /// Standard base64 of the raw key.
-    pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.0.as_bytes())
-    }
-
-    /// OpenSSH-style fingerprint: `SHA256:` + unpadded base64 of SHA-256(raw key).
-    pub fn fingerprint(&self) -> String {
-        format!(
-            "SHA256:{}",
-            STANDARD_NO_PAD.encode(Sha256::digest(self.0.as_bytes()))
-        )
-    }
-
-    /// Verifies `signature` over `message` (strict: refuses malleable signatures).
-    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
-        self.0
-            .verify_strict(message, signature)
-            .map_err(|_| SignatureError::Mismatch)
-    }
-}
 
 /// Decodes a base64 signature field.
 pub fn parse_signature(text: &str) -> Result<Signature, SignatureError> {
@@ -128,7 +69,7 @@ pub fn signing_key_from_base64(text: &str) -> Result<SigningKey, SignatureError>
 
 /// The public half of a signing key.
 pub fn public_key_of(key: &SigningKey) -> PublicKey {
-    PublicKey(key.verifying_key())
+    PublicKey::of(key)
 }
 
 #[cfg(test)]

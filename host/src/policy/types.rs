@@ -6,10 +6,8 @@
 //! HTTP (the conversions to and from the WIT types are `convert.rs`'s).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::PolicyConfig;
 use crate::ingest::decode::DecodedHeartbeat;
@@ -222,12 +220,4 @@ pub enum PolicyAbi {
     Runs,
 }
 
-/// `sha256:<hex>` of `bytes`.
-pub fn digest_of(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for b in Sha256::digest(bytes) {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
+pub use crate::crypto::digest_of;
