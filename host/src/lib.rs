@@ -147,16 +147,23 @@ pub async fn build_with(
     }
     let verifier = ingest::verifier::Verifier::start(current.ingest.queue_capacity)
         .context("starting the signature verifier")?;
+    let gate = ingest::Gate::new(
+        handle.clone(),
+        verifier,
+        Arc::new(api::admission::EngineServers {
+            engine: engine.clone(),
+            store: shared.clone(),
+        }),
+    );
     let state = AppState::new(api::Services {
         engine,
         store: shared,
         config: handle,
         policies,
-        verifier,
+        gate,
         metrics,
         live,
         commands,
-        trust: trust::TrustState::default(),
     });
     let config_watcher = config_path
         .map(|path| reload::ConfigWatcher::start(path, state.config.clone()))

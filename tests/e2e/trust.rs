@@ -51,7 +51,7 @@ fn rotation_body(server_id: &str, version: u32, current: &SigningKey, next: &Sig
             .to_base64()
             .into(),
     );
-    let signature = vigil::trust::rotation::sign(current, &body).expect("signs");
+    let signature = vigil::ingest::rotation::sign(current, &body).expect("signs");
     body.insert("signature".into(), signature.into());
     Value::Object(body)
 }

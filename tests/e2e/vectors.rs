@@ -7,9 +7,32 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
-use vigil::ingest::verified::Identity;
+use vigil::config::{Config, ConfigHandle};
+use vigil::ingest::gate::FixedServers;
 use vigil::ingest::signature::{PublicKey, parse_signature, public_key_of, signed_message};
-use vigil::ingest::{TrustRules, check};
+use vigil::ingest::verified::Identity;
+use vigil::ingest::verifier::Verifier;
+use vigil::ingest::{Admitted, Gate, Refusal};
+
+/// Posts `body` through the production admission gate, with `identity` the one registered
+/// server. The vectors' timestamps are old: the clock check is opened wide instead of the
+/// receive time moved, and rate limits are off (they are not under test here).
+async fn admit(identity: Identity, body: &str) -> Result<Admitted, Refusal> {
+    let mut config = Config::default();
+    config.trust.max_clock_skew_seconds = u64::MAX;
+    config.rate_limit.per_server_per_minute = 0;
+    config.rate_limit.per_ip_per_minute = 0;
+    let servers = Arc::new(FixedServers::new([identity]));
+    let gate = Gate::new(
+        ConfigHandle::new(config),
+        Verifier::start(64).expect("verifier thread starts"),
+        servers,
+    );
+    let request = axum::http::Request::post("/v1/agent/heartbeat")
+        .body(axum::body::Body::from(body.to_owned()))
+        .expect("request");
+    gate.admit_at(request, 0).await
+}
 
 fn vectors() -> Vec<Value> {
     let text = include_str!("../fixtures/heartbeat-signatures.json");
@@ -23,8 +46,8 @@ fn field<'a>(v: &'a Value, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("vector field {name}"))
 }
 
-#[test]
-fn every_vector_verifies_and_reproduces_key_fingerprint_message_and_signature() {
+#[tokio::test]
+async fn every_vector_verifies_and_reproduces_key_fingerprint_message_and_signature() {
     let vectors = vectors();
     assert!(vectors.len() >= 3);
     for v in &vectors {
@@ -54,25 +77,20 @@ fn every_vector_verifies_and_reproduces_key_fingerprint_message_and_signature() 
         assert_eq!(signature, field(v, "signature_b64"), "{name}: signature");
 
         // Through the real ingest checks (the vectors' timestamps are old: no skew check here).
-        let identity = Arc::new(Identity {
+        let identity = Identity {
             server_id: body["server_id"].as_str().expect("id").into(),
             public_key: public.clone(),
             key_version: u32::try_from(body["key_version"].as_u64().expect("kv")).expect("u32"),
             is_verified: true,
-        });
-        let rules = TrustRules {
-            require_verified: false,
-            max_clock_skew_ms: i64::MAX,
-            ..TrustRules::default()
         };
-        let raw = field(v, "request_body").as_bytes();
-        check(raw, 0, rules, |_| Some(identity.clone()), None)
+        admit(identity, field(v, "request_body"))
+            .await
             .unwrap_or_else(|r| panic!("{name}: {r:?}"));
     }
 }
 
-#[test]
-fn any_single_byte_change_of_message_or_signature_fails() {
+#[tokio::test]
+async fn any_single_byte_change_of_message_or_signature_fails() {
     for v in vectors() {
         let name = field(&v, "name");
         let public = PublicKey::from_base64(field(&v, "public_key_b64")).expect("key");
@@ -106,32 +124,14 @@ fn any_single_byte_change_of_message_or_signature_fails() {
             "omv-mediaservex",
             1,
         );
-        let identity = Arc::new(Identity {
-            server_id: "x".into(),
+        let claimed = serde_json::from_str::<Value>(&tampered).expect("json");
+        let identity = Identity {
+            server_id: claimed["server_id"].as_str().expect("id").into(),
             public_key: public.clone(),
-            key_version: 3,
+            key_version: u32::try_from(claimed["key_version"].as_u64().expect("kv")).expect("u32"),
             is_verified: true,
-        });
-        let kv = serde_json::from_str::<Value>(raw).expect("json")["key_version"]
-            .as_u64()
-            .expect("kv");
-        let identity = Arc::new(Identity {
-            key_version: u32::try_from(kv).expect("u32"),
-            ..(*identity).clone()
-        });
-        let rules = TrustRules {
-            require_verified: false,
-            max_clock_skew_ms: i64::MAX,
-            ..TrustRules::default()
         };
-        let refused = check(
-            tampered.as_bytes(),
-            0,
-            rules,
-            |_| Some(identity.clone()),
-            None,
-        )
-        .unwrap_err();
+        let refused = admit(identity, &tampered).await.unwrap_err();
         assert_eq!(refused.code, "bad_signature", "{name}");
     }
 }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::engine::WriteError;
+use crate::ingest::Refusal;
 use crate::store::StoreError;
 
 /// An error answered to a client.
@@ -101,6 +102,16 @@ impl From<StoreError> for ApiError {
                 format!("{what} already exists"),
             ),
             other => Self::internal(&other),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+        Self {
+            retry_after: refusal.retry_after,
+            ..Self::new(status, refusal.code, refusal.detail)
         }
     }
 }

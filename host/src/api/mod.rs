@@ -5,6 +5,7 @@
 //! their own beyond request shape.
 
 pub mod admin;
+pub mod admission;
 pub mod agent;
 pub mod commands;
 pub mod directory;
@@ -57,16 +58,14 @@ pub struct Services {
     pub config: ConfigHandle,
     /// Policy versions: validation, storage, activation.
     pub policies: PolicyRegistry,
-    /// Batched signature verification off the async executor.
-    pub verifier: crate::ingest::verifier::Verifier,
+    /// The admission gate every agent request passes (rate limits, decode, signatures).
+    pub gate: crate::ingest::Gate,
     /// This host's Prometheus registry.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Committed events for live streams.
     pub live: crate::live::LiveHub,
     /// Pending commands and the host's signing key.
     pub commands: crate::commands::Commands,
-    /// Rate limiters and other trust state.
-    pub trust: crate::trust::TrustState,
 }
 
 impl std::fmt::Debug for AppState {

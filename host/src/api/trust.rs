@@ -1,7 +1,7 @@
 //! Trust routes: agent key rotation, the operator's key history and rotation, the rejection
 //! audit trail.
 //!
-//! - `POST /v1/agent/rotate-key` (signed by the current key; see [`crate::trust::rotation`])
+//! - `POST /v1/agent/rotate-key` (signed by the current key; see [`crate::ingest::rotation`])
 //! - `GET|POST /v1/admin/servers/{id}/keys` (history; operator rotation)
 //! - `GET /v1/admin/rejections?server=&code=&since=&limit=&cursor=`
 
@@ -12,15 +12,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::agent::{limited, refuse, source_ip};
 use super::{ApiError, AppState};
-use crate::clock::now_ms;
-use crate::clock::{format_rfc3339_ms, parse_rfc3339_ms};
+use crate::clock::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};
 use crate::ingest::signature::PublicKey;
-use crate::ingest::{Refusal, TrustRules};
-use crate::policy::digest_of;
 use crate::store::trust::{KeyRotation, RejectionQuery, ServerKeyRow, StoredRejection};
-use crate::trust::rotation;
 
 /// The answer to a rotation (agent or operator).
 #[derive(Debug, Serialize)]
@@ -33,66 +28,20 @@ pub struct Rotated {
     pub fingerprint: String,
 }
 
-/// `POST /v1/agent/rotate-key` → 200 [`Rotated`]. Refusals are answered, logged and appended
-/// to `rejections` like a heartbeat's (a forged rotation counts against the server).
+/// `POST /v1/agent/rotate-key` → 200 [`Rotated`]. The admission gate checks the request
+/// ([`crate::ingest::Gate::admit_rotation`]) and records its refusals like a heartbeat's.
 pub async fn rotate_key(State(state): State<AppState>, request: Request) -> Response {
-    let received_at_ms = now_ms();
-    let config = state.config.current();
-    let ip = source_ip(&request, &config.server.trusted_proxies);
-    if let Some(addr) = ip
-        && let Err(l) = state.trust.limits.check_ip(&config.rate_limit, addr)
-    {
-        return limited(l, None, ip);
-    }
-    let source = ip.map(|a| a.to_string());
-    let Ok(bytes) = axum::body::to_bytes(request.into_body(), rotation::MAX_BODY_BYTES).await
-    else {
-        let refusal = Refusal {
-            status: 413,
-            code: "payload_too_large",
-            detail: format!("body exceeds {} bytes", rotation::MAX_BODY_BYTES),
-            claimed_server_id: None,
-        };
-        return refuse(&state, refusal, received_at_ms, source, None).await;
+    let rotation = match state.gate.admit_rotation(request).await {
+        Ok(rotation) => rotation,
+        Err(refusal) => return ApiError::from(refusal).into_response(),
     };
-    let digest = Some(digest_of(&bytes));
-    let decoded = match rotation::decode(&bytes) {
-        Ok(decoded) => decoded,
-        Err(refusal) => return refuse(&state, refusal, received_at_ms, source, digest).await,
-    };
-    let Some(identity) = state.engine.identity(&decoded.server_id) else {
-        let refusal = Refusal {
-            status: 404,
-            code: "unknown_server",
-            detail: format!("server `{}` is not registered", decoded.server_id),
-            claimed_server_id: Some(decoded.server_id.clone()),
-        };
-        return refuse(&state, refusal, received_at_ms, source, digest).await;
-    };
-    if let Err(l) = state
-        .trust
-        .limits
-        .check_server(&config.rate_limit, &decoded.server_id)
-    {
-        return limited(l, Some(&decoded.server_id), ip);
-    }
-    let rules = TrustRules::from(&config.trust);
-    if let Err(refusal) = rotation::verify(&decoded, &identity, received_at_ms, rules) {
-        return refuse(&state, refusal, received_at_ms, source, digest).await;
-    }
-    let rotation = KeyRotation {
-        server_id: decoded.server_id.clone(),
-        expected_version: decoded.key_version,
-        public_key: decoded.next_public_key.to_base64(),
-        fingerprint: decoded.next_public_key.fingerprint(),
-        added_at_ms: received_at_ms,
-        added_by: "agent".into(),
-    };
+    let server_id = rotation.server_id.clone();
+    let fingerprint = rotation.fingerprint.clone();
     match state.engine.rotate_key(rotation).await {
         Ok(key_version) => Json(Rotated {
-            server_id: decoded.server_id,
+            server_id,
             key_version,
-            fingerprint: decoded.next_public_key.fingerprint(),
+            fingerprint,
         })
         .into_response(),
         Err(e) => ApiError::from(e).into_response(),

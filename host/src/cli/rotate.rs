@@ -1,5 +1,5 @@
 //! `vigil rotate-key`: the agent asks the host to move it to a new key, signing the request with
-//! its current key (`POST /v1/agent/rotate-key`; see [`crate::trust::rotation`]).
+//! its current key (`POST /v1/agent/rotate-key`; see [`crate::ingest::rotation`]).
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::format_rfc3339_ms;
 use crate::ingest::signature::public_key_of;
-use crate::trust::rotation;
+use crate::ingest::rotation;
 
 /// Arguments of `vigil rotate-key`.
 #[derive(Debug, Args)]

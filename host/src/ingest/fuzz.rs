@@ -12,14 +12,50 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use proptest::test_runner::{Config as Cases, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Map, Value};
 
 use super::decode::{MAX_BODY_BYTES, decode};
-use crate::clock::format_rfc3339_ms;
+use super::gate::{FixedServers, Gate};
 use super::signature::{public_key_of, sign_body, signed_message};
-use super::{TrustRules, check};
-use crate::ingest::verified::Identity;
+use super::verified::Identity;
+use super::verifier::Verifier;
+use super::{Admitted, Refusal};
+use crate::clock::format_rfc3339_ms;
+use crate::config::{Config, ConfigHandle};
+
+/// The production gate over one known server, with the switches `adjust` sets, and
+/// a runtime to drive it from the (synchronous) properties.
+struct Bench {
+    gate: Gate,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    fn new(identity: Identity, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::default();
+        // The buckets are not under test here: thousands of cases name one server.
+        config.rate_limit.per_server_per_minute = 0;
+        config.rate_limit.per_ip_per_minute = 0;
+        adjust(&mut config);
+        let servers = std::sync::Arc::new(FixedServers::new([identity]));
+        let verifier = Verifier::start(64).expect("verifier thread starts");
+        Self {
+            gate: Gate::new(ConfigHandle::new(config), verifier, servers),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    /// One `POST /v1/agent/heartbeat` with `body`, received at `at_ms`.
+    fn admit(&self, body: &[u8], at_ms: i64) -> Result<Admitted, Refusal> {
+        let request = axum::http::Request::post("/v1/agent/heartbeat")
+            .body(axum::body::Body::from(body.to_vec()))
+            .expect("request");
+        self.runtime.block_on(self.gate.admit_at(request, at_ms))
+    }
+}
 
 /// Runs `test` over `strategy`: a few cases normally, or for `VIGIL_FUZZ_SECONDS`.
 fn run<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
@@ -38,10 +74,10 @@ where
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&round.to_le_bytes());
         seed[8..16].copy_from_slice(&(started.elapsed().as_nanos() as u64).to_le_bytes());
-        let config = Config {
+        let config = Cases {
             cases,
             failure_persistence: None,
-            ..Config::default()
+            ..Cases::default()
         };
         let mut runner =
             TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
@@ -139,12 +175,15 @@ fn canonical(value: &Value) -> Vec<u8> {
 #[test]
 fn decode_and_check_never_panic_on_arbitrary_bytes() {
     let key = SigningKey::from_bytes(&[9; 32]);
-    let identity = std::sync::Arc::new(Identity {
-        server_id: "eu-1".into(),
-        public_key: public_key_of(&key),
-        key_version: 1,
-        is_verified: true,
-    });
+    let bench = Bench::new(
+        Identity {
+            server_id: "eu-1".into(),
+            public_key: public_key_of(&key),
+            key_version: 1,
+            is_verified: true,
+        },
+        |config| config.trust.require_signature = false,
+    );
     let strategy = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..2048),
         // Near-valid bodies: a valid prefix with arbitrary bytes spliced in.
@@ -157,11 +196,7 @@ fn decode_and_check_never_panic_on_arbitrary_bytes() {
     ];
     run("arbitrary bytes", strategy, |bytes| {
         let _ = decode(&bytes);
-        let rules = TrustRules {
-            require_signature: false,
-            ..TrustRules::default()
-        };
-        let _ = check(&bytes, 0, rules, |_| Some(identity.clone()), None);
+        let _ = bench.admit(&bytes, 0);
         Ok(())
     });
 }
@@ -185,11 +220,15 @@ fn jcs_is_stable_under_member_order_and_whitespace() {
 #[test]
 fn signed_heartbeats_verify_after_reordering_and_fail_after_any_change() {
     let key = SigningKey::from_bytes(&[3; 32]);
-    let identity = std::sync::Arc::new(Identity {
+    let identity = Identity {
         server_id: "eu-1".into(),
         public_key: public_key_of(&key),
         key_version: 1,
         is_verified: true,
+    };
+    let public_key = identity.public_key.clone();
+    let bench = Bench::new(identity, |config| {
+        config.trust.max_clock_skew_seconds = u64::MAX;
     });
     let strategy = (
         json_value(true),
@@ -224,17 +263,7 @@ fn signed_heartbeats_verify_after_reordering_and_fail_after_any_change() {
                 &mut text,
             );
             prop_assume!(text.len() <= MAX_BODY_BYTES);
-            let rules = TrustRules {
-                max_clock_skew_ms: i64::MAX,
-                ..TrustRules::default()
-            };
-            let accepted = check(
-                text.as_bytes(),
-                1_769_115_900_000,
-                rules,
-                |_| Some(identity.clone()),
-                None,
-            );
+            let accepted = bench.admit(text.as_bytes(), 1_769_115_900_000);
             // Generated members keep to every shape rule, so the reordered body must pass.
             if let Err(r) = accepted {
                 return Err(TestCaseError::fail(format!("refused: {r:?}\n{text}")));
@@ -246,7 +275,7 @@ fn signed_heartbeats_verify_after_reordering_and_fail_after_any_change() {
             let signature =
                 super::signature::parse_signature(body["signature"].as_str().expect("string"))
                     .expect("decodes");
-            prop_assert!(identity.public_key.verify(&message, &signature).is_err());
+            prop_assert!(public_key.verify(&message, &signature).is_err());
             Ok(())
         },
     );

@@ -1,25 +1,11 @@
-//! Trust and abuse resistance: the operator's switches that are not about one heartbeat's shape.
-//!
-//! - [`limits`]: token buckets per server and per client IP (governor), checked before any
-//!   signature check or database write.
-//! - [`registration`]: open registration (trust on first use).
-//! - [`rotation`]: the agent-initiated key rotation request and its signed message.
-//! - [`admin_keys`]: named admin API keys (hashed at rest, scopes `admin` and `read`).
-//! - [`client_ip`]: who the client is, believing `X-Forwarded-For` only from trusted proxies.
-//!
-//! Every switch is read from [`crate::config::ConfigHandle::current`] per request, so an edit
-//! of the config file acts without a restart. This module never writes history itself: the
-//! engine's single writer does.
+//! What is left of the old trust room while the house moves: the `[trust]`, `[rate_limit]` and
+//! `[directory]` switch types (read per request through [`crate::config::ConfigHandle`]) and the
+//! admin API keys. The agent-side checks live in [`crate::ingest`]. Never writes history.
 
 pub mod admin_keys;
-pub mod limits;
-pub mod registration;
-pub mod rotation;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use axum::http::HeaderMap;
 use serde::{Deserialize, Deserializer};
 
 /// `[trust] registration`: who may register a server.
@@ -107,97 +93,8 @@ pub fn deserialize_networks<'de, D: Deserializer<'de>>(
         .collect()
 }
 
-/// The client's address: the TCP peer, unless the peer is a trusted proxy, in which case the
-/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries to its left
-/// are written by the client and prove nothing).
-pub fn client_ip(
-    peer: Option<IpAddr>,
-    headers: &HeaderMap,
-    trusted: &[ipnet::IpNet],
-) -> Option<IpAddr> {
-    let peer = peer?;
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let mut hops: Vec<IpAddr> = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        let Ok(text) = value.to_str() else {
-            return Some(peer);
-        };
-        for part in text.split(',') {
-            match part.trim().parse::<IpAddr>() {
-                Ok(ip) => hops.push(ip),
-                // A garbled header: trust nothing it says.
-                Err(_) => return Some(peer),
-            }
-        }
-    }
-    Some(
-        hops.into_iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .unwrap_or(peer),
-    )
-}
-
-/// Trust state shared by handlers (cheap to clone).
-#[derive(Debug, Clone, Default)]
-pub struct TrustState {
-    /// Token buckets.
-    pub limits: Arc<limits::RateLimits>,
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
-        #[derive(Deserialize)]
-        struct W {
-            #[serde(deserialize_with = "deserialize_networks")]
-            n: Vec<ipnet::IpNet>,
-        }
-        let toml = format!(
-            "n = [{}]",
-            list.iter()
-                .map(|s| format!("\"{s}\""))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        toml::from_str::<W>(&toml).expect("valid").n
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted = nets(&["10.0.0.0/8", "192.168.1.1"]);
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("1.2.3.4, 5.6.7.8, 10.1.1.1"),
-        );
-        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("ip"));
-        // Untrusted peer: the header is ignored.
-        assert_eq!(client_ip(ip("9.9.9.9"), &headers, &trusted), ip("9.9.9.9"));
-        // Trusted peer: right-most untrusted hop.
-        assert_eq!(client_ip(ip("10.0.0.2"), &headers, &trusted), ip("5.6.7.8"));
-        assert_eq!(
-            client_ip(ip("192.168.1.1"), &headers, &trusted),
-            ip("5.6.7.8")
-        );
-        // Trusted peer without a header, or a garbled one: the peer.
-        assert_eq!(
-            client_ip(ip("10.0.0.2"), &HeaderMap::new(), &trusted),
-            ip("10.0.0.2")
-        );
-        headers.insert("x-forwarded-for", HeaderValue::from_static("nonsense"));
-        assert_eq!(
-            client_ip(ip("10.0.0.2"), &headers, &trusted),
-            ip("10.0.0.2")
-        );
-    }
-
     #[test]
     fn bad_proxy_entries_are_named() {
         let err = crate::config::Config::from_toml("[server]\ntrusted_proxies = [\"nope\"]\n")

@@ -7,21 +7,17 @@
 //! key, so the same id cannot be taken over with another key. `is_verified` stays an operator's
 //! decision.
 
+use ed25519_dalek::Signature;
+
+use crate::ingest::Refusal;
 use crate::ingest::decode::DecodedHeartbeat;
 use crate::ingest::signature::{PublicKey, parse_signature, signed_message};
-use crate::ingest::{Refusal, TrustRules};
 
-/// Checks that a first heartbeat proves possession of the key it offers; returns that key.
-pub fn verify_first_heartbeat(
-    decoded: &DecodedHeartbeat,
-    received_at_ms: i64,
-    rules: TrustRules,
-) -> Result<PublicKey, Refusal> {
-    let refuse = |status: u16, code: &'static str, detail: String| Refusal {
-        status,
-        code,
-        detail,
-        claimed_server_id: Some(decoded.server_id.clone()),
+/// The key a first heartbeat offers, with the message and signature that must prove
+/// possession of it (the gate verifies them and checks the clock next).
+pub fn offered_key(decoded: &DecodedHeartbeat) -> Result<(PublicKey, Vec<u8>, Signature), Refusal> {
+    let refuse = |status: u16, code: &'static str, detail: String| {
+        Refusal::new(status, code, detail, Some(&decoded.server_id))
     };
     let offered = decoded.public_key.as_deref().ok_or_else(|| {
         refuse(
@@ -50,24 +46,5 @@ pub fn verify_first_heartbeat(
         parse_signature(text).map_err(|e| refuse(401, "bad_signature", e.to_string()))?;
     let message =
         signed_message(&decoded.body).map_err(|e| refuse(401, "bad_signature", e.to_string()))?;
-    key.verify(&message, &signature).map_err(|_| {
-        refuse(
-            401,
-            "bad_signature",
-            "signature does not verify against the offered `public_key`".into(),
-        )
-    })?;
-    let skew = (decoded.sent_at_ms - received_at_ms).abs();
-    if skew > rules.max_clock_skew_ms {
-        return Err(refuse(
-            409,
-            "clock_skew",
-            format!(
-                "timestamp is {} s from the host clock; at most {} s is accepted",
-                skew / 1000,
-                rules.max_clock_skew_ms / 1000
-            ),
-        ));
-    }
-    Ok(key)
+    Ok((key, message, signature))
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use super::RateLimitConfig;
+use crate::trust::RateLimitConfig;
 
 /// Past this many tracked keys, stale buckets (full again) are dropped.
 const RETAIN_AFTER_KEYS: usize = 10_000;

@@ -1,0 +1,580 @@
+//! The admission gate: everything an agent request must pass before the engine sees it, in
+//! one place and one order.
+//!
+//! [`Gate::admit`] takes a whole `POST /v1/agent/heartbeat` request and returns either an
+//! [`Admitted`] heartbeat for the writer or the [`Refusal`] to answer; [`Gate::admit_rotation`]
+//! does the same for `POST /v1/agent/rotate-key`. The steps, for both:
+//!
+//! 1. **source**: the client address ([`client_ip`]) and its token bucket;
+//! 2. **body**: read up to the route's cap;
+//! 3. **decode**: the wire contract ([`decode`] or [`rotation::decode`]);
+//! 4. **identity**: the claimed server, through [`Servers::identity`] (which also asks the
+//!    shared database when several hosts share it); open registration for an unknown server
+//!    that offers a key ([`registration`]);
+//! 5. **server bucket**: only for a server the host knows or is about to register;
+//! 6. **key version** and the **signed message**;
+//! 7. **signature**: on the batching [`Verifier`] thread, off the async executor;
+//! 8. **clock skew** ([`within_skew`], the one copy of that rule);
+//! 9. the route's own last rules (`require_verified`; a rotation's next key must be new).
+//!
+//! Every refusal but a rate limit is logged and handed to [`Servers::record_rejection`] (the
+//! audit row, folded into the server's policy when it is known) before the gate returns it; a
+//! rate-limited request costs no write. What needs a server's history (replay, exact repeats,
+//! sequence numbers) is the writer's job, after the gate.
+//!
+//! The gate never imports the engine: it asks for what it needs through the narrow
+//! [`Servers`] trait, which the engine implements. A new way in (a token instead of a
+//! signature) is one more admission method here that reuses these steps, not a second
+//! pipeline.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request};
+
+use super::client_ip::client_ip;
+use super::decode::{DecodedHeartbeat, MAX_BODY_BYTES, decode};
+use super::limits::{Limited, RateLimits};
+use super::signature::{PublicKey, parse_signature, signed_message};
+use super::verified::{Identity, RejectionNotice, VerifiedHeartbeat};
+use super::verifier::Verifier;
+use super::{Refusal, TrustRules, registration, rotation};
+use crate::clock::now_ms;
+use crate::config::ConfigHandle;
+use crate::store::NewServer;
+use crate::store::trust::KeyRotation;
+use crate::trust::Registration;
+
+/// What the gate asks of the engine about servers. Implemented by the engine (and by tests
+/// with a fixed set of servers).
+#[async_trait]
+pub trait Servers: Send + Sync + 'static {
+    /// The identity of a registered server, `None` if it is unknown.
+    async fn identity(&self, server_id: &str) -> Option<Arc<Identity>>;
+    /// Registers a server from its first heartbeat (open registration): `Ok(true)` when it
+    /// did, `Ok(false)` when another request registered it first.
+    async fn register(&self, server: NewServer) -> Result<bool, Refusal>;
+    /// Appends a refusal to the audit trail (and folds it, when it names a known server).
+    async fn record_rejection(&self, notice: RejectionNotice);
+}
+
+/// A heartbeat the gate let through, for the writer.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The heartbeat.
+    pub heartbeat: VerifiedHeartbeat,
+    /// Whether this heartbeat registered its server (open registration).
+    pub server_registered: bool,
+}
+
+/// The admission gate (cheap to clone).
+#[derive(Clone)]
+pub struct Gate {
+    config: ConfigHandle,
+    /// Token buckets per client address and per server; shared by every clone.
+    limits: Arc<RateLimits>,
+    verifier: Verifier,
+    servers: Arc<dyn Servers>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who sent a request, and when it arrived.
+struct Source {
+    ip: Option<IpAddr>,
+    received_at_ms: i64,
+}
+
+impl Source {
+    fn text(&self) -> Option<String> {
+        self.ip.map(|a| a.to_string())
+    }
+}
+
+impl Gate {
+    /// A gate reading its rules from `config` on every request.
+    pub fn new(config: ConfigHandle, verifier: Verifier, servers: Arc<dyn Servers>) -> Self {
+        Self {
+            config,
+            limits: Arc::default(),
+            verifier,
+            servers,
+        }
+    }
+
+    /// Admits one `POST /v1/agent/heartbeat` request at the host clock's now.
+    pub async fn admit(&self, request: Request) -> Result<Admitted, Refusal> {
+        self.admit_at(request, now_ms()).await
+    }
+
+    /// [`Gate::admit`] with the receive time given (the conformance vectors' timestamps are
+    /// old; tests pass their time here instead of loosening the rules).
+    pub async fn admit_at(
+        &self,
+        request: Request,
+        received_at_ms: i64,
+    ) -> Result<Admitted, Refusal> {
+        let config = self.config.current();
+        let rules = TrustRules::from(&config.trust);
+        let source = self.source(&request, received_at_ms)?;
+        let bytes = self.body(request, MAX_BODY_BYTES, &source).await?;
+        let decoded = match decode(&bytes) {
+            Ok(decoded) => decoded,
+            Err(e) => return Err(self.refused(e.into(), &source, Some(&bytes)).await),
+        };
+        let result = self
+            .heartbeat(decoded, &bytes, &source, rules, config.trust.registration)
+            .await;
+        match result {
+            Ok(admitted) => Ok(admitted),
+            Err(Step::Limited(refusal)) => Err(refusal),
+            Err(Step::Refused(refusal)) => Err(self.refused(refusal, &source, Some(&bytes)).await),
+        }
+    }
+
+    /// Steps 4 to 9 of a heartbeat.
+    async fn heartbeat(
+        &self,
+        decoded: DecodedHeartbeat,
+        bytes: &[u8],
+        source: &Source,
+        rules: TrustRules,
+        registration_mode: Registration,
+    ) -> Result<Admitted, Step> {
+        let server_id = decoded.server_id.clone();
+        let mut identity = self.servers.identity(&server_id).await;
+        let opens = identity.is_none()
+            && registration_mode == Registration::Open
+            && decoded.public_key.is_some();
+        if identity.is_some() || opens {
+            self.server_bucket(&server_id, source)?;
+        }
+        let mut server_registered = false;
+        if opens {
+            server_registered = self.open_registration(&decoded, source, rules).await?;
+            identity = self.servers.identity(&server_id).await;
+        }
+        let Some(identity) = identity else {
+            let detail = format!("server `{server_id}` is not registered");
+            return Err(refusal(&decoded, 404, "unknown_server", detail).into());
+        };
+        if decoded.key_version != identity.key_version {
+            let detail = format!(
+                "heartbeat is signed with key version {}, the server's current key is version {}",
+                decoded.key_version, identity.key_version
+            );
+            return Err(refusal(&decoded, 409, "key_version_mismatch", detail).into());
+        }
+        let signed = match decoded.signature.as_deref() {
+            // A signature that is present must verify, whether or not one is required.
+            Some(text) => {
+                let signature = parse_signature(text)
+                    .map_err(|e| refusal(&decoded, 401, "bad_signature", e.to_string()))?;
+                let message = signed_message(&decoded.body)
+                    .map_err(|e| refusal(&decoded, 401, "bad_signature", e.to_string()))?;
+                if !self
+                    .verify(&identity.public_key, message, signature, &server_id, source)
+                    .await
+                {
+                    return Err(refusal(
+                        &decoded,
+                        401,
+                        "bad_signature",
+                        "signature does not verify against the server's key (signed message: \
+                         `vigil-heartbeat-v1\\n` + JCS of the body without `signature`)"
+                            .into(),
+                    )
+                    .into());
+                }
+                true
+            }
+            None if rules.require_signature => {
+                let detail = "member `signature` is required ([trust] require_signature)".into();
+                return Err(refusal(&decoded, 422, "missing_field", detail).into());
+            }
+            None => false,
+        };
+        within_skew(decoded.sent_at_ms, source.received_at_ms, rules, &server_id)?;
+        if rules.require_verified && !identity.is_verified {
+            let detail = format!("server `{server_id}` is not verified by an operator yet");
+            return Err(refusal(&decoded, 403, "server_unverified", detail).into());
+        }
+        Ok(Admitted {
+            heartbeat: VerifiedHeartbeat {
+                body_text: String::from_utf8_lossy(bytes).into_owned(),
+                decoded,
+                received_at_ms: source.received_at_ms,
+                signed,
+                source_ip: source.text(),
+            },
+            server_registered,
+        })
+    }
+
+    /// Registers an unknown server from a first heartbeat signed by the key it offers.
+    async fn open_registration(
+        &self,
+        decoded: &DecodedHeartbeat,
+        source: &Source,
+        rules: TrustRules,
+    ) -> Result<bool, Step> {
+        let (key, message, signature) = registration::offered_key(decoded)?;
+        if !self
+            .verify(&key, message, signature, &decoded.server_id, source)
+            .await
+        {
+            let detail = "signature does not verify against the offered `public_key`".into();
+            return Err(refusal(decoded, 401, "bad_signature", detail).into());
+        }
+        within_skew(
+            decoded.sent_at_ms,
+            source.received_at_ms,
+            rules,
+            &decoded.server_id,
+        )?;
+        let server = NewServer {
+            server_id: decoded.server_id.clone(),
+            public_key: key.to_base64(),
+            fingerprint: key.fingerprint(),
+            display_name: None,
+            cluster_id: None,
+            registered_at_ms: source.received_at_ms,
+            added_by: "open-registration".into(),
+        };
+        Ok(self.servers.register(server).await?)
+    }
+
+    /// Admits one `POST /v1/agent/rotate-key` request: the key rotation it asks for.
+    pub async fn admit_rotation(&self, request: Request) -> Result<KeyRotation, Refusal> {
+        self.admit_rotation_at(request, now_ms()).await
+    }
+
+    /// [`Gate::admit_rotation`] with the receive time given.
+    pub async fn admit_rotation_at(
+        &self,
+        request: Request,
+        received_at_ms: i64,
+    ) -> Result<KeyRotation, Refusal> {
+        let config = self.config.current();
+        let rules = TrustRules::from(&config.trust);
+        let source = self.source(&request, received_at_ms)?;
+        let bytes = self.body(request, rotation::MAX_BODY_BYTES, &source).await?;
+        match self.rotation(&bytes, &source, rules).await {
+            Ok(rotation) => Ok(rotation),
+            Err(Step::Limited(refusal)) => Err(refusal),
+            Err(Step::Refused(refusal)) => Err(self.refused(refusal, &source, Some(&bytes)).await),
+        }
+    }
+
+    /// Steps 3 to 9 of a rotation.
+    async fn rotation(
+        &self,
+        bytes: &[u8],
+        source: &Source,
+        rules: TrustRules,
+    ) -> Result<KeyRotation, Step> {
+        let request = rotation::decode(bytes)?;
+        let server_id = request.server_id.as_str();
+        let Some(identity) = self.servers.identity(server_id).await else {
+            let detail = format!("server `{server_id}` is not registered");
+            return Err(Refusal::new(404, "unknown_server", detail, Some(server_id)).into());
+        };
+        self.server_bucket(server_id, source)?;
+        let (message, signature) = rotation::signed_parts(&request, &identity)?;
+        if !self
+            .verify(&identity.public_key, message, signature, server_id, source)
+            .await
+        {
+            return Err(Refusal::new(
+                401,
+                "bad_signature",
+                "signature does not verify against the server's current key (signed message: \
+                 `vigil-rotate-key-v1\\n` + JCS of the body without `signature`)",
+                Some(server_id),
+            )
+            .into());
+        }
+        within_skew(request.sent_at_ms, source.received_at_ms, rules, server_id)?;
+        rotation::next_key_is_new(&request, &identity)?;
+        Ok(KeyRotation {
+            server_id: request.server_id.clone(),
+            expected_version: request.key_version,
+            public_key: request.next_public_key.to_base64(),
+            fingerprint: request.next_public_key.fingerprint(),
+            added_at_ms: source.received_at_ms,
+            added_by: "agent".into(),
+        })
+    }
+
+    /// Step 1: the client address and its bucket.
+    fn source(&self, request: &Request, received_at_ms: i64) -> Result<Source, Refusal> {
+        let config = self.config.current();
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let ip = client_ip(peer, request.headers(), &config.server.trusted_proxies);
+        if let Some(addr) = ip
+            && let Err(l) = self.limits.check_ip(&config.rate_limit, addr)
+        {
+            return Err(limited(l, None, ip));
+        }
+        Ok(Source { ip, received_at_ms })
+    }
+
+    /// Step 2: the body, at most `cap` bytes (413 past it).
+    async fn body(&self, request: Request, cap: usize, source: &Source) -> Result<Bytes, Refusal> {
+        match axum::body::to_bytes(request.into_body(), cap).await {
+            Ok(bytes) => Ok(bytes),
+            Err(_) => {
+                let detail = format!("body exceeds {cap} bytes");
+                let refusal = Refusal::new(413, "payload_too_large", detail, None);
+                Err(self.refused(refusal, source, None).await)
+            }
+        }
+    }
+
+    /// Step 5: the server's bucket.
+    fn server_bucket(&self, server_id: &str, source: &Source) -> Result<(), Step> {
+        let config = self.config.current();
+        self.limits
+            .check_server(&config.rate_limit, server_id)
+            .map_err(|l| Step::Limited(limited(l, Some(server_id), source.ip)))
+    }
+
+    /// Step 7: one signature on the verifier thread. A failure is an audit event.
+    async fn verify(
+        &self,
+        key: &PublicKey,
+        message: Vec<u8>,
+        signature: ed25519_dalek::Signature,
+        server_id: &str,
+        source: &Source,
+    ) -> bool {
+        let ok = self.verifier.verify(key, message, signature).await.is_ok();
+        if !ok {
+            tracing::warn!(
+                target: "vigil::audit",
+                server_id = %server_id,
+                source_ip = ?source.ip,
+                "signature verification failed"
+            );
+        }
+        ok
+    }
+
+    /// Logs a refusal and appends it; returns it for the answer.
+    async fn refused(&self, refusal: Refusal, source: &Source, body: Option<&[u8]>) -> Refusal {
+        let source_ip = source.text();
+        tracing::info!(
+            code = refusal.code,
+            status = refusal.status,
+            server_id = refusal.claimed_server_id.as_deref().unwrap_or("-"),
+            source_ip = source_ip.as_deref().unwrap_or("-"),
+            detail = %refusal.detail,
+            "heartbeat rejected"
+        );
+        self.servers
+            .record_rejection(RejectionNotice {
+                received_at_ms: source.received_at_ms,
+                code: refusal.code,
+                http_status: refusal.status,
+                detail: refusal.detail.clone(),
+                claimed_server_id: refusal.claimed_server_id.clone(),
+                source_ip,
+                body_sha256: body.map(crate::policy::digest_of),
+            })
+            .await;
+        refusal
+    }
+}
+
+/// Why a step stopped a request: a bucket (answered, never recorded) or a refusal (recorded).
+enum Step {
+    Limited(Refusal),
+    Refused(Refusal),
+}
+
+impl From<Refusal> for Step {
+    fn from(refusal: Refusal) -> Self {
+        Step::Refused(refusal)
+    }
+}
+
+fn refusal(decoded: &DecodedHeartbeat, status: u16, code: &'static str, detail: String) -> Refusal {
+    Refusal::new(status, code, detail, Some(&decoded.server_id))
+}
+
+/// 429 with `Retry-After`; logged at debug and never stored (a flood must not become writes).
+fn limited(limited: Limited, server_id: Option<&str>, ip: Option<IpAddr>) -> Refusal {
+    tracing::debug!(?limited, server_id = server_id.unwrap_or("-"), source_ip = ?ip, "rate limited");
+    let which = match limited {
+        Limited::Ip { .. } => "this client address",
+        Limited::Server { .. } => "this server",
+    };
+    Refusal {
+        retry_after: Some(limited.retry_after()),
+        ..Refusal::new(
+            429,
+            "rate_limited",
+            format!("too many requests from {which}; retry later"),
+            None,
+        )
+    }
+}
+
+/// Step 8, the one clock-skew rule: the agent's timestamp within `max_clock_skew` of the host's
+/// receive time.
+pub fn within_skew(
+    sent_at_ms: i64,
+    received_at_ms: i64,
+    rules: TrustRules,
+    server_id: &str,
+) -> Result<(), Refusal> {
+    let skew = (sent_at_ms - received_at_ms).abs();
+    if skew > rules.max_clock_skew_ms {
+        let detail = format!(
+            "timestamp is {} s from the host clock; at most {} s is accepted",
+            skew / 1000,
+            rules.max_clock_skew_ms / 1000
+        );
+        return Err(Refusal::new(409, "clock_skew", detail, Some(server_id)));
+    }
+    Ok(())
+}
+
+/// A fixed set of servers for checking bodies without an engine (the conformance-vector and
+/// fuzz suites): every identity is known up front, nothing registers, and refusals are kept in
+/// memory to be read back.
+#[derive(Debug, Default)]
+pub struct FixedServers {
+    identities: std::collections::HashMap<String, Arc<Identity>>,
+    /// A std mutex: held only to push or copy, never across an await.
+    rejections: std::sync::Mutex<Vec<RejectionNotice>>,
+}
+
+impl FixedServers {
+    /// These servers and no others.
+    pub fn new(identities: impl IntoIterator<Item = Identity>) -> Self {
+        Self {
+            identities: identities
+                .into_iter()
+                .map(|identity| (identity.server_id.clone(), Arc::new(identity)))
+                .collect(),
+            rejections: Default::default(),
+        }
+    }
+
+    /// The refusals recorded so far, oldest first.
+    pub fn rejections(&self) -> Vec<RejectionNotice> {
+        self.rejections
+            .lock()
+            .map(|list| list.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Servers for FixedServers {
+    async fn identity(&self, server_id: &str) -> Option<Arc<Identity>> {
+        self.identities.get(server_id).cloned()
+    }
+
+    async fn register(&self, _server: NewServer) -> Result<bool, Refusal> {
+        Ok(false)
+    }
+
+    async fn record_rejection(&self, notice: RejectionNotice) {
+        if let Ok(mut list) = self.rejections.lock() {
+            list.push(notice);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use serde_json::Map;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::ingest::rotation::sign;
+    use crate::ingest::signature::public_key_of;
+
+    fn gate(identity: Identity) -> Gate {
+        let mut config = Config::default();
+        config.rate_limit.per_server_per_minute = 0;
+        let servers = Arc::new(FixedServers::new([identity]));
+        let verifier = Verifier::start(64).expect("verifier thread starts");
+        Gate::new(ConfigHandle::new(config), verifier, servers)
+    }
+
+    async fn admit(gate: &Gate, body: &[u8], at: i64) -> Result<KeyRotation, Refusal> {
+        let request = axum::http::Request::post("/v1/agent/rotate-key")
+            .body(axum::body::Body::from(body.to_vec()))
+            .expect("request");
+        gate.admit_rotation_at(request, at).await
+    }
+
+    fn request(key: &SigningKey, next: &SigningKey, version: u32) -> Vec<u8> {
+        let mut body = Map::new();
+        body.insert("server_id".into(), "eu-1".into());
+        body.insert("key_version".into(), version.into());
+        body.insert("timestamp".into(), "2026-01-22T21:05:00Z".into());
+        body.insert(
+            "next_public_key".into(),
+            public_key_of(next).to_base64().into(),
+        );
+        let signature = sign(key, &body).expect("signs");
+        body.insert("signature".into(), signature.into());
+        serde_json::to_vec(&body).expect("serialises")
+    }
+
+    #[tokio::test]
+    async fn rotation_verifies_only_with_the_current_key_and_version() {
+        let current = SigningKey::from_bytes(&[1; 32]);
+        let next = SigningKey::from_bytes(&[2; 32]);
+        let identity = Identity {
+            server_id: "eu-1".into(),
+            public_key: public_key_of(&current),
+            key_version: 3,
+            is_verified: true,
+        };
+        let at = 1_769_115_900_000;
+        let gate = gate(identity);
+        let ok = request(&current, &next, 3);
+        let rotation = admit(&gate, &ok, at).await.expect("admitted");
+        assert_eq!(rotation.expected_version, 3);
+        assert_eq!(rotation.public_key, public_key_of(&next).to_base64());
+        let code = |bytes: Vec<u8>, at: i64| {
+            let gate = gate.clone();
+            async move { admit(&gate, &bytes, at).await.unwrap_err().code }
+        };
+        assert_eq!(
+            code(request(&current, &next, 2), at).await,
+            "key_version_mismatch"
+        );
+        assert_eq!(code(request(&next, &next, 3), at).await, "bad_signature");
+        assert_eq!(
+            code(request(&current, &current, 3), at).await,
+            "invalid_field"
+        );
+        assert_eq!(code(ok.clone(), at + 3_600_000).await, "clock_skew");
+        // A heartbeat-prefixed signature over the same body is not a rotation signature.
+        let mut body: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&ok).expect("object");
+        body.remove("signature");
+        let hb_sig = crate::ingest::signature::sign_body(&current, &body).expect("signs");
+        body.insert("signature".into(), hb_sig.into());
+        let crossed = serde_json::to_vec(&body).expect("serialises");
+        assert_eq!(code(crossed, at).await, "bad_signature");
+    }
+}
