@@ -3,8 +3,8 @@
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
-use vigil::commands::{COMMAND_PREFIX, RESULT_PREFIX, sign, verify};
 use vigil::clock::format_rfc3339_ms;
+use vigil::commands::{COMMAND_PREFIX, RESULT_PREFIX, sign, verify};
 use vigil::ingest::signature::PublicKey;
 use vigil_tests::{Agent, TestApp, now_ms};
 
