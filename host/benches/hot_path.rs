@@ -11,10 +11,10 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use serde_json::{Map, Value, json};
+use vigil::clock::format_rfc3339_ms;
 use vigil::config::PolicyConfig;
 use vigil::engine::fold::{FoldEffects, fold_heartbeat};
 use vigil::engine::replay::{replay, replay_onto_in_runs};
-use vigil::clock::format_rfc3339_ms;
 use vigil::ingest::decode::{DecodedHeartbeat, decode, decode_stored};
 use vigil::ingest::signature::{parse_signature, public_key_of, sign_body, signed_message};
 use vigil::policy::{

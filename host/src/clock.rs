@@ -37,7 +37,10 @@ mod tests {
     fn rfc3339_round_trips_at_millisecond_precision() {
         let ms = parse_rfc3339_ms("2026-01-22T21:05:00.123Z").expect("valid");
         assert_eq!(format_rfc3339_ms(ms), "2026-01-22T21:05:00.123Z");
-        assert_eq!(parse_rfc3339_ms("2026-01-22T23:05:00+02:00"), Some(ms - 123));
+        assert_eq!(
+            parse_rfc3339_ms("2026-01-22T23:05:00+02:00"),
+            Some(ms - 123)
+        );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 }

@@ -4,6 +4,8 @@
 //! an error that names the key. Secrets may come from the environment (`VIGIL_ADMIN_TOKEN`).
 //! This module only parses and validates; it never opens sockets or files other than the config.
 
+pub mod access;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,10 +33,10 @@ pub struct Config {
     pub alerts: crate::alerts::AlertsConfig,
     /// `[live]`: the live event streams.
     pub live: crate::live::LiveConfig,
-    /// `[rate_limit]`: token buckets per server and per client IP (see [`crate::trust`]).
-    pub rate_limit: crate::trust::RateLimitConfig,
+    /// `[rate_limit]`: token buckets per server and per client IP (see [`crate::ingest::limits`]).
+    pub rate_limit: access::RateLimitConfig,
     /// `[directory]`: who may read the public directory.
-    pub directory: crate::trust::DirectoryConfig,
+    pub directory: access::DirectoryConfig,
 }
 
 /// `[server]`
@@ -45,7 +47,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Peers (addresses or CIDR networks) whose `X-Forwarded-For` header is believed. Default
     /// none: the client IP is the TCP peer.
-    #[serde(deserialize_with = "crate::trust::deserialize_networks")]
+    #[serde(deserialize_with = "access::deserialize_networks")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
@@ -102,7 +104,7 @@ pub struct TrustConfig {
     /// Who registers servers: `operator` (default; unknown servers get 404) or `open` (trust on
     /// first use: a first heartbeat signed by the `public_key` it carries registers the server,
     /// unverified).
-    pub registration: crate::trust::Registration,
+    pub registration: access::Registration,
 }
 
 impl Default for TrustConfig {
@@ -111,7 +113,7 @@ impl Default for TrustConfig {
             require_verified: false,
             max_clock_skew_seconds: 300,
             require_signature: true,
-            registration: crate::trust::Registration::Operator,
+            registration: access::Registration::Operator,
         }
     }
 }

@@ -58,7 +58,8 @@ fn rotation_body(server_id: &str, version: u32, current: &SigningKey, next: &Sig
 
 async fn open_registration_registers_unverified_and_the_id_cannot_be_taken_with_another_key() {
     let app =
-        TestApp::spawn_with(|c| c.trust.registration = vigil::trust::Registration::Open).await;
+        TestApp::spawn_with(|c| c.trust.registration = vigil::config::access::Registration::Open)
+            .await;
     let agent = Agent::new("tofu-1");
     let key = agent.public_key_b64();
     let first = app
@@ -554,7 +555,7 @@ async fn flags_flip_by_editing_the_config_file_and_an_invalid_edit_keeps_the_old
     assert_eq!(app.post_heartbeat(&first).await.code(), "unknown_server");
     write_config(&path, &db, "[trust]\nregistration = \"open\"\n");
     until_config(&app, |c| {
-        c.trust.registration == vigil::trust::Registration::Open
+        c.trust.registration == vigil::config::access::Registration::Open
     })
     .await;
     let first = newcomer.heartbeat(json!({"public_key": newcomer.public_key_b64()}));

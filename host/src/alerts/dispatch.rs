@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 
 use super::AlertsConfig;
 use super::sinks::{self, OutboxAlert};
-use crate::config::ConfigHandle;
 use crate::clock::now_ms;
+use crate::config::ConfigHandle;
 use crate::metrics::Metrics;
 use crate::store::Db;
 use crate::with_pool;

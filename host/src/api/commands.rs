@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::commands::{CommandError, RESULT_PREFIX, verify};
 use crate::clock::parse_rfc3339_ms;
+use crate::commands::{CommandError, RESULT_PREFIX, verify};
 
 /// Longest time-to-live of a command.
 const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
@@ -65,7 +65,7 @@ pub async fn queue(
     headers: HeaderMap,
     body: Result<Json<QueueCommand>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    super::admin::authorize(&state, &headers).await?;
+    super::auth::authorize(&state, &headers).await?;
     let Json(request) = body.map_err(|e| ApiError::invalid("invalid_body", e.body_text()))?;
     if !valid_command(&request.command) {
         return Err(ApiError::invalid(

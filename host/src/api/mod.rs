@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod admission;
 pub mod agent;
+pub mod auth;
 pub mod commands;
 pub mod directory;
 pub mod error;
@@ -106,7 +107,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/rejections", get(trust::rejections))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            trust::directory_guard,
+            auth::directory_guard,
         ))
         .route("/healthz", get(directory::healthz))
         .route("/readyz", get(directory::readyz))

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::admin::authorize;
+use super::auth::authorize;
 use super::{ApiError, AppState};
 use crate::policy::PolicyError;
 use crate::policy::registry::RegistryError;

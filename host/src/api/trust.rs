@@ -65,7 +65,7 @@ pub async fn add_key(
     headers: HeaderMap,
     body: Result<Json<AddKey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let who = super::admin::authorize(&state, &headers).await?;
+    let who = super::auth::authorize(&state, &headers).await?;
     let Json(add) = body.map_err(|e| ApiError::invalid("invalid_body", e.body_text()))?;
     let key = PublicKey::from_base64(&add.public_key)
         .map_err(|e| ApiError::invalid("invalid_field", format!("public_key: {e}")))?;
@@ -123,7 +123,7 @@ pub async fn list_keys(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    super::admin::authorize_read(&state, &headers).await?;
+    super::auth::authorize_read(&state, &headers).await?;
     let keys: Vec<ServerKeyRow> = state.store.server_keys(&id).await?;
     if keys.is_empty() {
         return Err(ApiError::not_found(format!("server `{id}`")));
@@ -178,7 +178,7 @@ pub async fn rejections(
     headers: HeaderMap,
     params: Result<Query<RejectionParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    super::admin::authorize_read(&state, &headers).await?;
+    super::auth::authorize_read(&state, &headers).await?;
     let Query(params) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -216,25 +216,4 @@ pub async fn rejections(
         })
         .collect();
     Ok(Json(serde_json::json!({"rejections": views, "next_cursor": next_cursor})).into_response())
-}
-
-/// Middleware: with `[directory] require_key`, directory reads (`/v1/servers…`,
-/// `/v1/policies`) need the bootstrap token or an API key of either scope.
-pub async fn directory_guard(
-    State(state): State<AppState>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let path = request.uri().path();
-    let directory = path == "/v1/servers"
-        || path.starts_with("/v1/servers/")
-        || path == "/v1/policies"
-        || path.starts_with("/v1/policies/");
-    if directory
-        && state.config.current().directory.require_key
-        && let Err(e) = super::admin::authorize_read(&state, request.headers()).await
-    {
-        return e.into_response();
-    }
-    next.run(request).await
 }

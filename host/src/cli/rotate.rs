@@ -8,8 +8,8 @@ use clap::Args;
 use serde_json::{Map, Value};
 
 use crate::clock::format_rfc3339_ms;
-use crate::ingest::signature::public_key_of;
 use crate::ingest::rotation;
+use crate::ingest::signature::public_key_of;
 
 /// Arguments of `vigil rotate-key`.
 #[derive(Debug, Args)]

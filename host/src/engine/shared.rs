@@ -14,7 +14,10 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Command, Identity, Pending, Writer};
+use super::commit::Pending;
+use super::handle::Command;
+use super::writer::Writer;
+use crate::ingest::verified::Identity;
 use crate::store::{ChangeNotice, ServerRecord};
 
 /// Pause after a failed lock before the writer goes on.

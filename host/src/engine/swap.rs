@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::commit::Pending;
 use super::fold::FoldEffects;
+use super::handle::{Command, WriteError};
 use super::replay::{ReplayError, replay};
-use super::{Command, Pending, WriteError, Writer};
+use super::writer::Writer;
 use crate::clock::now_ms;
 use crate::policy::LoadedPolicy;
 use crate::store::{ActivationRow, HistoryEvent, ServerRecord, TransitionRow};

@@ -48,7 +48,7 @@ mod tests {
     fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
         #[derive(Deserialize)]
         struct W {
-            #[serde(deserialize_with = "crate::trust::deserialize_networks")]
+            #[serde(deserialize_with = "crate::config::access::deserialize_networks")]
             n: Vec<ipnet::IpNet>,
         }
         let toml = format!(

@@ -3,8 +3,8 @@
 //! Owns the shape rules: size, JSON, I-JSON numbers, known top-level members, field types and
 //! lengths. It never looks at keys, servers or clocks (that is [`super`]'s job).
 
-use serde_json::{Map, Value};
 use crate::clock::parse_rfc3339_ms;
+use serde_json::{Map, Value};
 
 /// Largest accepted body, in bytes (64 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -43,9 +43,9 @@ use super::verifier::Verifier;
 use super::{Refusal, TrustRules, registration, rotation};
 use crate::clock::now_ms;
 use crate::config::ConfigHandle;
+use crate::config::access::Registration;
 use crate::store::NewServer;
 use crate::store::trust::KeyRotation;
-use crate::trust::Registration;
 
 /// What the gate asks of the engine about servers. Implemented by the engine (and by tests
 /// with a fixed set of servers).
@@ -266,7 +266,9 @@ impl Gate {
         let config = self.config.current();
         let rules = TrustRules::from(&config.trust);
         let source = self.source(&request, received_at_ms)?;
-        let bytes = self.body(request, rotation::MAX_BODY_BYTES, &source).await?;
+        let bytes = self
+            .body(request, rotation::MAX_BODY_BYTES, &source)
+            .await?;
         match self.rotation(&bytes, &source, rules).await {
             Ok(rotation) => Ok(rotation),
             Err(Step::Limited(refusal)) => Err(refusal),

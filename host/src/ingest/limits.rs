@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::trust::RateLimitConfig;
+use crate::config::access::RateLimitConfig;
 
 /// Past this many tracked keys, stale buckets (full again) are dropped.
 const RETAIN_AFTER_KEYS: usize = 10_000;

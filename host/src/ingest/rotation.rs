@@ -15,11 +15,11 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use serde_json::{Map, Value};
 
-use crate::ingest::verified::Identity;
 use crate::clock::parse_rfc3339_ms;
+use crate::ingest::Refusal;
 use crate::ingest::decode::valid_server_id;
 use crate::ingest::signature::{PublicKey, SignatureError, parse_signature};
-use crate::ingest::Refusal;
+use crate::ingest::verified::Identity;
 
 /// Domain-separation prefix of a signed rotation request.
 pub const ROTATE_PREFIX: &[u8] = b"vigil-rotate-key-v1\n";

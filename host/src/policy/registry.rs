@@ -16,8 +16,8 @@ use wasmtime::component::Component;
 
 use super::signing::{self, SigningError};
 use super::{LoadedPolicy, PolicyError, PolicyEvent, PolicyRuntime, ServerFacts, digest_of};
-use crate::config::{ConfigHandle, PolicyConfig};
 use crate::clock::now_ms;
+use crate::config::{ConfigHandle, PolicyConfig};
 use crate::engine::{Activation, ActivationOutcome, EngineHandle, Probation, WriteError};
 use crate::ingest::decode::decode_object;
 use crate::ingest::signature::PublicKey;
