@@ -21,7 +21,6 @@ use vigil::policy::{
     DEFAULT_POLICY, LoadedPolicy, PolicyAbi, PolicyEvent, PolicyLimits, PolicyRuntime, ServerFacts,
     TimedEvent,
 };
-use vigil::store::sqlite::SqliteStore;
 use vigil::store::{
     HeartbeatRow, HistoryEvent, NewServer, ServerRecord, Snapshot, SnapshotRow, Store, WriteBatch,
 };
@@ -155,7 +154,7 @@ fn batch_write(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
     let store = rt
-        .block_on(SqliteStore::open(
+        .block_on(Store::open(
             &format!("sqlite://{}", dir.path().join("b.db").display()),
             4,
         ))

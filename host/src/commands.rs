@@ -11,34 +11,17 @@
 //! `IS NULL`-guarded UPDATE) and every step is appended to `command_log`. Commands past
 //! `expires_at` are never delivered.
 //!
-//! This speaks SQLite directly (operations tables, not history).
+//! This room signs and verifies; the store keeps the key and the command tables
+//! (`store/ops/`), in SQL both backends accept.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Map, Value, json};
-use sqlx::Row;
-
-use crate::store::Db;
-use crate::with_pool;
-
-/// Appends one step to `command_log` inside the open transaction `$tx`.
-macro_rules! log {
-    ($tx:ident, $command_id:expr, $at_ms:expr, $event:expr, $detail:expr) => {
-        sqlx::query(
-            "INSERT INTO command_log (command_id, at_ms, event, detail) VALUES ($1, $2, $3, $4)",
-        )
-        .bind($command_id)
-        .bind($at_ms)
-        .bind($event)
-        .bind($detail.to_string())
-        .execute(&mut *$tx)
-        .await?
-    };
-}
 
 use crate::clock::format_rfc3339_ms;
 use crate::ingest::signature::{PublicKey, SignatureError, parse_signature, public_key_of};
+use crate::store::{CommandResultRow, HostKeyRow, NewCommand, ResultRecorded, Store, StoreError};
 
 /// Prefix of the host-signed command envelope.
 pub const COMMAND_PREFIX: &[u8] = b"vigil-command-v1\n";
@@ -89,8 +72,8 @@ pub enum CommandError {
     #[error("command {0} already has a result")]
     ResultExists(String),
     /// Storage failed.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Database(#[from] StoreError),
     /// Signing failed.
     #[error("signing: {0}")]
     Signing(#[from] SignatureError),
@@ -100,21 +83,15 @@ pub enum CommandError {
 const WAITING_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Servers with an undelivered, unexpired command.
-async fn waiting_servers(db: &Db) -> Result<Vec<String>, sqlx::Error> {
-    with_pool!(db, pool => sqlx::query_scalar(
-        "SELECT DISTINCT server_id FROM commands WHERE delivered_at_ms IS NULL \
-         AND expires_at_ms > $1",
-    )
-    .bind(crate::clock::now_ms())
-    .fetch_all(pool)
-    .await)
+async fn waiting_servers(store: &Store) -> Result<Vec<String>, StoreError> {
+    store.servers_with_commands(crate::clock::now_ms()).await
 }
 
 /// The command desk: the host key and the command tables. Cheap to clone.
 #[derive(Clone)]
 pub struct Commands {
-    /// sqlx pools are cheap-clone handles.
-    db: Db,
+    /// The store handle is cheap to clone.
+    store: Store,
     key: SigningKey,
     /// Servers that may have undelivered commands: the heartbeat path skips the database for
     /// everyone else. A std `Mutex` because sections are a set lookup and never await.
@@ -131,40 +108,32 @@ impl std::fmt::Debug for Commands {
 
 impl Commands {
     /// Loads the host key, generating and storing it on first start.
-    pub async fn open(db: Db) -> Result<Self, CommandError> {
+    pub async fn open(store: Store) -> Result<Self, CommandError> {
         let fresh = SigningKey::generate(&mut rand::rngs::OsRng);
-        let key = with_pool!(&db, pool => {
-            // Two hosts starting at once on one database: the first insert wins, both read it.
-            sqlx::query(
-                "INSERT INTO host_keys (id, secret_key, public_key, created_at_ms) \
-                 VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(STANDARD.encode(fresh.to_bytes()))
-            .bind(public_key_of(&fresh).to_base64())
-            .bind(crate::clock::now_ms())
-            .execute(pool)
+        let secret = store
+            .host_key_or_insert(&HostKeyRow {
+                secret_key: STANDARD.encode(fresh.to_bytes()),
+                public_key: public_key_of(&fresh).to_base64(),
+                created_at_ms: crate::clock::now_ms(),
+            })
             .await?;
-            let secret: String = sqlx::query_scalar("SELECT secret_key FROM host_keys WHERE id = 1")
-                .fetch_one(pool)
-                .await?;
-            crate::ingest::signature::signing_key_from_base64(&secret)?
-        });
+        let key = crate::ingest::signature::signing_key_from_base64(&secret)?;
         let waiting = std::sync::Arc::new(std::sync::Mutex::new(
-            waiting_servers(&db)
+            waiting_servers(&store)
                 .await?
                 .into_iter()
                 .collect::<std::collections::HashSet<String>>(),
         ));
-        if matches!(db, Db::Postgres(_)) {
+        if store.is_shared() {
             // Other hosts sharing the database queue commands too: re-read who is waiting
             // every second, so a command queued on one host reaches its agent through any.
-            let (db, weak) = (db.clone(), std::sync::Arc::downgrade(&waiting));
+            let (store, weak) = (store.clone(), std::sync::Arc::downgrade(&waiting));
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(WAITING_REFRESH);
                 loop {
                     every.tick().await;
                     let Some(set) = weak.upgrade() else { break };
-                    match waiting_servers(&db).await {
+                    match waiting_servers(&store).await {
                         Ok(ids) => {
                             if let Ok(mut set) = set.lock() {
                                 set.extend(ids);
@@ -175,7 +144,11 @@ impl Commands {
                 }
             });
         }
-        Ok(Self { db, key, waiting })
+        Ok(Self {
+            store,
+            key,
+            waiting,
+        })
     }
 
     /// The host's public key.
@@ -205,24 +178,17 @@ impl Commands {
         let signature = sign(COMMAND_PREFIX, &self.key, &envelope)?;
         envelope.insert("signature".into(), json!(signature));
         let envelope = Value::Object(envelope);
-        with_pool!(&self.db, pool => {
-        let mut tx = pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO commands (command_id, server_id, command, envelope, issued_at_ms, \
-             expires_at_ms, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&command_id)
-        .bind(server_id)
-        .bind(command)
-        .bind(envelope.to_string())
-        .bind(now)
-        .bind(now + ttl_ms)
-        .bind(created_by)
-        .execute(&mut *tx)
-        .await?;
-        log!(tx, &command_id, now, "queued", json!({ "by": created_by }));
-        tx.commit().await?;
-        });
+        self.store
+            .insert_command(&NewCommand {
+                command_id: command_id.clone(),
+                server_id: server_id.to_owned(),
+                command: command.to_owned(),
+                envelope: envelope.to_string(),
+                issued_at_ms: now,
+                expires_at_ms: now + ttl_ms,
+                created_by: created_by.to_owned(),
+            })
+            .await?;
         if let Ok(mut waiting) = self.waiting.lock() {
             waiting.insert(server_id.to_owned());
         }
@@ -253,31 +219,16 @@ impl Commands {
 
     async fn take(&self, server_id: &str) -> Result<Vec<Value>, CommandError> {
         let now = crate::clock::now_ms();
-        let mut out = Vec::new();
-        with_pool!(&self.db, pool => {
-        let mut tx = pool.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE commands SET delivered_at_ms = $1 WHERE server_id = $2 \
-             AND delivered_at_ms IS NULL AND expires_at_ms > $3 \
-             RETURNING command_id, envelope, issued_at_ms",
-        )
-        .bind(now)
-        .bind(server_id)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in &rows {
-            let command_id: String = row.try_get("command_id")?;
-            let envelope: String = row.try_get("envelope")?;
-            let issued: i64 = row.try_get("issued_at_ms")?;
-            log!(tx, &command_id, now, "delivered", json!({}));
-            out.push((
-                issued,
-                serde_json::from_str(&envelope).unwrap_or(Value::Null),
-            ));
-        }
-        tx.commit().await?;
-        });
+        let mut out: Vec<(i64, Value)> = self
+            .store
+            .take_commands(server_id, now)
+            .await?
+            .into_iter()
+            .map(|c| {
+                let envelope = serde_json::from_str(&c.envelope).unwrap_or(Value::Null);
+                (c.issued_at_ms, envelope)
+            })
+            .collect();
         out.sort_by_key(|(issued, _)| *issued);
         Ok(out.into_iter().map(|(_, v)| v).collect())
     }
@@ -291,38 +242,26 @@ impl Commands {
         body: &Value,
     ) -> Result<(), CommandError> {
         let now = crate::clock::now_ms();
-        with_pool!(&self.db, pool => {
-        let mut tx = pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE commands SET result_at_ms = $1, result_status = $2, result_body = $3 \
-             WHERE command_id = $4 AND server_id = $5 AND delivered_at_ms IS NOT NULL \
-             AND result_at_ms IS NULL",
-        )
-        .bind(now)
-        .bind(status)
-        .bind(body.to_string())
-        .bind(command_id)
-        .bind(server_id)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
-                "SELECT delivered_at_ms, result_at_ms FROM commands \
-                 WHERE command_id = $1 AND server_id = $2",
-            )
-            .bind(command_id)
-            .bind(server_id)
-            .fetch_optional(&mut *tx)
+        let recorded = self
+            .store
+            .record_command_result(&CommandResultRow {
+                server_id: server_id.to_owned(),
+                command_id: command_id.to_owned(),
+                status: status.to_owned(),
+                body: body.to_string(),
+                at_ms: now,
+            })
             .await?;
-            return Err(match row {
-                None => CommandError::Unknown(command_id.into()),
-                Some((None, _)) => CommandError::NotDelivered(command_id.into()),
-                Some((Some(_), _)) => CommandError::ResultExists(command_id.into()),
-            });
+        match recorded {
+            ResultRecorded::Recorded => {}
+            ResultRecorded::Unknown => return Err(CommandError::Unknown(command_id.into())),
+            ResultRecorded::NotDelivered => {
+                return Err(CommandError::NotDelivered(command_id.into()));
+            }
+            ResultRecorded::AlreadyRecorded => {
+                return Err(CommandError::ResultExists(command_id.into()));
+            }
         }
-        log!(tx, command_id, now, "result", json!({ "status": status }));
-        tx.commit().await?;
-        });
         tracing::info!(%server_id, %command_id, %status, "command result recorded");
         Ok(())
     }

@@ -60,15 +60,15 @@ use crate::api::AppState;
 use crate::config::Config;
 use crate::policy::registry::PolicyRegistry;
 use crate::policy::{PolicyLimits, PolicyRuntime};
-use crate::store::{Backend, Store};
+use crate::store::Store;
 
 /// A built host: the shared state and the writer task.
 #[derive(Debug)]
 pub struct Host {
     /// State for the router.
     pub state: AppState,
-    /// The opened backend (tests inspect tables through its pool).
-    pub store: Backend,
+    /// The opened store (the same handle as `state.store`).
+    pub store: Store,
     /// The writer; it ends after every [`AppState`] clone is dropped.
     pub writer: JoinHandle<()>,
     /// The alert dispatcher; it ends after the writer.
@@ -89,10 +89,10 @@ pub async fn build_with(
     config: Config,
     config_path: Option<&std::path::Path>,
 ) -> anyhow::Result<Host> {
-    let store = Backend::open(&config.storage.url, config.storage.max_connections)
+    let store = Store::open(&config.storage.url, config.storage.max_connections)
         .await
         .with_context(|| format!("opening database {}", redact(&config.storage.url)))?;
-    let shared: Arc<dyn Store> = store.shared();
+    let shared = store.clone();
 
     let runtime = PolicyRuntime::new(PolicyLimits::from(&config.policy))
         .context("starting the policy runtime")?;
@@ -119,13 +119,13 @@ pub async fn build_with(
     });
     let live = live::LiveHub::new(config.live.buffer);
     let (alerts_wake, wake) = tokio::sync::mpsc::channel(1);
-    let dispatcher = alerts::dispatch::spawn(store.db(), handle.clone(), metrics.clone(), wake);
+    let dispatcher = alerts::dispatch::spawn(store.clone(), handle.clone(), metrics.clone(), wake);
     let observers = engine::Observers {
         metrics: metrics.clone(),
         live: live.clone(),
         alerts_wake,
     };
-    let commands = commands::Commands::open(store.db())
+    let commands = commands::Commands::open(store.clone())
         .await
         .context("loading the host key")?;
     let current = handle.current();

@@ -354,7 +354,7 @@ async fn rate_limits_per_server_and_per_ip_answer_429_and_write_nothing() {
     )
     .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    let ips: Vec<Option<String>> = vigil::with_pool!(&app.db.db(), pool =>
+    let ips: Vec<Option<String>> = vigil::with_pool!(&app.db.pool_for_tests(), pool =>
         sqlx::query_scalar("SELECT source_ip FROM rejections ORDER BY id DESC LIMIT 1")
             .fetch_all(pool)
             .await)
@@ -622,8 +622,8 @@ async fn admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys() {
     assert!(listed[2]["revoked_at_ms"].as_i64().is_some());
     // Only hashes are stored.
     let stored: Vec<String> = {
-        let store = vigil::store::Backend::open(&db, 1).await.expect("opens");
-        vigil::with_pool!(&store.db(), pool => sqlx::query_scalar("SELECT key_sha256 FROM admin_keys")
+        let store = vigil::store::Store::open(&db, 1).await.expect("opens");
+        vigil::with_pool!(&store.pool_for_tests(), pool => sqlx::query_scalar("SELECT key_sha256 FROM admin_keys")
             .fetch_all(pool)
             .await)
         .expect("rows")
@@ -713,7 +713,7 @@ async fn the_directory_needs_a_key_only_when_configured() {
     app.stop().await;
     let app = TestApp::spawn_with(|c| c.directory.require_key = true).await;
     let reader = vigil::trust::admin_keys::create(
-        &app.db.db(),
+        &app.db,
         "reader",
         vigil::trust::admin_keys::Scope::Read,
         now_ms(),
@@ -750,7 +750,7 @@ async fn unsigned_heartbeats_are_stored_as_unsigned_and_replay_to_the_same_snaps
         let a = app.post_heartbeat(&body).await;
         assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
     }
-    let signatures: Vec<String> = vigil::with_pool!(&app.db.db(), pool =>
+    let signatures: Vec<String> = vigil::with_pool!(&app.db.pool_for_tests(), pool =>
         sqlx::query_scalar("SELECT signature FROM heartbeats ORDER BY seq")
             .fetch_all(pool)
             .await)

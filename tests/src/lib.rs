@@ -17,7 +17,7 @@ pub use wait::wait_until;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use axum::Router;
 use axum::body::Body;
@@ -32,7 +32,7 @@ use vigil::api::AppState;
 use vigil::clock::format_rfc3339_ms;
 use vigil::config::Config;
 use vigil::ingest::signature::sign_body;
-use vigil::store::{Backend, Store};
+use vigil::store::Store;
 
 /// The admin token every test app uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -107,9 +107,9 @@ pub struct TestApp {
     /// The state behind it.
     pub state: AppState,
     /// The store behind the trait.
-    pub store: Arc<dyn Store>,
-    /// The opened backend (raw SQL: [`TestApp::scalar`], [`TestApp::execute`]).
-    pub db: Backend,
+    pub store: Store,
+    /// The opened store (raw SQL: [`TestApp::scalar`], [`TestApp::execute`]).
+    pub db: Store,
     /// Where the database lives; kept alive with the app.
     pub dir: std::sync::Arc<tempfile::TempDir>,
     writer: tokio::task::JoinHandle<()>,
@@ -362,14 +362,14 @@ impl TestApp {
     pub async fn scalar(&self, sql: &str) -> i64 {
         // Statements come from the tests themselves, never from input.
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        vigil::with_pool!(&self.db.db(), pool => sqlx::query_scalar(sql).fetch_one(pool).await)
+        vigil::with_pool!(&self.db.pool_for_tests(), pool => sqlx::query_scalar(sql).fetch_one(pool).await)
             .expect("scalar query")
     }
 
     /// Runs `sql` (portable to both backends); the database's error message if it fails.
     pub async fn execute(&self, sql: &str) -> Result<u64, String> {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        vigil::with_pool!(&self.db.db(), pool => sqlx::query(sql)
+        vigil::with_pool!(&self.db.pool_for_tests(), pool => sqlx::query(sql)
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))
@@ -379,7 +379,7 @@ impl TestApp {
     /// Codes of the rejections appended so far, oldest first.
     pub async fn rejection_codes(&self) -> Vec<String> {
         let sql = "SELECT code FROM rejections ORDER BY id";
-        vigil::with_pool!(&self.db.db(), pool => sqlx::query_scalar(sql).fetch_all(pool).await)
+        vigil::with_pool!(&self.db.pool_for_tests(), pool => sqlx::query_scalar(sql).fetch_all(pool).await)
             .expect("rejections")
     }
 }

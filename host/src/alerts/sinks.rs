@@ -17,29 +17,7 @@ use sha2::Sha256;
 
 use super::{SinkConfig, SinkKind};
 use crate::clock::format_rfc3339_ms;
-
-/// An alert as read back from the outbox.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OutboxAlert {
-    /// Outbox id (stable; sent as `X-Vigil-Alert-Id`).
-    pub id: i64,
-    /// The server.
-    pub server_id: String,
-    /// Its cluster.
-    pub cluster_id: Option<String>,
-    /// Alert kind.
-    pub kind: String,
-    /// Severity.
-    pub severity: String,
-    /// When the cause happened.
-    pub at_ms: i64,
-    /// One line.
-    pub summary: String,
-    /// Details (a JSON object).
-    pub details: Value,
-    /// The policy that decided it.
-    pub policy_digest: String,
-}
+pub use crate::store::OutboxAlert;
 
 /// The generic webhook's JSON body.
 #[derive(Debug, Serialize)]

@@ -17,7 +17,7 @@ pub struct EngineServers {
     /// The writer path and its working set of identities.
     pub engine: EngineHandle,
     /// For servers another host registered a moment ago.
-    pub store: Arc<dyn Store>,
+    pub store: Store,
 }
 
 #[async_trait]

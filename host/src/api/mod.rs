@@ -54,7 +54,7 @@ pub struct Services {
     /// The writer path.
     pub engine: EngineHandle,
     /// Reads.
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     /// The configuration in force (reloadable).
     pub config: ConfigHandle,
     /// Policy versions: validation, storage, activation.

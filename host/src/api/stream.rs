@@ -69,7 +69,7 @@ fn sse_event(event: &LiveEvent) -> Event {
 
 struct Feed {
     rx: tokio::sync::broadcast::Receiver<Arc<LiveEvent>>,
-    store: Arc<dyn Store>,
+    store: Store,
     filter: EventFilter,
     /// Highest transition id sent; `Some` while still replaying the stored log.
     last_id: i64,

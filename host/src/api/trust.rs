@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState};
 use crate::clock::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};
 use crate::ingest::signature::PublicKey;
-use crate::store::trust::{KeyRotation, RejectionQuery, ServerKeyRow, StoredRejection};
+use crate::store::{KeyRotation, RejectionQuery, ServerKeyRow, StoredRejection};
 
 /// The answer to a rotation (agent or operator).
 #[derive(Debug, Serialize)]

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
-use crate::store::Backend;
+use crate::store::Store;
 use crate::trust::admin_keys::{self, Scope};
 
 /// `vigil admin` subcommands.
@@ -60,12 +60,12 @@ pub enum KeyCommand {
     },
 }
 
-async fn open(db: &Database) -> anyhow::Result<Backend> {
+async fn open(db: &Database) -> anyhow::Result<Store> {
     let config = match &db.config {
         Some(path) => Config::load(path)?,
         None => Config::from_toml("")?,
     };
-    Backend::open(&config.storage.url, 2)
+    Store::open(&config.storage.url, 2)
         .await
         .with_context(|| format!("opening database {}", crate::redact(&config.storage.url)))
 }
@@ -81,7 +81,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 "a key name is 1 to 64 characters"
             );
             let store = open(&db).await?;
-            let token = admin_keys::create(&store.db(), &name, scope, now).await?;
+            let token = admin_keys::create(&store, &name, scope, now).await?;
             tracing::info!(target: "vigil::audit", key = %name, scope = scope.as_str(), "admin API key created");
             eprintln!(
                 "Created {} key `{name}`. It is shown once; store it now:",
@@ -91,13 +91,13 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
         }
         KeyCommand::List { db } => {
             let store = open(&db).await?;
-            let keys = admin_keys::list(&store.db()).await?;
+            let keys = store.admin_keys().await?;
             println!("{}", serde_json::to_string_pretty(&keys)?);
         }
         KeyCommand::Revoke { name, db } => {
             let store = open(&db).await?;
             anyhow::ensure!(
-                admin_keys::revoke(&store.db(), &name, now).await?,
+                store.revoke_admin_key(&name, now).await?,
                 "no active key named `{name}`"
             );
             tracing::info!(target: "vigil::audit", key = %name, "admin API key revoked");

@@ -448,10 +448,9 @@ async fn replay(
         None => crate::config::Config::default(),
     };
     let url = database.unwrap_or_else(|| config.storage.url.clone());
-    let store = crate::store::Backend::open(&url, 2)
+    let store = crate::store::Store::open(&url, 2)
         .await
-        .with_context(|| format!("opening {}", crate::redact(&url)))?
-        .shared();
+        .with_context(|| format!("opening {}", crate::redact(&url)))?;
     let runtime =
         crate::policy::PolicyRuntime::new(crate::policy::PolicyLimits::from(&config.policy))?;
     let active_digest = store
@@ -478,8 +477,7 @@ async fn replay(
         .map(|s| parse_duration_ms(&s).map(|d| now - d))
         .transpose()?;
     let report =
-        crate::engine::backtest::backtest(store.as_ref(), &active, &candidate, since_ms, now)
-            .await?;
+        crate::engine::backtest::backtest(&store, &active, &candidate, since_ms, now).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -91,7 +91,7 @@ fn label(p: &LoadedPolicy) -> String {
 /// Replays every stored server through `active` and `candidate` up to `at_ms`. `since_ms`
 /// bounds the history (default: each version's own declared window).
 pub async fn backtest(
-    store: &dyn Store,
+    store: &Store,
     active: &LoadedPolicy,
     candidate: &LoadedPolicy,
     since_ms: Option<i64>,

@@ -66,7 +66,7 @@ pub(super) enum Command {
     Reject(Box<RejectionNotice>, Responder<()>),
     Register(Box<NewServer>, Responder<()>),
     SetVerified(String, bool, Responder<()>),
-    RotateKey(Box<crate::store::trust::KeyRotation>, Responder<u32>),
+    RotateKey(Box<crate::store::KeyRotation>, Responder<u32>),
     Activate(Box<Activation>, Responder<ActivationOutcome>),
     Shadow(Option<Arc<LoadedPolicy>>, oneshot::Sender<()>),
     /// Another host changed a server (shared backends): re-read it.
@@ -147,10 +147,7 @@ impl EngineHandle {
     }
 
     /// Rotates a server's key (operator or agent); answers the new key version after the commit.
-    pub async fn rotate_key(
-        &self,
-        rotation: crate::store::trust::KeyRotation,
-    ) -> Result<u32, WriteError> {
+    pub async fn rotate_key(&self, rotation: crate::store::KeyRotation) -> Result<u32, WriteError> {
         self.ask(|r| Command::RotateKey(Box::new(rotation), r))
             .await
     }

@@ -49,7 +49,7 @@ use writer::Writer;
 /// Loads every server, then spawns the writer. The writer stops when every handle is dropped,
 /// after finishing what is queued.
 pub async fn start(
-    store: Arc<dyn Store>,
+    store: Store,
     policy: Arc<LoadedPolicy>,
     max_batch: usize,
     queue_capacity: usize,

@@ -103,7 +103,7 @@ impl Writer {
     /// Rotates a server's key when the rotation names its current key version.
     pub(super) async fn rotate_key(
         &mut self,
-        rotation: crate::store::trust::KeyRotation,
+        rotation: crate::store::KeyRotation,
     ) -> Result<u32, WriteError> {
         let id = rotation.server_id.clone();
         let Some(server) = self.servers.get_mut(&id) else {

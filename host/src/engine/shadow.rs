@@ -99,7 +99,7 @@ pub(super) struct Shadow {
 }
 
 /// Starts a shadow task for `policy`.
-pub(super) fn start(store: Arc<dyn Store>, policy: Arc<LoadedPolicy>) -> Shadow {
+pub(super) fn start(store: Store, policy: Arc<LoadedPolicy>) -> Shadow {
     let d = policy.description();
     // A std mutex: updated once per offer by the task, read by `GET /v1/policies/shadow`.
     let report = Arc::new(Mutex::new(ShadowReport {

@@ -28,7 +28,7 @@ use crate::store::{HeartbeatRow, NewServer, RejectionRow, ServerRecord, Snapshot
 
 /// The writer task's state (built by [`super::start`]).
 pub(super) struct Writer {
-    pub(super) store: Arc<dyn Store>,
+    pub(super) store: Store,
     /// The batch whose commit runs while the next one is folded (single-host backends).
     pub(super) inflight: Option<InFlight>,
     pub(super) policy: Arc<LoadedPolicy>,

@@ -44,8 +44,8 @@ use super::{Refusal, TrustRules, registration, rotation};
 use crate::clock::now_ms;
 use crate::config::ConfigHandle;
 use crate::config::access::Registration;
+use crate::store::KeyRotation;
 use crate::store::NewServer;
-use crate::store::trust::KeyRotation;
 
 /// What the gate asks of the engine about servers. Implemented by the engine (and by tests
 /// with a fixed set of servers).

@@ -92,7 +92,7 @@ pub struct Validated {
 
 struct Inner {
     runtime: PolicyRuntime,
-    store: Arc<dyn Store>,
+    store: Store,
     config: ConfigHandle,
     /// Set once the engine runs (the boot policy is validated before the engine exists).
     engine: OnceLock<EngineHandle>,
@@ -138,7 +138,7 @@ fn trusted_keys(config: &PolicyConfig) -> Vec<PublicKey> {
 impl PolicyRegistry {
     /// A registry over `runtime` and `store`; call [`PolicyRegistry::attach`] once the engine
     /// runs.
-    pub fn new(runtime: PolicyRuntime, store: Arc<dyn Store>, config: ConfigHandle) -> Self {
+    pub fn new(runtime: PolicyRuntime, store: Store, config: ConfigHandle) -> Self {
         Self {
             inner: Arc::new(Inner {
                 runtime,
@@ -166,7 +166,7 @@ impl PolicyRegistry {
     }
 
     /// The store behind the registry.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Store {
         &self.inner.store
     }
 

@@ -1,0 +1,149 @@
+//! `commands` and `command_log`: pending commands, delivered and answered once each.
+//!
+//! Every step (queued, delivered, result) is appended to `command_log` in the transaction that
+//! makes it. Envelopes and results arrive as JSON text already signed or verified by
+//! `commands.rs`; nothing here signs or parses them.
+
+use sqlx::Row;
+
+use crate::store::{
+    CommandResultRow, DeliveredCommand, NewCommand, ResultRecorded, Store, StoreError,
+};
+use crate::with_pool;
+
+/// Appends one step to `command_log` inside the open transaction `$tx`.
+macro_rules! log {
+    ($tx:ident, $command_id:expr, $at_ms:expr, $event:expr, $detail:expr) => {
+        sqlx::query(
+            "INSERT INTO command_log (command_id, at_ms, event, detail) VALUES ($1, $2, $3, $4)",
+        )
+        .bind($command_id)
+        .bind($at_ms)
+        .bind($event)
+        .bind($detail.to_string())
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+impl Store {
+    /// Servers with an undelivered command unexpired at `now_ms`.
+    pub async fn servers_with_commands(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        Ok(with_pool!(&self.db, pool => sqlx::query_scalar(
+            "SELECT DISTINCT server_id FROM commands WHERE delivered_at_ms IS NULL \
+             AND expires_at_ms > $1",
+        )
+        .bind(now_ms)
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Queues a command and logs `queued` with `{"by": created_by}`.
+    pub async fn insert_command(&self, command: &NewCommand) -> Result<(), StoreError> {
+        with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO commands (command_id, server_id, command, envelope, issued_at_ms, \
+                 expires_at_ms, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&command.command_id)
+            .bind(&command.server_id)
+            .bind(&command.command)
+            .bind(&command.envelope)
+            .bind(command.issued_at_ms)
+            .bind(command.expires_at_ms)
+            .bind(&command.created_by)
+            .execute(&mut *tx)
+            .await?;
+            log!(
+                tx,
+                &command.command_id,
+                command.issued_at_ms,
+                "queued",
+                serde_json::json!({ "by": command.created_by })
+            );
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Marks every command of `server_id` undelivered and unexpired at `now_ms` delivered, once
+    /// (logging `delivered`), and returns them in no particular order.
+    pub async fn take_commands(
+        &self,
+        server_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<DeliveredCommand>, StoreError> {
+        let mut out = Vec::new();
+        with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let rows = sqlx::query(
+                "UPDATE commands SET delivered_at_ms = $1 WHERE server_id = $2 \
+                 AND delivered_at_ms IS NULL AND expires_at_ms > $3 \
+                 RETURNING command_id, envelope, issued_at_ms",
+            )
+            .bind(now_ms)
+            .bind(server_id)
+            .bind(now_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &rows {
+                let command_id: String = row.try_get("command_id")?;
+                log!(tx, &command_id, now_ms, "delivered", serde_json::json!({}));
+                out.push(DeliveredCommand {
+                    command_id,
+                    envelope: row.try_get("envelope")?,
+                    issued_at_ms: row.try_get("issued_at_ms")?,
+                });
+            }
+            tx.commit().await?;
+        });
+        Ok(out)
+    }
+
+    /// Records the result of a delivered command, once (logging `result` with its status).
+    pub async fn record_command_result(
+        &self,
+        result: &CommandResultRow,
+    ) -> Result<ResultRecorded, StoreError> {
+        with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE commands SET result_at_ms = $1, result_status = $2, result_body = $3 \
+                 WHERE command_id = $4 AND server_id = $5 AND delivered_at_ms IS NOT NULL \
+                 AND result_at_ms IS NULL",
+            )
+            .bind(result.at_ms)
+            .bind(&result.status)
+            .bind(&result.body)
+            .bind(&result.command_id)
+            .bind(&result.server_id)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+                    "SELECT delivered_at_ms, result_at_ms FROM commands \
+                     WHERE command_id = $1 AND server_id = $2",
+                )
+                .bind(&result.command_id)
+                .bind(&result.server_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                return Ok(match row {
+                    None => ResultRecorded::Unknown,
+                    Some((None, _)) => ResultRecorded::NotDelivered,
+                    Some((Some(_), _)) => ResultRecorded::AlreadyRecorded,
+                });
+            }
+            log!(
+                tx,
+                &result.command_id,
+                result.at_ms,
+                "result",
+                serde_json::json!({ "status": result.status })
+            );
+            tx.commit().await?;
+        });
+        Ok(ResultRecorded::Recorded)
+    }
+}
