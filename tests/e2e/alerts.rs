@@ -14,9 +14,13 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use vigil::alerts::{MaintenanceWindow, RouteConfig, SinkConfig, SinkKind};
 use vigil::config::Config;
-use vigil_tests::{Agent, TestApp, now_ms};
+use vigil_tests::{Agent, TestApp, now_ms, wait_until};
 
 const SECRET: &str = "webhook-secret";
+/// How long a delivery may take to show.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// How often the waits for one look again.
+const POLL: Duration = Duration::from_millis(50);
 
 /// A webhook receiver on 127.0.0.1:0 that answers 500 while `fail` is above zero.
 #[derive(Clone, Default)]
@@ -90,13 +94,14 @@ impl Receiver {
 
     /// Waits (up to 20 s) until a delivery of `kind` arrived.
     async fn wait_for(&self, kind: &str) {
-        for _ in 0..400 {
-            if self.kinds().iter().any(|k| k == kind) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no {kind} delivery; got {:?}", self.kinds());
+        wait_until(
+            PATIENCE,
+            POLL,
+            async || self.kinds(),
+            |kinds| kinds.iter().any(|k| k == kind),
+        )
+        .await
+        .unwrap_or_else(|kinds| panic!("no {kind} delivery; got {kinds:?}"));
     }
 }
 
@@ -137,21 +142,15 @@ async fn delivery_states(app: &TestApp, kind: &str) -> Vec<(String, i64)> {
 }
 
 async fn wait_for_state(app: &TestApp, kind: &str, want: &[&str]) -> Vec<(String, i64)> {
-    for _ in 0..400 {
-        let states = delivery_states(app, kind).await;
-        if states
+    let states = async || delivery_states(app, kind).await;
+    wait_until(PATIENCE, POLL, states, |states| {
+        states
             .iter()
             .map(|(s, _)| s.as_str())
             .eq(want.iter().copied())
-        {
-            return states;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{kind} deliveries never became {want:?}: {:?}",
-        delivery_states(app, kind).await
-    );
+    })
+    .await
+    .unwrap_or_else(|states| panic!("{kind} deliveries never became {want:?}: {states:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,12 +221,8 @@ async fn pending_deliveries_survive_a_host_restart() {
     app.register(&agent).await;
     app.post_heartbeat(&short(&agent)).await;
     // Wait until the alert was attempted and is still pending.
-    for _ in 0..400 {
-        if receiver.requests.load(Ordering::SeqCst) > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let requests = async || receiver.requests.load(Ordering::SeqCst);
+    let _ = wait_until(PATIENCE, POLL, requests, |n| *n > 0).await;
     assert!(
         receiver.requests.load(Ordering::SeqCst) > 0,
         "never attempted"

@@ -1,11 +1,9 @@
 //! `vigil policy replay`: a backtest over stored history lists exactly the servers a candidate
 //! would judge differently, and the active version's own parameters change nothing.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 use vigil::store::{HeartbeatRow, WriteBatch};
-use vigil_tests::{Agent, TestApp, now_ms};
+use vigil_tests::{Agent, Cli, TestApp, now_ms};
 
 fn rows(agent: &Agent, last_ms: i64) -> Vec<HeartbeatRow> {
     (1..=3i64)
@@ -27,19 +25,11 @@ fn rows(agent: &Agent, last_ms: i64) -> Vec<HeartbeatRow> {
 }
 
 fn backtest(db: &str, candidate: &std::path::Path, grace: u32) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
-        .args(["policy", "replay", "--policy"])
-        .arg(candidate)
-        .args(["--database", db, "--json", "--param"])
-        .arg(format!("grace_seconds={grace}"))
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    let candidate = candidate.to_str().expect("a UTF-8 temp path");
+    let grace = format!("grace_seconds={grace}");
+    let args = ["policy", "replay", "--policy", candidate, "--database", db];
+    let out = Cli::new().ok([&args[..], &["--json", "--param", &grace]].concat());
+    serde_json::from_str(&out).expect("json")
 }
 
 async fn a_shorter_grace_window_changes_exactly_the_servers_silent_longer_than_it() {

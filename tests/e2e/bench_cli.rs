@@ -1,33 +1,24 @@
 //! `vigil bench` as users run it: the real binary spawns a real host, registers servers,
 //! sends pre-signed heartbeats and reports what it saw.
 
-use std::process::Command;
-
 use serde_json::Value;
+use vigil_tests::Cli;
 
 fn bench(extra: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
-        .args([
-            "bench",
-            "--spawn",
-            "--servers",
-            "20",
-            "--connections",
-            "4",
-            "--duration",
-            "1",
-            "--json",
-        ])
-        .args(extra)
-        .env_remove("VIGIL_URL")
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("a JSON report")
+    let args = [
+        "bench",
+        "--spawn",
+        "--servers",
+        "20",
+        "--connections",
+        "4",
+        "--duration",
+        "1",
+        "--json",
+    ];
+    let run = Cli::new().run([&args[..], extra].concat());
+    assert!(run.success(), "bench failed: {}", run.stderr);
+    serde_json::from_str(&run.stdout).expect("a JSON report")
 }
 
 fn check(report: &Value) {

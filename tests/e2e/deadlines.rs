@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use vigil_tests::{Agent, TestApp};
+use vigil_tests::{Agent, TestApp, wait_until};
 
 async fn silent_server_flips_offline_at_its_deadline_and_a_transition_is_appended() {
     let app = TestApp::spawn().await;
@@ -20,17 +20,16 @@ async fn silent_server_flips_offline_at_its_deadline_and_a_transition_is_appende
         "the policy asked for a deadline: {server}"
     );
 
-    let mut status = String::new();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        status = app.server("short-grace").await["effective_status"]
+    let status = async || {
+        app.server("short-grace").await["effective_status"]
             .as_str()
             .unwrap_or("")
-            .into();
-        if status == "offline" {
-            break;
-        }
-    }
+            .to_owned()
+    };
+    let every = Duration::from_millis(100);
+    let status = wait_until(Duration::from_secs(10), every, status, |s| s == "offline")
+        .await
+        .unwrap_or_else(|last| last);
     assert_eq!(status, "offline");
     let transitions = app.get("/v1/servers/short-grace/transitions").await.body;
     let items = transitions["transitions"]

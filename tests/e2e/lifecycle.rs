@@ -11,11 +11,13 @@ use vigil::policy::digest_of;
 use vigil::policy::signing::sign;
 use vigil_tests::{
     ADMIN_TOKEN, Agent, TestApp, default_policy_version, policy_variant, wait_for_active,
-    with_world_major_2,
+    wait_until, with_world_major_2,
 };
 
 /// Generous: these waits are for correctness, not speed (the benchmark measures speed).
 const PATIENCE: Duration = Duration::from_secs(60);
+/// How often those waits look again.
+const POLL: Duration = Duration::from_millis(20);
 
 async fn upload(
     app: &TestApp,
@@ -38,35 +40,19 @@ async fn upload(
     let request = request
         .body(axum::body::Body::from(bytes.to_vec()))
         .expect("request");
-    let response = tower::ServiceExt::oneshot(app.router.clone(), request)
-        .await
-        .expect("answers");
-    let status = response.status();
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .expect("body")
-        .to_bytes();
-    vigil_tests::Answer {
-        status,
-        content_type: String::new(),
-        retry_after: None,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    }
+    app.send(request).await
 }
 
 async fn wait_for_refusals(app: &TestApp, n: usize) -> Vec<Value> {
-    let started = std::time::Instant::now();
-    loop {
-        let refused = app.get("/v1/policies").await.body["refused"]
+    let refused = async || {
+        app.get("/v1/policies").await.body["refused"]
             .as_array()
             .cloned()
-            .unwrap_or_default();
-        if refused.len() >= n {
-            return refused;
-        }
-        assert!(started.elapsed() < PATIENCE, "only {refused:?} refused");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .unwrap_or_default()
+    };
+    wait_until(PATIENCE, POLL, refused, |refused| refused.len() >= n)
+        .await
+        .unwrap_or_else(|refused| panic!("only {refused:?} refused"))
 }
 
 async fn a_version_dropped_into_the_folder_under_load_swaps_without_failing_a_request() {
@@ -471,15 +457,12 @@ async fn the_last_activated_version_survives_a_restart() {
 }
 
 async fn wait_for_comparisons(app: &TestApp, n: u64) -> Value {
-    let started = std::time::Instant::now();
-    loop {
-        let report = app.get("/v1/policies/shadow").await.body;
-        if report["comparisons"].as_u64().unwrap_or(0) >= n {
-            return report;
-        }
-        assert!(started.elapsed() < PATIENCE, "shadow stalled: {report:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let report = async || app.get("/v1/policies/shadow").await.body;
+    wait_until(PATIENCE, POLL, report, |report| {
+        report["comparisons"].as_u64().unwrap_or(0) >= n
+    })
+    .await
+    .unwrap_or_else(|report| panic!("shadow stalled: {report:#}"))
 }
 
 async fn shadow_evaluation_never_changes_a_live_answer_or_snapshot() {

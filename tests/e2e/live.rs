@@ -136,26 +136,15 @@ async fn an_sse_client_sees_a_transition_and_resumes_with_last_event_id() {
 }
 
 async fn last_event_id_must_be_a_transition_id() {
-    use tower::ServiceExt;
     let app = TestApp::spawn().await;
     let request = axum::http::Request::get("/v1/events")
         .header("last-event-id", "yesterday")
         .body(axum::body::Body::empty())
         .expect("valid request");
-    let response = app.router.clone().oneshot(request).await.expect("answers");
-    assert_eq!(response.status(), 422);
-    assert_eq!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
-    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .expect("body");
-    let problem: Value = serde_json::from_slice(&body).expect("JSON");
-    assert_eq!(problem["code"], "invalid_last_event_id");
+    let problem = app.send(request).await;
+    assert_eq!(problem.status, 422);
+    assert_eq!(problem.content_type, "application/problem+json");
+    assert_eq!(problem.body["code"], "invalid_last_event_id");
 }
 
 async fn a_websocket_observer_sees_each_accepted_heartbeat() {

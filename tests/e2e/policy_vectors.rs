@@ -2,26 +2,19 @@
 //! reputation), and a
 //! deliberately wrong vector fails with its name and the difference.
 
-use std::process::Command;
+use std::ffi::OsStr;
 
-use vigil_tests::{policy_variant, workspace_root};
+use vigil_tests::{Cli, policy_variant, workspace_root};
 
 fn policy_test(component: &std::path::Path, vectors: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
-        .args(["policy", "test"])
-        .arg(component)
-        .arg("--vectors")
-        .arg(vectors)
-        .output()
-        .expect("runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let run = Cli::new().run([
+        OsStr::new("policy"),
+        OsStr::new("test"),
+        component.as_os_str(),
+        OsStr::new("--vectors"),
+        vectors.as_os_str(),
+    ]);
+    (run.success(), format!("{}{}", run.stdout, run.stderr))
 }
 
 #[test]
@@ -67,37 +60,16 @@ fn shipped_vectors_pass_and_a_wrong_vector_fails() {
 #[test]
 fn a_policy_from_the_template_builds_and_loads() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let vigil = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"));
-        cmd.current_dir(dir.path())
-            // A shared target dir keeps the SDK's dependencies compiled across runs.
-            .env(
-                "CARGO_TARGET_DIR",
-                workspace_root().join("target/policy-template"),
-            )
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS");
-        cmd
-    };
-    let out = vigil()
-        .args(["policy", "new", "hello-policy"])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = vigil()
-        .args(["policy", "build", "hello-policy"])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let vigil = Cli::in_dir(dir.path())
+        // A shared target dir keeps the SDK's dependencies compiled across runs.
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace_root().join("target/policy-template"),
+        )
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    vigil.ok(["policy", "new", "hello-policy"]);
+    let stdout = vigil.ok(["policy", "build", "hello-policy"]);
     let wasm = stdout
         .lines()
         .find(|l| l.ends_with("hello_policy.wasm"))

@@ -5,66 +5,37 @@
 //! registered on one host is known by the other; a verification on one host is enforced by the
 //! other within 1 s).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use vigil_tests::{ADMIN_TOKEN, Agent, postgres};
+use vigil_tests::{ADMIN_TOKEN, Agent, Cli, ServeProcess, postgres, wait_until};
 
-/// A `vigil serve` process, killed when dropped.
+/// How long a change on one host may take to reach the other.
+const WITHIN: Duration = Duration::from_secs(1);
+
+/// A `vigil serve` process on the shared database, with an HTTP client.
 struct Host {
-    child: Child,
+    serve: ServeProcess,
     url: String,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Host {
     fn start(database_url: &str, extra_config: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(
-            dir.path().join("vigil.toml"),
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"{database_url}\"\n\
+        let serve = ServeProcess::start(
+            &Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN),
+            &format!(
+                "[storage]\nurl = \"{database_url}\"\n\
                  [rate_limit]\nper_server_per_minute = 0\nper_ip_per_minute = 0\n\
                  {extra_config}\n"
             ),
-        )
-        .expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
-            .current_dir(dir.path())
-            .args(["serve", "--config", "vigil.toml"])
-            .env("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("VIGIL_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("serve starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let address = loop {
-            let line = lines
-                .next()
-                .expect("serve logs until it listens")
-                .expect("utf-8 log");
-            if let Some(rest) = line.split("address=").nth(1) {
-                break rest.split_whitespace().next().expect("address").to_owned();
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        );
         Self {
-            child,
-            url: format!("http://{address}"),
+            url: serve.url(),
+            serve,
             client: reqwest::Client::new(),
             _dir: dir,
         }
@@ -102,26 +73,41 @@ impl Host {
     }
 }
 
-/// A fresh database on the test PostgreSQL server, or `None` (skipped) without one.
-async fn fresh_database(name: &str) -> Option<(String, PgPool)> {
+/// Two hosts `config` adds to on a fresh database of the test PostgreSQL server, or `None`
+/// (skipped) without one.
+async fn two_hosts(name: &str, config: &str) -> Option<(Host, Host, PgPool)> {
     let server = postgres::server_url()?;
     let name = format!("vigil_scale_{name}_{}", std::process::id());
     let url = postgres::ensure_database(server, &name).await;
     let pool = PgPool::connect(&url).await.expect("connect");
-    Some((url, pool))
+    Some((Host::start(&url, config), Host::start(&url, config), pool))
+}
+
+/// Posts heartbeats of `agent` to `host` every 20 ms until an answer's status is `done`, at
+/// most 1 s: `Ok` with that answer, or `Err` with the last one.
+async fn heartbeats_until(
+    host: &Host,
+    agent: &Agent,
+    done: impl Fn(u16) -> bool,
+) -> Result<(u16, Value), (u16, Value)> {
+    let heartbeat = async || host.heartbeat(&agent.heartbeat(json!({}))).await;
+    let every = Duration::from_millis(20);
+    wait_until(WITHIN, every, heartbeat, |(status, _)| done(*status)).await
 }
 
 /// Posts heartbeats of a server just registered elsewhere until `host` knows it (the NOTIFY of
 /// the registration reached it), at most 1 s. Returns the last answer.
 async fn until_known(host: &Host, agent: &Agent) -> (u16, Value) {
-    let started = Instant::now();
-    loop {
-        let answer = host.heartbeat(&agent.heartbeat(json!({}))).await;
-        if answer.0 != 404 || started.elapsed() > Duration::from_secs(1) {
-            return answer;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    heartbeats_until(host, agent, |status| status != 404)
+        .await
+        .unwrap_or_else(|last| last)
+}
+
+/// Whether `host` accepts a heartbeat of `agent` within 1 s.
+async fn accepted_within_a_second(host: &Host, agent: &Agent) -> bool {
+    heartbeats_until(host, agent, |status| status == 202)
+        .await
+        .is_ok()
 }
 
 async fn scalar(pool: &PgPool, sql: &'static str, id: &str) -> i64 {
@@ -134,10 +120,9 @@ async fn scalar(pool: &PgPool, sql: &'static str, id: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeats_alternated_between_two_hosts_keep_one_consistent_snapshot() {
-    let Some((url, pool)) = fresh_database("alternate").await else {
+    let Some((a, b, pool)) = two_hosts("alternate", "").await else {
         return;
     };
-    let (a, b) = (Host::start(&url, ""), Host::start(&url, ""));
     let agent = std::sync::Arc::new(Agent::new("shared-1"));
     a.register(&agent).await;
     let (status, answer) = until_known(&b, &agent).await;
@@ -247,10 +232,9 @@ async fn heartbeats_alternated_between_two_hosts_keep_one_consistent_snapshot() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_server_produces_exactly_one_offline_transition_across_two_hosts() {
-    let Some((url, pool)) = fresh_database("silent").await else {
+    let Some((a, b, pool)) = two_hosts("silent", "").await else {
         return;
     };
-    let (a, b) = (Host::start(&url, ""), Host::start(&url, ""));
     let agent = Agent::new("silent-1");
     a.register(&agent).await;
     // B folds one heartbeat, then A the next: both hosts now hold a deadline for the server
@@ -271,14 +255,11 @@ async fn a_silent_server_produces_exactly_one_offline_transition_across_two_host
     assert_eq!(status, 202, "{answer}");
 
     let offline_now = "SELECT COUNT(*) FROM servers WHERE server_id = $1 AND status = 'offline'";
-    let mut flipped = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        flipped = scalar(&pool, offline_now, "silent-1").await == 1;
-        if flipped {
-            break;
-        }
-    }
+    let offline_count = async || scalar(&pool, offline_now, "silent-1").await;
+    let every = Duration::from_millis(100);
+    let flipped = wait_until(Duration::from_secs(10), every, offline_count, |n| *n == 1)
+        .await
+        .is_ok();
     assert!(flipped, "the stored status flipped to offline");
     // Give a second firing every chance to happen before counting.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -294,11 +275,10 @@ async fn a_silent_server_produces_exactly_one_offline_transition_across_two_host
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_verification_on_one_host_is_enforced_by_the_other_within_a_second() {
-    let Some((url, _pool)) = fresh_database("verify").await else {
+    let config = "[trust]\nrequire_verified = true";
+    let Some((a, b, _pool)) = two_hosts("verify", config).await else {
         return;
     };
-    let config = "[trust]\nrequire_verified = true";
-    let (a, b) = (Host::start(&url, config), Host::start(&url, config));
     let agent = Agent::new("verify-1");
     a.register(&agent).await;
     let (status, answer) = until_known(&b, &agent).await;
@@ -312,17 +292,7 @@ async fn a_verification_on_one_host_is_enforced_by_the_other_within_a_second() {
         .post("/v1/admin/servers/verify-1/verify", &json!({}), true)
         .await;
     assert_eq!(status, 200, "{answer}");
-    let verified_at = Instant::now();
-    let accepted = loop {
-        let (status, _) = b.heartbeat(&agent.heartbeat(json!({}))).await;
-        if status == 202 {
-            break true;
-        }
-        if verified_at.elapsed() > Duration::from_secs(1) {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let accepted = accepted_within_a_second(&b, &agent).await;
     assert!(
         accepted,
         "B accepts the server within 1 s of its verification on A"
@@ -331,10 +301,9 @@ async fn a_verification_on_one_host_is_enforced_by_the_other_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_killed_under_load_loses_no_acknowledged_heartbeat_and_leaves_no_lock() {
-    let Some((url, pool)) = fresh_database("killed").await else {
+    let Some((mut a, b, pool)) = two_hosts("killed", "").await else {
         return;
     };
-    let (mut a, b) = (Host::start(&url, ""), Host::start(&url, ""));
     let agents: Vec<_> = (0..8)
         .map(|i| std::sync::Arc::new(Agent::new(&format!("killed-{i}"))))
         .collect();
@@ -366,8 +335,7 @@ async fn a_host_killed_under_load_loses_no_acknowledged_heartbeat_and_leaves_no_
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    a.child.kill().expect("kill A");
-    let _ = a.child.wait();
+    a.serve.kill();
     let mut acknowledged = Vec::new();
     for task in tasks {
         acknowledged.extend(task.await.expect("task"));
@@ -409,10 +377,9 @@ async fn a_host_killed_under_load_loses_no_acknowledged_heartbeat_and_leaves_no_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_policy_activated_on_one_host_is_live_on_the_other_within_a_second() {
-    let Some((url, pool)) = fresh_database("activation").await else {
+    let Some((a, b, pool)) = two_hosts("activation", "").await else {
         return;
     };
-    let (a, b) = (Host::start(&url, ""), Host::start(&url, ""));
     let agent = Agent::new("swap-1");
     a.register(&agent).await;
     let (status, _) = until_known(&b, &agent).await;
@@ -429,25 +396,22 @@ async fn a_policy_activated_on_one_host_is_live_on_the_other_within_a_second() {
         .await
         .expect("A answers");
     assert!(response.status().is_success(), "{}", response.status());
-    let activated_at = Instant::now();
-    let active_on_b = loop {
-        let listing: Value = b
-            .client
+    let listing = async || -> Value {
+        b.client
             .get(format!("{}/v1/policies", b.url))
             .send()
             .await
             .expect("B answers")
             .json()
             .await
-            .expect("json");
-        if listing["active"]["digest"] == digest.as_str() {
-            break Some(activated_at.elapsed());
-        }
-        if activated_at.elapsed() > Duration::from_secs(1) {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+            .expect("json")
     };
+    let every = Duration::from_millis(10);
+    let active_on_b = wait_until(WITHIN, every, listing, |listing| {
+        listing["active"]["digest"] == digest.as_str()
+    })
+    .await
+    .ok();
     assert!(
         active_on_b.is_some(),
         "B runs the version activated on A within 1 s"
@@ -475,10 +439,9 @@ async fn a_policy_activated_on_one_host_is_live_on_the_other_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_rotated_on_one_host_is_enforced_by_the_other_within_a_second() {
-    let Some((url, _pool)) = fresh_database("rotation").await else {
+    let Some((a, b, _pool)) = two_hosts("rotation", "").await else {
         return;
     };
-    let (a, b) = (Host::start(&url, ""), Host::start(&url, ""));
     let old = Agent::new("rot-shared");
     a.register(&old).await;
     let (status, _) = until_known(&b, &old).await;
@@ -496,17 +459,7 @@ async fn a_key_rotated_on_one_host_is_enforced_by_the_other_within_a_second() {
         )
         .await;
     assert_eq!(status, 201, "{answer}");
-    let rotated_at = Instant::now();
-    let enforced = loop {
-        let (status, _) = b.heartbeat(&new.heartbeat(json!({}))).await;
-        if status == 202 {
-            break true;
-        }
-        if rotated_at.elapsed() > Duration::from_secs(1) {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let enforced = accepted_within_a_second(&b, &new).await;
     assert!(
         enforced,
         "B accepts the new key within 1 s of the rotation on A"
@@ -517,10 +470,9 @@ async fn a_key_rotated_on_one_host_is_enforced_by_the_other_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_queued_on_one_host_is_delivered_once_through_the_other() {
-    let Some((url, _pool)) = fresh_database("commands").await else {
+    let Some((a, b, _pool)) = two_hosts("commands", "").await else {
         return;
     };
-    let (a, b) = (Host::start(&url, ""), Host::start(&url, ""));
     let agent = Agent::new("cmd-shared");
     a.register(&agent).await;
     let (status, _) = until_known(&b, &agent).await;
@@ -533,23 +485,20 @@ async fn a_command_queued_on_one_host_is_delivered_once_through_the_other() {
         )
         .await;
     assert_eq!(status, 201, "{queued}");
-    let queued_at = Instant::now();
-    let delivered = loop {
+    let pending = async || {
         let (status, answer) = b.heartbeat(&agent.heartbeat(json!({}))).await;
         assert_eq!(status, 202, "{answer}");
-        let pending = answer["pending_commands"]
+        answer["pending_commands"]
             .as_array()
             .cloned()
-            .unwrap_or_default();
-        if !pending.is_empty() {
-            break pending;
-        }
-        assert!(
-            queued_at.elapsed() < Duration::from_secs(10),
-            "B delivers the command queued on A (pending commands are re-read every second)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            .unwrap_or_default()
     };
+    let every = Duration::from_millis(100);
+    let delivered = wait_until(Duration::from_secs(10), every, pending, |p| !p.is_empty())
+        .await
+        .unwrap_or_else(|_| {
+            panic!("B delivers the command queued on A (pending commands are re-read every second)")
+        });
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0]["command_id"], queued["command_id"]);
     // Delivered once: neither host hands it out again.

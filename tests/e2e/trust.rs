@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use ed25519_dalek::SigningKey;
-use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
-use tower::ServiceExt;
 use vigil::clock::format_rfc3339_ms;
 use vigil::config::Config;
-use vigil_tests::{ADMIN_TOKEN, Agent, Answer, TestApp, now_ms};
+use vigil_tests::{ADMIN_TOKEN, Agent, Answer, Cli, ServeProcess, TestApp, now_ms, wait_until};
 
 /// Sends a request as if from `peer`, with extra headers.
 async fn send_from(
@@ -27,42 +25,13 @@ async fn send_from(
     headers: &[(&str, &str)],
 ) -> Answer {
     let peer: SocketAddr = peer.parse().expect("socket address");
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::CONTENT_TYPE, "application/json");
+    let mut request = vigil_tests::request(method, path, None);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     let mut request = request.body(Body::from(body)).expect("valid request");
     request.extensions_mut().insert(ConnectInfo(peer));
-    let response = app
-        .router
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("router answers");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Answer {
-        status,
-        content_type: headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned(),
-        retry_after: headers
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
+    app.send(request).await
 }
 
 async fn admin_get(app: &TestApp, path: &str) -> Answer {
@@ -219,40 +188,24 @@ async fn agent_rotation_signed_by_the_current_key_then_the_old_key_gets_409() {
     app.register(&old).await;
     let next_key = SigningKey::generate(&mut rand::rngs::OsRng);
     let request = rotation_body("rot-2", 1, &old.key, &next_key);
+    let rotate = async |body: &Value| {
+        let body = body.to_string().into_bytes();
+        app.send_raw(Method::POST, "/v1/agent/rotate-key", body, None)
+            .await
+    };
 
     // Forged: signed by the next key itself.
     let forged = rotation_body("rot-2", 1, &next_key, &next_key);
-    let answer = app
-        .send_raw(
-            Method::POST,
-            "/v1/agent/rotate-key",
-            forged.to_string().into_bytes(),
-            None,
-        )
-        .await;
+    let answer = rotate(&forged).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{:?}", answer.body);
     assert_eq!(answer.code(), "bad_signature");
 
-    let answer = app
-        .send_raw(
-            Method::POST,
-            "/v1/agent/rotate-key",
-            request.to_string().into_bytes(),
-            None,
-        )
-        .await;
+    let answer = rotate(&request).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     assert_eq!(answer.body["key_version"], 2);
 
     // Replaying the same rotation: the version it names is no longer current.
-    let replay = app
-        .send_raw(
-            Method::POST,
-            "/v1/agent/rotate-key",
-            request.to_string().into_bytes(),
-            None,
-        )
-        .await;
+    let replay = rotate(&request).await;
     assert_eq!(replay.status, StatusCode::CONFLICT, "{:?}", replay.body);
     assert_eq!(replay.code(), "key_version_mismatch");
 
@@ -555,14 +508,15 @@ async fn flags_flip_by_editing_the_config_file_and_an_invalid_edit_keeps_the_old
     {
         let refused = watcher.refused();
         write_config(&path, &db, bad);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while watcher.refused() == refused {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "edit {n} was not seen"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let every = Duration::from_millis(50);
+        wait_until(
+            Duration::from_secs(20),
+            every,
+            async || watcher.refused(),
+            |r| *r != refused,
+        )
+        .await
+        .unwrap_or_else(|_| panic!("edit {n} was not seen"));
         let config = app.state.config.current();
         assert!(!config.trust.require_signature, "edit {n}");
         assert_eq!(config.trust.max_clock_skew_seconds, 300, "edit {n}");
@@ -630,17 +584,6 @@ async fn flags_flip_by_editing_the_config_file_and_an_invalid_edit_keeps_the_old
     app.stop().await;
 }
 
-/// Runs the real `vigil` binary in `dir` and returns its stdout.
-fn vigil_cli(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
-        .current_dir(dir)
-        .env_remove("VIGIL_CONFIG")
-        .env_remove("VIGIL_ADMIN_TOKEN")
-        .args(args)
-        .output()
-        .expect("vigil runs")
-}
-
 async fn admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys() {
     let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
     // The database the test app below opens too (SQLite file or PostgreSQL database).
@@ -652,27 +595,11 @@ async fn admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys() {
         format!("[storage]\nurl = \"{db}\"\n"),
     )
     .expect("config");
+    let vigil = Cli::in_dir(dir.path());
     let create = |name: &str, scope: &str| {
-        let out = vigil_cli(
-            dir.path(),
-            &[
-                "admin",
-                "key",
-                "create",
-                name,
-                "--scope",
-                scope,
-                "--config",
-                "vigil.toml",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf-8")
+        let args = ["admin", "key", "create", name, "--scope", scope];
+        vigil
+            .ok([&args[..], &["--config", "vigil.toml"]].concat())
             .trim()
             .to_owned()
     };
@@ -682,32 +609,15 @@ async fn admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys() {
     assert!(ops.starts_with("vgl_") && ops != doomed);
     // Names are unique.
     assert!(
-        !vigil_cli(
-            dir.path(),
-            &["admin", "key", "create", "ops", "--config", "vigil.toml"]
-        )
-        .status
-        .success()
+        !vigil
+            .run(["admin", "key", "create", "ops", "--config", "vigil.toml"])
+            .success()
     );
-    let revoke = vigil_cli(
-        dir.path(),
-        &["admin", "key", "revoke", "laptop", "--config", "vigil.toml"],
-    );
-    assert!(
-        revoke.status.success(),
-        "{}",
-        String::from_utf8_lossy(&revoke.stderr)
-    );
-    let list = vigil_cli(
-        dir.path(),
-        &["admin", "key", "list", "--config", "vigil.toml"],
-    );
-    let listed: Value = serde_json::from_slice(&list.stdout).expect("json");
+    vigil.ok(["admin", "key", "revoke", "laptop", "--config", "vigil.toml"]);
+    let list = vigil.run(["admin", "key", "list", "--config", "vigil.toml"]);
+    let listed: Value = serde_json::from_str(&list.stdout).expect("json");
     assert_eq!(listed.as_array().map(Vec::len), Some(3));
-    assert!(
-        !String::from_utf8_lossy(&list.stdout).contains(&ops),
-        "never prints a secret"
-    );
+    assert!(!list.stdout.contains(&ops), "never prints a secret");
     assert_eq!(listed[2]["name"], "laptop");
     assert!(listed[2]["revoked_at_ms"].as_i64().is_some());
     // Only hashes are stored.
@@ -789,12 +699,9 @@ async fn admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys() {
     assert_eq!(keys.body["keys"][1]["added_by"], "key:ops");
     // Revoking while the host runs acts on the next request.
     assert!(
-        vigil_cli(
-            dir.path(),
-            &["admin", "key", "revoke", "ops", "--config", "vigil.toml"]
-        )
-        .status
-        .success()
+        vigil
+            .run(["admin", "key", "revoke", "ops", "--config", "vigil.toml"])
+            .success()
     );
     assert_eq!(post(Some(&ops)).await.status, StatusCode::UNAUTHORIZED);
     app.stop().await;
@@ -872,49 +779,22 @@ async fn unsigned_heartbeats_are_stored_as_unsigned_and_replay_to_the_same_snaps
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rotation_with_the_real_cli_operator_then_agent() {
+#[test]
+fn rotation_with_the_real_cli_operator_then_agent() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = vigil_tests::test_config(dir.path());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds loopback");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let host = tokio::spawn(vigil::run(listener, config, async {
-        let _ = stopped.await;
-    }));
-    let cli = |args: &[&str]| {
-        let (dir, url) = (dir.path().to_owned(), url.clone());
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_vigil-e2e"))
-                    .current_dir(dir)
-                    .env("VIGIL_URL", url)
-                    .env("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN)
-                    .args(args)
-                    .output()
-                    .expect("vigil runs")
-            })
-            .await
-            .expect("joins")
-        }
-    };
-    let ok = |out: &std::process::Output| {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let vigil = Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN);
+    let host = ServeProcess::start(
+        &vigil,
+        "[storage]\nurl = \"sqlite://vigil.db\"\n\
+         [rate_limit]\nper_server_per_minute = 0\nper_ip_per_minute = 0\n",
+    );
+    let vigil = vigil.env("VIGIL_URL", host.url());
     for key in ["k1.key", "k2.key", "k3.key"] {
-        ok(&cli(&["keygen", "--out", key]).await);
+        vigil.ok(["keygen", "--out", key]);
     }
-    ok(&cli(&["server", "add", "cli-1", "--key", "k1.key"]).await);
-    let send = |key: &'static str, version: &'static str| {
-        cli(&[
+    vigil.ok(["server", "add", "cli-1", "--key", "k1.key"]);
+    let send = |key: &str, version: &str| {
+        vigil.run([
             "send",
             "--server-id",
             "cli-1",
@@ -924,16 +804,20 @@ async fn rotation_with_the_real_cli_operator_then_agent() {
             version,
         ])
     };
-    ok(&send("k1.key", "1").await);
+    let ok = |run: vigil_tests::Run| {
+        assert!(run.success(), "{}", run.stderr);
+        run.stdout
+    };
+    ok(send("k1.key", "1"));
     // Operator rotation to k2.
-    let rotated = ok(&cli(&["server", "rotate-key", "cli-1", "--key", "k2.key"]).await);
+    let rotated = vigil.ok(["server", "rotate-key", "cli-1", "--key", "k2.key"]);
     assert!(rotated.contains("\"key_version\": 2"), "{rotated}");
-    let old = send("k1.key", "1").await;
-    assert!(!old.status.success());
-    assert!(String::from_utf8_lossy(&old.stderr).contains("key_version_mismatch"));
-    ok(&send("k2.key", "2").await);
+    let old = send("k1.key", "1");
+    assert!(!old.success());
+    assert!(old.stderr.contains("key_version_mismatch"));
+    ok(send("k2.key", "2"));
     // Agent rotation from k2 to k3, signed by k2.
-    let rotated = ok(&cli(&[
+    let rotated = vigil.ok([
         "rotate-key",
         "--server-id",
         "cli-1",
@@ -943,12 +827,11 @@ async fn rotation_with_the_real_cli_operator_then_agent() {
         "k3.key",
         "--key-version",
         "2",
-    ])
-    .await);
+    ]);
     assert!(rotated.contains("\"key_version\": 3"), "{rotated}");
-    assert!(!send("k2.key", "2").await.status.success());
-    ok(&send("k3.key", "3").await);
-    let history = ok(&cli(&["server", "keys", "cli-1"]).await);
+    assert!(!send("k2.key", "2").success());
+    ok(send("k3.key", "3"));
+    let history = vigil.ok(["server", "keys", "cli-1"]);
     let history: Value = serde_json::from_str(&history).expect("json");
     let by: Vec<&str> = history["keys"]
         .as_array()
@@ -957,8 +840,7 @@ async fn rotation_with_the_real_cli_operator_then_agent() {
         .filter_map(|k| k["added_by"].as_str())
         .collect();
     assert_eq!(by, vec!["admin", "admin", "agent"]);
-    let _ = stop.send(());
-    host.await.expect("joins").expect("host stops cleanly");
+    host.stop();
 }
 
 vigil_tests::on_both_backends!(

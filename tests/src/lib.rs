@@ -4,9 +4,15 @@
 //! real PostgreSQL — see [`postgres`] — and the real compiled policy) and drives the real router
 //! over HTTP semantics without a socket; [`on_both_backends!`] runs a test once per backend;
 //! [`Agent`] signs heartbeats exactly as an agent does; [`misbehaving_policy`] builds the test
-//! guest from source.
+//! guest from source. [`Cli`] and [`ServeProcess`] run the real binary (see [`process`]);
+//! [`wait_until`] is the one polling loop (see [`wait`]).
 
 pub mod postgres;
+pub mod process;
+pub mod wait;
+
+pub use process::{Cli, Run, ServeProcess};
+pub use wait::wait_until;
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -254,14 +260,13 @@ impl TestApp {
         body: Vec<u8>,
         token: Option<&str>,
     ) -> Answer {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::CONTENT_TYPE, "application/json");
-        if let Some(token) = token {
-            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = request.body(Body::from(body)).expect("valid request");
+        let request = request(method, path, token).body(Body::from(body));
+        self.send(request.expect("valid request")).await
+    }
+
+    /// Sends a request built by the test (own headers, a peer address) through the router and
+    /// reads the whole answer.
+    pub async fn send(&self, request: Request<Body>) -> Answer {
         let response = self
             .router
             .clone()
@@ -376,6 +381,19 @@ impl TestApp {
         let sql = "SELECT code FROM rejections ORDER BY id";
         vigil::with_pool!(&self.db.pool_for_tests(), pool => sqlx::query_scalar(sql).fetch_all(pool).await)
             .expect("rejections")
+    }
+}
+
+/// A JSON request to `path`, with `token` as its bearer credential; add headers or extensions
+/// and hand it to [`TestApp::send`].
+pub fn request(method: Method, path: &str, token: Option<&str>) -> axum::http::request::Builder {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json");
+    match token {
+        Some(token) => request.header(header::AUTHORIZATION, format!("Bearer {token}")),
+        None => request,
     }
 }
 
@@ -570,17 +588,15 @@ pub fn with_world_major_2(component: &[u8]) -> Vec<u8> {
 /// Waits (polling `GET /v1/policies`) until `digest` is active and no rebuild is pending;
 /// panics after `limit`.
 pub async fn wait_for_active(app: &TestApp, digest: &str, limit: std::time::Duration) {
-    let started = std::time::Instant::now();
-    loop {
-        let answer = app.get("/v1/policies").await;
-        if answer.body["active"]["digest"] == digest && answer.body["rebuild"]["pending"] == 0 {
-            return;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{digest} never became active: {:#}",
-            answer.body
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let every = std::time::Duration::from_millis(20);
+    wait_until(
+        limit,
+        every,
+        async || app.get("/v1/policies").await,
+        |answer| {
+            answer.body["active"]["digest"] == digest && answer.body["rebuild"]["pending"] == 0
+        },
+    )
+    .await
+    .unwrap_or_else(|answer| panic!("{digest} never became active: {:#}", answer.body));
 }
