@@ -115,20 +115,7 @@ impl LiveEvent {
     }
 }
 
-/// `[live]`
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LiveConfig {
-    /// Events kept for a slow subscriber before it is dropped (it may resume with
-    /// `Last-Event-ID`). Default 1024.
-    pub buffer: usize,
-}
-
-impl Default for LiveConfig {
-    fn default() -> Self {
-        Self { buffer: 1024 }
-    }
-}
+pub use crate::config::LiveConfig;
 
 /// The live bus. Cheap to clone.
 #[derive(Debug, Clone)]

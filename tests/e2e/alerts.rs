@@ -131,7 +131,7 @@ fn short(agent: &Agent) -> Value {
 }
 
 async fn delivery_states(app: &TestApp, kind: &str) -> Vec<(String, i64)> {
-    vigil::with_pool!(&app.db.pool_for_tests(), pool => sqlx::query_as(
+    vigil_tests::with_pool!(&app.db.pool_for_tests(), pool => sqlx::query_as(
         "SELECT d.state, d.attempts FROM alert_deliveries d JOIN alert_outbox a \
          ON a.id = d.alert_id WHERE a.kind = $1 ORDER BY d.id",
     )

@@ -92,16 +92,17 @@ async fn a_queued_command_is_delivered_once_signed_by_the_host_and_its_signed_re
     let unknown = post_result(&app, "feedface", &signed_result(&agent, "feedface", "ok")).await;
     assert_eq!(unknown.code(), "unknown_command");
 
-    let (status, body): (String, String) = vigil::with_pool!(&app.db.pool_for_tests(), pool =>
+    let (status, body): (String, String) =
+        vigil_tests::with_pool!(&app.db.pool_for_tests(), pool =>
         sqlx::query_as("SELECT result_status, result_body FROM commands WHERE command_id = $1")
             .bind(&command_id)
             .fetch_one(pool)
             .await)
-    .expect("the command row");
+        .expect("the command row");
     assert_eq!(status, "ok");
     let stored: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(stored, result, "the signed result is kept as received");
-    let log: Vec<String> = vigil::with_pool!(&app.db.pool_for_tests(), pool =>
+    let log: Vec<String> = vigil_tests::with_pool!(&app.db.pool_for_tests(), pool =>
         sqlx::query_scalar("SELECT event FROM command_log WHERE command_id = $1 ORDER BY id")
             .bind(&command_id)
             .fetch_all(pool)

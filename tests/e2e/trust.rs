@@ -354,7 +354,7 @@ async fn rate_limits_per_server_and_per_ip_answer_429_and_write_nothing() {
     )
     .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    let ips: Vec<Option<String>> = vigil::with_pool!(&app.db.pool_for_tests(), pool =>
+    let ips: Vec<Option<String>> = vigil_tests::with_pool!(&app.db.pool_for_tests(), pool =>
         sqlx::query_scalar("SELECT source_ip FROM rejections ORDER BY id DESC LIMIT 1")
             .fetch_all(pool)
             .await)
@@ -623,7 +623,7 @@ async fn admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys() {
     // Only hashes are stored.
     let stored: Vec<String> = {
         let store = vigil::store::Store::open(&db, 1).await.expect("opens");
-        vigil::with_pool!(&store.pool_for_tests(), pool => sqlx::query_scalar("SELECT key_sha256 FROM admin_keys")
+        vigil_tests::with_pool!(&store.pool_for_tests(), pool => sqlx::query_scalar("SELECT key_sha256 FROM admin_keys")
             .fetch_all(pool)
             .await)
         .expect("rows")
@@ -746,7 +746,7 @@ async fn unsigned_heartbeats_are_stored_as_unsigned_and_replay_to_the_same_snaps
         let a = app.post_heartbeat(&body).await;
         assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
     }
-    let signatures: Vec<String> = vigil::with_pool!(&app.db.pool_for_tests(), pool =>
+    let signatures: Vec<String> = vigil_tests::with_pool!(&app.db.pool_for_tests(), pool =>
         sqlx::query_scalar("SELECT signature FROM heartbeats ORDER BY seq")
             .fetch_all(pool)
             .await)

@@ -8,6 +8,19 @@
 //! [`wait_until`] is the one polling loop (see [`wait`]).
 
 pub mod postgres;
+
+/// Runs `$body` with `$pool` bound to the pool of whichever backend `$db` (a
+/// [`vigil::store::Db`]) holds: tests inspect tables with SQL both backends accept. The host
+/// keeps its own copy private to `store/`.
+#[macro_export]
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            vigil::store::Db::Sqlite($pool) => $body,
+            vigil::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
 pub mod process;
 pub mod wait;
 
@@ -362,14 +375,14 @@ impl TestApp {
     pub async fn scalar(&self, sql: &str) -> i64 {
         // Statements come from the tests themselves, never from input.
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        vigil::with_pool!(&self.db.pool_for_tests(), pool => sqlx::query_scalar(sql).fetch_one(pool).await)
+        crate::with_pool!(&self.db.pool_for_tests(), pool => sqlx::query_scalar(sql).fetch_one(pool).await)
             .expect("scalar query")
     }
 
     /// Runs `sql` (portable to both backends); the database's error message if it fails.
     pub async fn execute(&self, sql: &str) -> Result<u64, String> {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        vigil::with_pool!(&self.db.pool_for_tests(), pool => sqlx::query(sql)
+        crate::with_pool!(&self.db.pool_for_tests(), pool => sqlx::query(sql)
             .execute(pool)
             .await
             .map(|r| r.rows_affected()))
@@ -379,7 +392,7 @@ impl TestApp {
     /// Codes of the rejections appended so far, oldest first.
     pub async fn rejection_codes(&self) -> Vec<String> {
         let sql = "SELECT code FROM rejections ORDER BY id";
-        vigil::with_pool!(&self.db.pool_for_tests(), pool => sqlx::query_scalar(sql).fetch_all(pool).await)
+        crate::with_pool!(&self.db.pool_for_tests(), pool => sqlx::query_scalar(sql).fetch_all(pool).await)
             .expect("rejections")
     }
 }

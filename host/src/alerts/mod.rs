@@ -16,27 +16,16 @@
 //! | `emergency_mode` | warning | the policy signal `emergency-mode` |
 //! | `restart_detected` | info | the policy signal `restart-detected` |
 
-pub mod config;
 pub mod dispatch;
 pub mod sinks;
 
-pub use config::{AlertsConfig, MaintenanceWindow, RouteConfig, SinkConfig, SinkKind};
+pub use crate::config::alerts::{
+    AlertsConfig, KINDS, MaintenanceWindow, RouteConfig, SEVERITIES, SinkConfig, SinkKind,
+};
 
 use serde_json::json;
 
 use crate::store::{AlertRow, ServerRecord, TransitionRow};
-
-/// Every alert kind, with its severity.
-pub const KINDS: [(&str, &str); 5] = [
-    ("server_offline", "critical"),
-    ("server_online", "recovery"),
-    ("confidence_red", "warning"),
-    ("emergency_mode", "warning"),
-    ("restart_detected", "info"),
-];
-
-/// Every severity.
-pub const SEVERITIES: [&str; 4] = ["critical", "warning", "info", "recovery"];
 
 fn severity_of(kind: &str) -> &'static str {
     KINDS

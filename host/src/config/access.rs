@@ -1,6 +1,6 @@
 //! Who may do what, as configured: `[trust] registration`, `[rate_limit]`, `[directory]` and
 //! `[server] trusted_proxies`. Plain data read per request through [`super::ConfigHandle`];
-//! the checks that use them live in [`crate::ingest`] and [`crate::api`].
+//! the checks that use them live in the admission gate (`ingest`) and the API (`api::auth`).
 
 use std::net::IpAddr;
 

@@ -7,6 +7,7 @@
 //! (`[trust]` registration, `[rate_limit]`, `[directory]`, trusted proxies) are in [`access`].
 
 pub mod access;
+pub mod alerts;
 pub mod reload;
 
 use std::collections::BTreeMap;
@@ -32,11 +33,11 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// `[ingest]`: the writer path.
     pub ingest: IngestConfig,
-    /// `[alerts]`: sinks, routes, maintenance windows (see [`crate::alerts::config`]).
-    pub alerts: crate::alerts::AlertsConfig,
+    /// `[alerts]`: sinks, routes, maintenance windows (see [`alerts`]).
+    pub alerts: alerts::AlertsConfig,
     /// `[live]`: the live event streams.
-    pub live: crate::live::LiveConfig,
-    /// `[rate_limit]`: token buckets per server and per client IP (see [`crate::ingest::limits`]).
+    pub live: LiveConfig,
+    /// `[rate_limit]`: token buckets per server and per client IP (the buckets live in `ingest::limits`).
     pub rate_limit: access::RateLimitConfig,
     /// `[directory]`: who may read the public directory.
     pub directory: access::DirectoryConfig,
@@ -245,8 +246,7 @@ impl Config {
             "[trust] max_clock_skew_seconds must be at most a week"
         );
         anyhow::ensure!(
-            self.storage.url.starts_with("sqlite:")
-                || crate::store::is_postgres_url(&self.storage.url),
+            self.storage.url.starts_with("sqlite:") || is_postgres_url(&self.storage.url),
             "[storage] url: must be sqlite://… or postgres://… (got {:?})",
             self.storage.url
         );
@@ -264,7 +264,7 @@ impl Config {
             );
         }
         for key in &self.policy.trusted_keys {
-            crate::ingest::signature::PublicKey::from_base64(key)
+            crate::crypto::PublicKey::from_base64(key)
                 .map_err(|e| anyhow::anyhow!("[policy] trusted_keys: {key:?}: {e}"))?;
         }
         for (name, value) in &self.policy.params {
@@ -316,6 +316,26 @@ impl ConfigHandle {
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<std::sync::Arc<Config>> {
         self.tx.subscribe()
     }
+}
+
+/// `[live]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Events kept for a slow subscriber before it is dropped (it may resume with
+    /// `Last-Event-ID`). Default 1024.
+    pub buffer: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self { buffer: 1024 }
+    }
+}
+
+/// Whether `url` names a PostgreSQL database (`[storage] url`); anything else is SQLite.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! Order matters for abuse resistance: nothing about a server's state is revealed before the
 //! signature verifies, except whether the server exists and which key version it expects.
 //! What needs a server's history (replay, exact repeats, sequence numbers) is the writer's job
-//! ([`crate::engine`]). This room never writes: refusals reach the audit trail through
+//! (the engine). This room never writes: refusals reach the audit trail through
 //! [`gate::Servers`].
 
 pub mod client_ip;

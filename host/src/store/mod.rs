@@ -25,8 +25,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::with_pool;
-
 pub use rows::*;
 
 /// Why a storage call failed.
@@ -105,7 +103,7 @@ impl Store {
     /// Opens the database named by `url` (`sqlite:` or `postgres:`/`postgresql:`) and runs the
     /// migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        if is_postgres_url(url) {
+        if crate::config::is_postgres_url(url) {
             let backend = postgres::PostgresStore::open(url, max_connections).await?;
             Ok(Self {
                 db: Db::Postgres(backend.pool().clone()),
@@ -270,10 +268,7 @@ pub enum Db {
 /// Runs `$body` with `$pool` bound to the pool of whichever backend `$db` holds. The body is
 /// written once and compiled once per backend, so its SQL must be accepted by both: numbered
 /// `$1, $2, …` placeholders (SQLite reads them by number too), `ON CONFLICT … DO NOTHING`,
-/// `RETURNING`, integers for flags. Exported for tests that inspect tables; production code
-/// outside `store/` has no [`Db`] to run it on.
-#[macro_export]
-#[doc(hidden)]
+/// `RETURNING`, integers for flags. Private to the store: no other room sees a pool.
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
@@ -283,7 +278,4 @@ macro_rules! with_pool {
     };
 }
 
-/// Whether `url` names a PostgreSQL database.
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
+pub(crate) use with_pool;

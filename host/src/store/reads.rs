@@ -13,7 +13,7 @@ use super::{
     ServerKeyRow, ServerQuery, ServerRecord, ServerSort, Store, StoreError, StoredActivation,
     StoredHeartbeat, StoredRejection, StoredTransition, TransitionRow,
 };
-use crate::with_pool;
+use crate::store::with_pool;
 
 /// The columns `server_row!` reads.
 pub(super) const SERVER_COLUMNS: &str = "server_id, display_name, cluster_id, public_key, \

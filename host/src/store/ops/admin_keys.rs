@@ -4,8 +4,8 @@
 
 use sqlx::Row;
 
+use crate::store::with_pool;
 use crate::store::{AdminKey, NewAdminKey, Scope, Store, StoreError};
-use crate::with_pool;
 
 /// An [`AdminKey`] from a row of either backend.
 fn key_from_row<R: Row>(r: &R) -> Result<AdminKey, StoreError>

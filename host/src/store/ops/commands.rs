@@ -6,10 +6,10 @@
 
 use sqlx::Row;
 
+use crate::store::with_pool;
 use crate::store::{
     CommandResultRow, DeliveredCommand, NewCommand, ResultRecorded, Store, StoreError,
 };
-use crate::with_pool;
 
 /// Appends one step to `command_log` inside the open transaction `$tx`.
 macro_rules! log {

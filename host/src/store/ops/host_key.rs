@@ -2,8 +2,8 @@
 //!
 //! Stored as given; `commands.rs` generates and decodes it.
 
+use crate::store::with_pool;
 use crate::store::{HostKeyRow, Store, StoreError};
-use crate::with_pool;
 
 impl Store {
     /// Keeps `fresh` as the host key if the database has none yet, then returns the stored

@@ -8,8 +8,8 @@
 
 use sqlx::Row;
 
+use crate::store::with_pool;
 use crate::store::{AlertRouting, DueDelivery, OutboxAlert, PendingDeliveries, Store, StoreError};
-use crate::with_pool;
 
 /// The outbox columns [`outbox_alert!`] reads (from `alert_outbox a`).
 const ALERT_COLUMNS: &str = "a.id, a.server_id, a.cluster_id, a.kind, a.severity, a.at_ms, a.summary, a.details, \

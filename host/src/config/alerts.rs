@@ -28,6 +28,18 @@
 
 use serde::Deserialize;
 
+/// Every alert kind, with its severity (what routes may name).
+pub const KINDS: [(&str, &str); 5] = [
+    ("server_offline", "critical"),
+    ("server_online", "recovery"),
+    ("confidence_red", "warning"),
+    ("emergency_mode", "warning"),
+    ("restart_detected", "info"),
+];
+
+/// Every severity.
+pub const SEVERITIES: [&str; 4] = ["critical", "warning", "info", "recovery"];
+
 use crate::clock::parse_rfc3339_ms;
 
 /// `[alerts]`
@@ -199,13 +211,13 @@ impl AlertsConfig {
             );
             for kind in &route.kinds {
                 anyhow::ensure!(
-                    super::KINDS.iter().any(|(k, _)| k == kind),
+                    KINDS.iter().any(|(k, _)| k == kind),
                     "[[alerts.routes]] unknown kind {kind:?}"
                 );
             }
             for severity in &route.severities {
                 anyhow::ensure!(
-                    super::SEVERITIES.contains(&severity.as_str()),
+                    SEVERITIES.contains(&severity.as_str()),
                     "[[alerts.routes]] unknown severity {severity:?}"
                 );
             }
