@@ -1,5 +1,6 @@
 //! Vigil's end-to-end tests: one binary, shared harness in `vigil_tests`.
 
+mod adversarial;
 mod alerts;
 mod backtest;
 mod bench_cli;

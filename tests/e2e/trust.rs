@@ -1,13 +1,10 @@
 //! Trust and abuse resistance: open registration, key rotation, live flags from the config
 //! file, rate limits, the audit trail.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{Method, StatusCode};
 use ed25519_dalek::SigningKey;
 use serde_json::{Map, Value, json};
@@ -16,24 +13,6 @@ use vigil::config::Config;
 use vigil_tests::{ADMIN_TOKEN, Agent, Answer, Cli, ServeProcess, TestApp, now_ms, wait_until};
 
 /// Sends a request as if from `peer`, with extra headers.
-async fn send_from(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: Vec<u8>,
-    peer: &str,
-    headers: &[(&str, &str)],
-) -> Answer {
-    let peer: SocketAddr = peer.parse().expect("socket address");
-    let mut request = vigil_tests::request(method, path, None);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let mut request = request.body(Body::from(body)).expect("valid request");
-    request.extensions_mut().insert(ConnectInfo(peer));
-    app.send(request).await
-}
-
 async fn admin_get(app: &TestApp, path: &str) -> Answer {
     app.send_raw(Method::GET, path, Vec::new(), Some(ADMIN_TOKEN))
         .await
@@ -244,8 +223,7 @@ async fn rate_limits_per_server_and_per_ip_answer_429_and_write_nothing() {
         async move {
             let headers: Vec<(&str, &str)> =
                 xff.map(|v| ("x-forwarded-for", v)).into_iter().collect();
-            send_from(
-                app,
+            app.send_from(
                 Method::POST,
                 "/v1/agent/heartbeat",
                 body.to_string().into_bytes(),
@@ -277,18 +255,24 @@ async fn rate_limits_per_server_and_per_ip_answer_429_and_write_nothing() {
         .parse()
         .expect("seconds");
     assert!(retry >= 1);
-    // A forged heartbeat for the limited server is refused before its signature is checked.
+    assert_eq!(
+        (app.count("heartbeats").await, app.count("rejections").await),
+        rows,
+        "a limited request writes no row"
+    );
+    // A forged heartbeat never reaches the server's bucket (an unproven request spends only
+    // its source's): it is refused for its signature, with one bounded audit row.
     let forged = post(
         "192.0.2.3:1000",
         Agent::new("rl-1").heartbeat(json!({})),
         None,
     )
     .await;
-    assert_eq!(forged.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{:?}", forged.body);
+    assert_eq!(forged.code(), "bad_signature");
     assert_eq!(
         (app.count("heartbeats").await, app.count("rejections").await),
-        rows,
-        "a limited request writes no row"
+        (rows.0, rows.1 + 1),
     );
 
     // Per IP: 4 requests from one address (any server, even unknown), then 429.
@@ -376,15 +360,15 @@ async fn a_burst_of_forged_heartbeats_turns_a_verified_server_red_and_is_listed(
     let forger = Agent::new("victim-1");
     for i in 0..5 {
         let peer = format!("203.0.113.{i}:4000");
-        let a = send_from(
-            &app,
-            Method::POST,
-            "/v1/agent/heartbeat",
-            forger.heartbeat(json!({})).to_string().into_bytes(),
-            &peer,
-            &[],
-        )
-        .await;
+        let a = app
+            .send_from(
+                Method::POST,
+                "/v1/agent/heartbeat",
+                forger.heartbeat(json!({})).to_string().into_bytes(),
+                &peer,
+                &[],
+            )
+            .await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{:?}", a.body);
         assert_eq!(a.code(), "bad_signature");
     }

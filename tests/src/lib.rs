@@ -311,6 +311,27 @@ impl TestApp {
         }
     }
 
+    /// Sends raw bytes as if from the TCP peer `peer` (`ip:port`), with extra headers.
+    pub async fn send_from(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        peer: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let peer: std::net::SocketAddr = peer.parse().expect("socket address");
+        let mut request = request(method, path, None);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request.body(Body::from(body)).expect("valid request");
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        self.send(request).await
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Answer {
         self.send_raw(Method::GET, path, Vec::new(), None).await

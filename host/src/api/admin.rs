@@ -46,7 +46,7 @@ pub async fn add_server(
     if !valid_server_id(&add.server_id) {
         return Err(ApiError::invalid(
             "invalid_field",
-            "server_id must match ^[a-z0-9][a-z0-9._-]{0,127}$ or be a UUID",
+            "server_id must match ^[a-z0-9][a-z0-9._-]{0,127}$ or be a lowercase UUID",
         ));
     }
     let key = PublicKey::from_base64(&add.public_key)

@@ -49,15 +49,21 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
         .unwrap_or(DEFAULT_INTERVAL_SECONDS);
     match state.engine.submit_heartbeat(admitted.heartbeat).await {
         Ok(ack) => {
-            let pending_commands = state
-                .commands
-                .deliver(&server_id)
-                .await
-                .unwrap_or_else(|e| {
-                    // The heartbeat is stored; the commands stay queued for the next one.
-                    tracing::error!(%server_id, error = %e, "could not take pending commands");
-                    Vec::new()
-                });
+            // An exact repeat proves nothing: the last accepted body (signature included) is
+            // public, so anyone can post it again. Commands go only with a new heartbeat.
+            let pending_commands = if ack.duplicate {
+                Vec::new()
+            } else {
+                state
+                    .commands
+                    .deliver(&server_id)
+                    .await
+                    .unwrap_or_else(|e| {
+                        // The heartbeat is stored; the commands stay queued for the next one.
+                        tracing::error!(%server_id, error = %e, "could not take pending commands");
+                        Vec::new()
+                    })
+            };
             let body = HeartbeatAccepted {
                 accepted: true,
                 duplicate: ack.duplicate,

@@ -98,7 +98,8 @@ async fn authenticate(
 }
 
 /// Middleware: with `[directory] require_key`, directory reads (`/v1/servers…`,
-/// `/v1/policies`) need the bootstrap token or an API key of either scope.
+/// `/v1/policies`) and both live streams (`/v1/events`, `/v1/servers/{id}/observe`) need the
+/// bootstrap token or an API key of either scope.
 pub async fn directory_guard(
     State(state): State<AppState>,
     request: Request,
@@ -107,6 +108,7 @@ pub async fn directory_guard(
     let path = request.uri().path();
     let directory = path == "/v1/servers"
         || path.starts_with("/v1/servers/")
+        || path == "/v1/events"
         || path == "/v1/policies"
         || path.starts_with("/v1/policies/");
     if directory

@@ -105,6 +105,9 @@ pub fn app(state: AppState) -> Router {
             get(trust::list_keys).post(trust::add_key),
         )
         .route("/v1/admin/rejections", get(trust::rejections))
+        // The live streams read what the directory shows: the same guard covers them.
+        .route("/v1/events", get(stream::events))
+        .route("/v1/servers/{id}/observe", get(stream::observe))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::directory_guard,
@@ -112,8 +115,6 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/v1/events", get(stream::events))
-        .route("/v1/servers/{id}/observe", get(stream::observe))
         .route("/openapi.json", get(openapi::serve))
         .route("/v1/admin/servers/{id}/commands", post(commands::queue))
         .route("/v1/agent/commands/{id}/result", post(commands::result))

@@ -54,6 +54,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
+/// The method as a label from a fixed set: any other token a client sends is `other`, so a
+/// request cannot mint a new series (the route is the matched template, never the raw path).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Middleware: observes each request's latency by method, matched route and status.
 pub async fn track_latency(
     State(metrics): State<Arc<Metrics>>,
@@ -62,7 +78,7 @@ pub async fn track_latency(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let response = next.run(request).await;
     let labels = RequestLabels {
         method,

@@ -44,8 +44,8 @@ const KNOWN_FIELDS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{detail}")]
 pub struct DecodeError {
-    /// Stable machine-readable code: `malformed_json`, `unknown_field`, `missing_field`,
-    /// `invalid_field` or `number_out_of_range`.
+    /// Stable machine-readable code: `malformed_json`, `duplicate_member`, `unknown_field`,
+    /// `missing_field`, `invalid_field` or `number_out_of_range`.
     pub code: &'static str,
     /// Human-readable explanation naming the member at fault.
     pub detail: String,
@@ -122,10 +122,97 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedHeartbeat, DecodeError> {
         .get("server_id")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    decode_object(body).map_err(|mut e| {
-        e.claimed_server = claimed;
-        e
-    })
+    unique_members(bytes)
+        .and_then(|()| decode_object(body))
+        .map_err(|mut e| {
+            e.claimed_server = claimed;
+            e
+        })
+}
+
+/// Refuses a body in which any object, at any depth, names a member twice (422
+/// `duplicate_member`). A JSON parser keeps one of the two (serde keeps the last), so the
+/// signature would cover one reading while the stored bytes carry both, and the hidden copy
+/// would escape every depth, I-JSON and length check. Run on bytes that parse as JSON.
+pub fn unique_members(bytes: &[u8]) -> Result<(), DecodeError> {
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    serde::Deserialize::deserialize(&mut reader)
+        .map(|Unique| ())
+        .map_err(|e| {
+            let detail = e.to_string();
+            let detail = detail
+                .split(" at line ")
+                .next()
+                .unwrap_or(&detail)
+                .to_owned();
+            DecodeError::new("duplicate_member", detail)
+        })
+}
+
+/// A JSON value read only to see that no object repeats a member name.
+struct Unique;
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+        while seq.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+        // Names compare as decoded text: `"a"` and `"\u0061"` are the same member. A set, so
+        // an object of thousands of members costs linear time.
+        let mut seen = std::collections::HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if seen.contains(&name) {
+                let shown: String = name.chars().take(64).collect();
+                return Err(serde::de::Error::custom(format!(
+                    "member `{}` appears twice in one object",
+                    shown.escape_debug()
+                )));
+            }
+            seen.insert(name);
+            map.next_value::<Unique>()?;
+        }
+        Ok(Unique)
+    }
 }
 
 /// Decodes an already-parsed body object (used by replay, which stores the body as received).
@@ -143,7 +230,7 @@ pub fn decode_object(body: Map<String, Value>) -> Result<DecodedHeartbeat, Decod
     if !valid_server_id(server_id) {
         return Err(invalid(
             "server_id",
-            "must match ^[a-z0-9][a-z0-9._-]{0,127}$ or be a UUID",
+            "must match ^[a-z0-9][a-z0-9._-]{0,127}$ or be a lowercase UUID",
         ));
     }
     let key_version = match body.get("key_version") {
@@ -323,7 +410,8 @@ mod stored {
     }
 }
 
-/// Whether `id` is a valid server identifier: `^[a-z0-9][a-z0-9._-]{0,127}$` or a UUID.
+/// Whether `id` is a valid server identifier: `^[a-z0-9][a-z0-9._-]{0,127}$` or a UUID in
+/// lowercase (one spelling per id: `ABC…` and `abc…` must not register as two servers).
 pub fn valid_server_id(id: &str) -> bool {
     let bytes = id.as_bytes();
     let slug = !bytes.is_empty()
@@ -340,7 +428,7 @@ fn is_uuid(id: &str) -> bool {
     bytes.len() == 36
         && bytes.iter().enumerate().all(|(i, &b)| match i {
             8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
         })
 }
 

@@ -11,9 +11,10 @@
 //! 4. **identity**: the claimed server, through [`Servers::identity`] (which also asks the
 //!    shared database when several hosts share it); open registration for an unknown server
 //!    that offers a key ([`registration`]);
-//! 5. **server bucket**: only for a server the host knows or is about to register;
-//! 6. **key version** and the **signed message**;
-//! 7. **signature**: on the batching [`Verifier`] thread, off the async executor;
+//! 5. **key version** and the **signed message**;
+//! 6. **signature**: on the batching [`Verifier`] thread, off the async executor;
+//! 7. **server bucket**: only once the request proved itself (a valid signature, or none
+//!    required), so a forgery spends its source's bucket and never the server's;
 //! 8. **clock skew** ([`within_skew`], the one copy of that rule);
 //! 9. the route's own last rules (`require_verified`; a rotation's next key must be new).
 //!
@@ -154,9 +155,6 @@ impl Gate {
         let opens = identity.is_none()
             && registration_mode == Registration::Open
             && decoded.public_key.is_some();
-        if identity.is_some() || opens {
-            self.server_bucket(&server_id, source)?;
-        }
         let mut server_registered = false;
         if opens {
             server_registered = self.open_registration(&decoded, source, rules).await?;
@@ -202,6 +200,9 @@ impl Gate {
             }
             None => false,
         };
+        // Only now, with the signature proven (or not required), may the request spend the
+        // server's budget: a forgery costs its source's bucket alone.
+        self.server_bucket(&server_id, source)?;
         within_skew(decoded.sent_at_ms, source.received_at_ms, rules, &server_id)?;
         if rules.require_verified && !identity.is_verified {
             let detail = format!("server `{server_id}` is not verified by an operator yet");
@@ -240,6 +241,7 @@ impl Gate {
             rules,
             &decoded.server_id,
         )?;
+        self.server_bucket(&decoded.server_id, source)?;
         let server = NewServer {
             server_id: decoded.server_id.clone(),
             public_key: key.to_base64(),
@@ -289,7 +291,6 @@ impl Gate {
             let detail = format!("server `{server_id}` is not registered");
             return Err(Refusal::new(404, "unknown_server", detail, Some(server_id)).into());
         };
-        self.server_bucket(server_id, source)?;
         let (message, signature) = rotation::signed_parts(&request, &identity)?;
         if !self
             .verify(&identity.public_key, message, signature, server_id, source)
@@ -304,6 +305,7 @@ impl Gate {
             )
             .into());
         }
+        self.server_bucket(server_id, source)?;
         within_skew(request.sent_at_ms, source.received_at_ms, rules, server_id)?;
         rotation::next_key_is_new(&request, &identity)?;
         Ok(KeyRotation {
@@ -344,7 +346,7 @@ impl Gate {
         }
     }
 
-    /// Step 5: the server's bucket.
+    /// Step 7: the server's bucket.
     fn server_bucket(&self, server_id: &str, source: &Source) -> Result<(), Step> {
         let config = self.config.current();
         self.limits
@@ -352,7 +354,7 @@ impl Gate {
             .map_err(|l| Step::Limited(limited(l, Some(server_id), source.ip)))
     }
 
-    /// Step 7: one signature on the verifier thread. A failure is an audit event.
+    /// Step 6: one signature on the verifier thread. A failure is an audit event.
     async fn verify(
         &self,
         key: &PublicKey,
@@ -373,15 +375,23 @@ impl Gate {
         ok
     }
 
-    /// Logs a refusal and appends it; returns it for the answer.
+    /// Logs a refusal and appends it; returns it for the answer. What the request claimed is
+    /// attacker text: the record keeps at most [`MAX_CLAIM_CHARS`] of the server id and
+    /// [`MAX_DETAIL_CHARS`] of the detail, and the log line escapes both (`?`), so a 64 KiB id
+    /// or a member name with a newline neither fills the audit table nor forges a log line.
     async fn refused(&self, refusal: Refusal, source: &Source, body: Option<&[u8]>) -> Refusal {
         let source_ip = source.text();
+        let claimed = refusal
+            .claimed_server_id
+            .as_deref()
+            .map(|id| truncated(id, MAX_CLAIM_CHARS));
+        let detail = truncated(&refusal.detail, MAX_DETAIL_CHARS);
         tracing::info!(
             code = refusal.code,
             status = refusal.status,
-            server_id = refusal.claimed_server_id.as_deref().unwrap_or("-"),
+            server_id = ?claimed.as_deref().unwrap_or("-"),
             source_ip = source_ip.as_deref().unwrap_or("-"),
-            detail = %refusal.detail,
+            detail = ?detail,
             "heartbeat rejected"
         );
         self.servers
@@ -389,13 +399,27 @@ impl Gate {
                 received_at_ms: source.received_at_ms,
                 code: refusal.code,
                 http_status: refusal.status,
-                detail: refusal.detail.clone(),
-                claimed_server_id: refusal.claimed_server_id.clone(),
+                detail,
+                claimed_server_id: claimed,
                 source_ip,
-                body_sha256: body.map(crate::policy::digest_of),
+                body_sha256: body.map(crate::crypto::digest_of),
             })
             .await;
         refusal
+    }
+}
+
+/// Most characters of a claimed server id a rejection record keeps (a valid id has 128 at most).
+pub const MAX_CLAIM_CHARS: usize = 128;
+
+/// Most characters of a refusal's detail a rejection record keeps.
+pub const MAX_DETAIL_CHARS: usize = 512;
+
+/// `text` cut to `max` characters, with `…` when it was longer.
+fn truncated(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 

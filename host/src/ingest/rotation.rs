@@ -79,6 +79,8 @@ pub fn decode(bytes: &[u8]) -> Result<RotateRequest, Refusal> {
             None,
         ));
     };
+    crate::ingest::decode::unique_members(bytes)
+        .map_err(|e| refusal(422, e.code, e.detail, None))?;
     let claimed = body
         .get("server_id")
         .and_then(Value::as_str)
@@ -114,7 +116,7 @@ pub fn decode(bytes: &[u8]) -> Result<RotateRequest, Refusal> {
         return Err(refusal(
             422,
             "invalid_field",
-            "member `server_id` must match ^[a-z0-9][a-z0-9._-]{0,127}$ or be a UUID",
+            "member `server_id` must match ^[a-z0-9][a-z0-9._-]{0,127}$ or be a lowercase UUID",
             None,
         ));
     }

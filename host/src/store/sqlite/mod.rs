@@ -39,6 +39,25 @@ const CHECKPOINT_AFTER: Duration = Duration::from_millis(25);
 /// acts if the background checkpointer falls far behind, so the log stays bounded (≈ 40 MiB).
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
+/// Creates the database file, if it does not exist yet, readable and writable by its owner
+/// only (0600): it holds the host's command-signing key and the audit trail. SQLite gives the
+/// `-wal` and `-shm` files it creates next to it the same mode. An existing file keeps the mode
+/// its operator chose; `:memory:` databases have no file.
+fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
+    if path.as_os_str().is_empty() || path == std::path::Path::new(":memory:") {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(sqlx::Error::Io(e))),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` and runs the migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -48,6 +67,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        create_private(options.get_filename())?;
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(2))
             .connect_with(options.clone())
