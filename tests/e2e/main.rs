@@ -13,6 +13,7 @@ mod directory;
 mod ingest;
 mod lifecycle;
 mod live;
+mod management;
 mod metrics;
 mod openapi;
 mod policy_cli;

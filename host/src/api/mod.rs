@@ -11,6 +11,7 @@ pub mod auth;
 pub mod commands;
 pub mod directory;
 pub mod error;
+pub mod manage;
 pub mod openapi;
 pub mod ops;
 pub mod policies;
@@ -20,7 +21,7 @@ pub mod trust;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::config::ConfigHandle;
 use crate::engine::EngineHandle;
@@ -99,6 +100,16 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/policies/shadow", get(policies::shadow_report))
         .route("/v1/admin/servers", post(admin::add_server))
         .route("/v1/admin/servers/{id}/verify", post(admin::verify_server))
+        .route("/v1/admin/servers/{id}", axum::routing::patch(manage::edit))
+        .route("/v1/admin/servers/{id}/pause", post(manage::pause))
+        .route("/v1/admin/servers/{id}/resume", post(manage::resume))
+        .route("/v1/admin/servers/{id}/retire", post(manage::retire))
+        .route("/v1/admin/servers/{id}/audit", get(manage::audit))
+        .route(
+            "/v1/admin/maintenance",
+            get(manage::list_windows).post(manage::add_window),
+        )
+        .route("/v1/admin/maintenance/{id}", delete(manage::cancel_window))
         .route("/v1/agent/rotate-key", post(trust::rotate_key))
         .route(
             "/v1/admin/servers/{id}/keys",

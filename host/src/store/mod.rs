@@ -8,6 +8,8 @@
 //!
 //! - [`rows`]: the row types (plain data, no SQL).
 //! - `reads.rs`: every read, written once for both backends.
+//! - `admin.rs`: operator changes to servers (labels, pause, retirement, their audit trail)
+//!   and maintenance windows, written once for both backends.
 //! - `ops/`: the operations tables — admin API keys, the host key, pending commands, the alert
 //!   outbox — whose statements both backends share.
 //! - `sqlite/` and `postgres/`: the `Backend`s, i.e. what the two databases do differently
@@ -15,6 +17,7 @@
 //!
 //! Storage imports nothing above it but [`crate::clock`].
 
+mod admin;
 mod ops;
 mod postgres;
 mod reads;

@@ -20,7 +20,8 @@ pub(super) const SERVER_COLUMNS: &str = "server_id, display_name, cluster_id, pu
     key_version, is_verified, registered_at_ms, status, confidence, uptime_percent, quality_score, \
     scores, badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
     players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, policy_name, \
-    policy_version, policy_digest, policy_state, next_check_at_ms, policy_errors";
+    policy_version, policy_digest, policy_state, next_check_at_ms, policy_errors, labels, \
+    paused_at_ms, retired_at_ms";
 
 /// The columns [`heartbeat_row!`] reads.
 pub(super) const HEARTBEAT_COLUMNS: &str =
@@ -52,6 +53,7 @@ macro_rules! server_row {
         let corrupt =
             |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
         let scores: String = $row.try_get("scores")?;
+        let labels: String = $row.try_get("labels")?;
         let badges: String = $row.try_get("badges")?;
         let policy_digest: Option<String> = $row.try_get("policy_digest")?;
         let policy = match policy_digest {
@@ -80,6 +82,11 @@ macro_rules! server_row {
                 .map_err(|e| corrupt("key_version", &e))?,
             is_verified: $row.try_get("is_verified")?,
             registered_at_ms: $row.try_get("registered_at_ms")?,
+            admin: $crate::store::ServerAdmin {
+                labels: serde_json::from_str(&labels).map_err(|e| corrupt("labels", &e))?,
+                paused_at_ms: $row.try_get("paused_at_ms")?,
+                retired_at_ms: $row.try_get("retired_at_ms")?,
+            },
             snapshot: Snapshot {
                 status: $row.try_get("status")?,
                 confidence: $row.try_get("confidence")?,
@@ -527,9 +534,23 @@ impl Store {
             ServerSort::Id => "CAST(0 AS DOUBLE PRECISION)",
         };
         with_pool!(&self.db, pool => {
-            let mut q = QueryBuilder::new(format!("SELECT {SERVER_COLUMNS} FROM servers WHERE 1 = 1"));
+            let mut q = QueryBuilder::new(format!(
+                "SELECT {SERVER_COLUMNS} FROM servers WHERE retired_at_ms IS NULL"
+            ));
             if let Some(status) = &query.status {
                 q.push(" AND status = ").push_bind(status.clone());
+            }
+            if let Some(cluster) = &query.cluster {
+                q.push(" AND cluster_id = ").push_bind(cluster.clone());
+            }
+            match query.paused {
+                Some(true) => {
+                    q.push(" AND paused_at_ms IS NOT NULL");
+                }
+                Some(false) => {
+                    q.push(" AND paused_at_ms IS NULL");
+                }
+                None => {}
             }
             if let Some(confidence) = &query.confidence {
                 q.push(" AND confidence = ").push_bind(confidence.clone());
