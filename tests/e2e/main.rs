@@ -18,6 +18,7 @@ mod metrics;
 mod openapi;
 mod policy_cli;
 mod policy_vectors;
+mod public_pages;
 mod replay_runs;
 mod scale_out;
 mod storage;

@@ -119,9 +119,9 @@ impl From<ServerRecord> for ServerView {
     }
 }
 
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(super) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let Query(map) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(ApiError::invalid(
@@ -135,7 +135,7 @@ fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, Ap
     Ok(map)
 }
 
-fn limit(map: &HashMap<String, String>) -> Result<u32, ApiError> {
+pub(super) fn limit(map: &HashMap<String, String>) -> Result<u32, ApiError> {
     match map.get("limit") {
         None => Ok(DEFAULT_LIMIT),
         Some(text) => text
@@ -151,7 +151,7 @@ fn limit(map: &HashMap<String, String>) -> Result<u32, ApiError> {
     }
 }
 
-fn one_of(
+pub(super) fn one_of(
     map: &HashMap<String, String>,
     name: &str,
     values: &[&str],

@@ -15,6 +15,7 @@ pub mod manage;
 pub mod openapi;
 pub mod ops;
 pub mod policies;
+pub mod rankings;
 pub mod stream;
 pub mod trust;
 
@@ -93,6 +94,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/servers/{id}/heartbeats", get(directory::heartbeats))
         .route("/v1/servers/{id}/transitions", get(directory::transitions))
         .route("/v1/policies", get(policies::list))
+        .route("/v1/rankings", get(rankings::rankings))
+        .route("/v1/leaderboard", get(rankings::leaderboard))
         .route("/v1/admin/policies", post(policies::upload))
         .route("/v1/admin/policies/activate", post(policies::activate))
         .route("/v1/admin/policies/rollback", post(policies::rollback))
@@ -119,6 +122,9 @@ pub fn app(state: AppState) -> Router {
         // The live streams read what the directory shows: the same guard covers them.
         .route("/v1/events", get(stream::events))
         .route("/v1/servers/{id}/observe", get(stream::observe))
+        .route("/badge/{id}/{file}", get(crate::web::badge::kind))
+        .route("/badge/{id}/score/{file}", get(crate::web::badge::score))
+        .route("/status/{cluster}", get(crate::web::status::page))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::directory_guard,

@@ -93,6 +93,11 @@ pub struct HeartbeatAccepted {
         add_maintenance,
         list_maintenance,
         cancel_maintenance,
+        rankings,
+        leaderboard,
+        badge,
+        score_badge,
+        status_page,
     ),
     components(schemas(Problem, HeartbeatAccepted))
 )]
@@ -524,3 +529,61 @@ fn list_maintenance() {}
         (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn cancel_maintenance() {}
+
+/// Servers ranked by players, uptime, quality or the policy's `trending` score, times
+/// `[directory] unverified_weight` for unverified servers; paused and retired left out.
+#[utoipa::path(get, path = "/v1/rankings", tag = "directory",
+    params(
+        ("mode" = Option<String>, Query, description = "`players`, `uptime`, `quality` (default), `trending`"),
+        ("cluster" = Option<String>, Query, description = "only this cluster"),
+        ("limit" = Option<u32>, Query, description = "1–500"),
+        ("cursor" = Option<String>, Query, description = "from `next_cursor`"),
+    ),
+    responses(
+        (status = 200, description = "`{mode, unverified_weight, rankings: [{server_id, value, weighted_value, …}], next_cursor}`"),
+        (status = 422, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn rankings() {}
+
+/// The top servers by a named score (or `quality`, `uptime`, `players`) with their rank.
+#[utoipa::path(get, path = "/v1/leaderboard", tag = "directory",
+    params(
+        ("score" = Option<String>, Query, description = "a score name (default `quality`)"),
+        ("cluster" = Option<String>, Query, description = "only this cluster"),
+        ("limit" = Option<u32>, Query, description = "1–500"),
+    ),
+    responses(
+        (status = 200, description = "`{score, unverified_weight, entries: [{rank, server_id, score, weighted_score, grade, badges, policy, …}]}`"),
+        (status = 422, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn leaderboard() {}
+
+/// A server's badge: `status.svg`, `uptime.svg`, `confidence.svg`, `quality.svg`; an unknown
+/// server or kind is a grey `unknown` badge. Cacheable for 60 s.
+#[utoipa::path(get, path = "/badge/{id}/{file}", tag = "badges",
+    params(
+        ("id" = String, Path, description = "server id"),
+        ("file" = String, Path, description = "`status.svg` | `uptime.svg` | `confidence.svg` | `quality.svg`"),
+        ("format" = Option<String>, Query, description = "`shields`: the shields.io endpoint JSON"),
+    ),
+    responses((status = 200, description = "`image/svg+xml`, or `{schemaVersion, label, message, color}`")))]
+fn badge() {}
+
+/// A badge of any named score the policy returns (`NAME.svg`).
+#[utoipa::path(get, path = "/badge/{id}/score/{file}", tag = "badges",
+    params(
+        ("id" = String, Path, description = "server id"),
+        ("file" = String, Path, description = "`NAME.svg`"),
+        ("format" = Option<String>, Query, description = "`shields`: the shields.io endpoint JSON"),
+    ),
+    responses((status = 200, description = "`image/svg+xml`, or `{schemaVersion, label, message, color}`")))]
+fn score_badge() {}
+
+/// A cluster's public status page (HTML): current state, open incidents, latest changes.
+#[utoipa::path(get, path = "/status/{cluster}", tag = "badges",
+    params(("cluster" = String, Path, description = "cluster id")),
+    responses(
+        (status = 200, description = "`text/html`, cacheable for 30 s"),
+        (status = 404, description = "`unknown_cluster`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn status_page() {}

@@ -225,6 +225,7 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.alerts.validate()?;
+        self.directory.validate()?;
         anyhow::ensure!(
             self.ingest.max_batch >= 1,
             "[ingest] max_batch must be at least 1"

@@ -276,6 +276,32 @@ impl Store {
         })
     }
 
+    /// The newest `limit` transitions of a cluster's servers that are not retired, newest
+    /// first (a status page's timeline).
+    pub async fn cluster_transitions(
+        &self,
+        cluster_id: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredTransition>, StoreError> {
+        with_pool!(&self.db, pool => {
+            let rows = sqlx::query(
+                "SELECT t.id, t.server_id, t.at_ms, t.cause, t.from_status, t.to_status, \
+                 t.from_confidence, t.to_confidence, t.policy_digest \
+                 FROM status_transitions t JOIN servers s ON s.server_id = t.server_id \
+                 WHERE s.cluster_id = $1 AND s.retired_at_ms IS NULL ORDER BY t.id DESC LIMIT $2",
+            )
+            .bind(cluster_id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                out.push(transition_row!(r));
+            }
+            Ok(out)
+        })
+    }
+
     /// The digest of the most recent activation.
     pub async fn active_policy_digest(&self) -> Result<Option<String>, StoreError> {
         Ok(with_pool!(&self.db, pool => sqlx::query_scalar(
