@@ -7,6 +7,7 @@ mod bench_cli;
 mod cli;
 mod commands;
 mod containment;
+mod dashboard;
 mod deadlines;
 mod determinism;
 mod directory;

@@ -112,6 +112,8 @@ pub async fn directory_guard(
         || path == "/v1/leaderboard"
         || path.starts_with("/badge/")
         || path.starts_with("/status/")
+        || path == "/"
+        || path.starts_with("/servers/")
         || path == "/v1/events"
         || path == "/v1/policies"
         || path.starts_with("/v1/policies/");

@@ -177,9 +177,9 @@ fn sort_key(record: &ServerRecord, sort: ServerSort) -> f64 {
     }
 }
 
-/// `GET /v1/servers?status=&confidence=&verified=&cluster=&sort=&limit=&cursor=` (retired
+/// `GET /v1/servers?status=&confidence=&verified=&cluster=&q=&sort=&limit=&cursor=` (retired
 /// servers are never listed; `status=paused` lists the paused ones, any other status only
-/// servers not paused).
+/// servers not paused; `q` searches ids and display names).
 pub async fn list_servers(
     State(state): State<AppState>,
     query: Params,
@@ -191,6 +191,7 @@ pub async fn list_servers(
             "confidence",
             "verified",
             "cluster",
+            "q",
             "sort",
             "limit",
             "cursor",
@@ -224,6 +225,7 @@ pub async fn list_servers(
         status: status.filter(|s| s != "paused"),
         cluster: map.get("cluster").cloned(),
         paused,
+        search: map.get("q").filter(|q| !q.is_empty()).cloned(),
         confidence: one_of(&map, "confidence", &["green", "yellow", "red"])?,
         verified: one_of(&map, "verified", &["true", "false"])?.map(|v| v == "true"),
         sort,

@@ -125,6 +125,8 @@ pub fn app(state: AppState) -> Router {
         .route("/badge/{id}/{file}", get(crate::web::badge::kind))
         .route("/badge/{id}/score/{file}", get(crate::web::badge::score))
         .route("/status/{cluster}", get(crate::web::status::page))
+        .route("/", get(crate::web::dashboard::servers))
+        .route("/servers/{id}", get(crate::web::dashboard::server))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::directory_guard,

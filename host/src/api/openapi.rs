@@ -98,6 +98,8 @@ pub struct HeartbeatAccepted {
         badge,
         score_badge,
         status_page,
+        dashboard,
+        dashboard_server,
     ),
     components(schemas(Problem, HeartbeatAccepted))
 )]
@@ -587,3 +589,26 @@ fn score_badge() {}
         (status = 404, description = "`unknown_cluster`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn status_page() {}
+
+/// The dashboard's server list (HTML): filters, sort, search, pages, live status.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    params(
+        ("status" = Option<String>, Query, description = "`online`, `offline`, `unknown`, `paused`"),
+        ("confidence" = Option<String>, Query, description = "`green`, `yellow`, `red`"),
+        ("verified" = Option<String>, Query, description = "`true`, `false`"),
+        ("cluster" = Option<String>, Query, description = "cluster id"),
+        ("q" = Option<String>, Query, description = "search in ids and display names"),
+        ("sort" = Option<String>, Query, description = "`quality`, `uptime`, `players`, `last_seen`, `id`"),
+        ("cursor" = Option<String>, Query, description = "from the page's next link"),
+    ),
+    responses((status = 200, description = "`text/html`")))]
+fn dashboard() {}
+
+/// The dashboard's page of one server (HTML).
+#[utoipa::path(get, path = "/servers/{id}", tag = "dashboard",
+    params(("id" = String, Path, description = "server id")),
+    responses(
+        (status = 200, description = "`text/html`"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn dashboard_server() {}

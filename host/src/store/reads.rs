@@ -569,6 +569,22 @@ impl Store {
             if let Some(cluster) = &query.cluster {
                 q.push(" AND cluster_id = ").push_bind(cluster.clone());
             }
+            if let Some(text) = &query.search {
+                let escaped: String = text
+                    .to_lowercase()
+                    .chars()
+                    .flat_map(|c| match c {
+                        '%' | '_' | '\\' => vec!['\\', c],
+                        c => vec![c],
+                    })
+                    .collect();
+                let pattern = format!("%{escaped}%");
+                q.push(" AND (LOWER(server_id) LIKE ")
+                    .push_bind(pattern.clone())
+                    .push(" ESCAPE '\\' OR LOWER(COALESCE(display_name, '')) LIKE ")
+                    .push_bind(pattern)
+                    .push(" ESCAPE '\\')");
+            }
             match query.paused {
                 Some(true) => {
                     q.push(" AND paused_at_ms IS NOT NULL");

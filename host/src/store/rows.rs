@@ -487,6 +487,8 @@ pub struct ServerQuery {
     pub cluster: Option<String>,
     /// Only paused (true) or unpaused (false) servers. Retired servers are never listed.
     pub paused: Option<bool>,
+    /// Only servers whose id or display name contains this text (case-insensitive).
+    pub search: Option<String>,
     /// Order.
     pub sort: ServerSort,
     /// Page size.

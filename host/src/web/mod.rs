@@ -1,9 +1,10 @@
-//! What people look at without a client: SVG badges (and the shields.io endpoint JSON) and the
-//! public status page of a cluster. Server-rendered from the stored snapshots and history;
+//! What people look at without a client: the dashboard (`/`, `/servers/{id}`), SVG badges
+//! (and the shields.io endpoint JSON) and the public status page of a cluster. Server-rendered from the stored snapshots and history;
 //! no policy is called, nothing is written, and no admin-only field (keys, rejections,
 //! labels, audit, pending commands) is ever rendered.
 
 pub mod badge;
+pub mod dashboard;
 pub mod status;
 
 /// Escapes text for HTML and XML (element content and double-quoted attributes).

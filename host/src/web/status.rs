@@ -165,6 +165,7 @@ pub async fn page(
         verified: None,
         cluster: Some(cluster.clone()),
         paused: None,
+        search: None,
         sort: ServerSort::Id,
         limit: MAX_SERVERS,
         after: None,
