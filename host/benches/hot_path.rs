@@ -65,6 +65,7 @@ fn server(id: &str) -> ServerRecord {
         key_version: 1,
         is_verified: true,
         registered_at_ms: T0 - 86_400_000,
+        admin: Default::default(),
         snapshot: Snapshot::unseen(),
     }
 }

@@ -16,6 +16,8 @@
 //!   keys), [`api::admission`] (the gate wired to the engine), `ops` (`/healthz`, `/readyz`,
 //!   `/metrics`), and the one error type that maps every failure to RFC 9457 problem+json with
 //!   a stable `code`.
+//! - [`web`]: what people look at beside the JSON API, on the same floor as [`api`] (which
+//!   routes it): SVG badges and shields.io JSON, public status pages per cluster.
 //! - [`ingest`]: everything an agent request must pass, assembled once in [`ingest::Gate`]:
 //!   client address, rate limits, decode (wire contract v1), identity, open registration, key
 //!   version, JCS + ed25519 signature (batched), clock skew, trust rules; key rotation requests.
@@ -55,6 +57,7 @@ pub mod live;
 pub mod metrics;
 pub mod policy;
 pub mod store;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -24,7 +24,7 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// A webhook receiver on 127.0.0.1:0 that answers 500 while `fail` is above zero.
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     /// Bodies answered 2xx, with whether their signature header was valid.
     received: Arc<Mutex<Vec<(Value, bool)>>>,
     /// Bodies that arrived on the Alertmanager and Slack paths.
@@ -67,7 +67,7 @@ async fn receive_other(State(r): State<Receiver>, uri: axum::http::Uri, body: By
 }
 
 impl Receiver {
-    async fn start(fail: usize) -> (Self, SocketAddr) {
+    pub(crate) async fn start(fail: usize) -> (Self, SocketAddr) {
         let receiver = Self::default();
         receiver.fail.store(fail, Ordering::SeqCst);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -93,7 +93,7 @@ impl Receiver {
     }
 
     /// Waits (up to 20 s) until a delivery of `kind` arrived.
-    async fn wait_for(&self, kind: &str) {
+    pub(crate) async fn wait_for(&self, kind: &str) {
         wait_until(
             PATIENCE,
             POLL,
@@ -105,7 +105,7 @@ impl Receiver {
     }
 }
 
-fn alerting(config: &mut Config, address: SocketAddr, kinds: &[&str]) {
+pub(crate) fn alerting(config: &mut Config, address: SocketAddr, kinds: &[&str]) {
     let a = &mut config.alerts;
     a.poll_interval_ms = 50;
     a.retry_initial_ms = 50;

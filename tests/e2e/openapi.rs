@@ -100,7 +100,10 @@ async fn openapi_json_lists_every_route_of_the_router_with_problem_errors() {
 
     // Every documented route is served (not the fallback's 404, not 405).
     for (method, path) in &documented {
-        let uri = path.replace("{id}", "no-such-server");
+        let uri = path
+            .replace("{id}", "no-such-server")
+            .replace("{file}", "status.svg")
+            .replace("{cluster}", "no-such-cluster");
         let request = Request::builder()
             .method(Method::from_bytes(method.to_uppercase().as_bytes()).expect("method"))
             .uri(&uri)

@@ -38,6 +38,7 @@ fn identity(server_id: &str) -> ServerRecord {
         key_version: 1,
         is_verified: true,
         registered_at_ms: T0 - 86_400_000,
+        admin: Default::default(),
         snapshot: Snapshot::unseen(),
     }
 }

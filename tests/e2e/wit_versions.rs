@@ -130,6 +130,7 @@ fn a_component_built_against_1_1_0_loads_and_replays_one_event_per_call() {
             key_version: 1,
             is_verified: true,
             registered_at_ms: 0,
+            admin: Default::default(),
             snapshot: Snapshot::unseen(),
         };
         let (replayed, effects) = replay(&policy, &identity, &history, None).expect("replays");

@@ -1,6 +1,7 @@
 //! The alert delivery task: outbox → routes → sinks, durably.
 //!
-//! Each pass (1) routes every outbox row not yet routed: muted rows (maintenance window) and
+//! Each pass (1) routes every outbox row not yet routed: muted rows (a maintenance window of
+//! the configuration or of the admin API, `POST /v1/admin/maintenance`) and
 //! duplicates (same server and kind pending or delivered to that sink within the dedup window)
 //! get a terminal delivery row, the rest a `pending` one; (2) attempts every due `pending`
 //! delivery, scheduling a retry with exponential backoff on failure and giving up on alerts
@@ -98,6 +99,13 @@ impl Dispatcher {
 
     async fn route(&self, config: &AlertsConfig) -> Result<(), StoreError> {
         let alerts = self.store.unrouted_alerts(PAGE).await?;
+        // Windows set through the admin API, beside the configured ones.
+        let oldest = alerts.iter().map(|a| a.at_ms).min().unwrap_or(i64::MAX);
+        let windows = if alerts.is_empty() {
+            Vec::new()
+        } else {
+            self.store.maintenance_windows(oldest, 10_000).await?
+        };
         let window_ms =
             i64::try_from(config.dedup_window_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
         for alert in &alerts {
@@ -112,7 +120,14 @@ impl Dispatcher {
             let window = config
                 .maintenance
                 .iter()
-                .find(|w| w.mutes(&alert.server_id, cluster_id, alert.at_ms));
+                .find(|w| w.mutes(&alert.server_id, cluster_id, alert.at_ms))
+                .map(|w| w.reason.as_deref());
+            let window = window.or_else(|| {
+                windows
+                    .iter()
+                    .find(|w| w.mutes(&alert.server_id, cluster_id, alert.at_ms))
+                    .map(|w| w.reason.as_deref())
+            });
             let routing = AlertRouting {
                 alert,
                 sinks: &sinks,
@@ -130,7 +145,7 @@ impl Dispatcher {
                     tracing::info!(
                         alert_id = alert.id, server_id = %alert.server_id, kind = %alert.kind,
                         sink, state,
-                        reason = window.and_then(|w| w.reason.as_deref()).unwrap_or(""),
+                        reason = window.flatten().unwrap_or(""),
                         "alert not sent"
                     );
                 }

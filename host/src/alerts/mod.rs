@@ -141,6 +141,7 @@ mod tests {
             key_version: 1,
             is_verified: true,
             registered_at_ms: 0,
+            admin: Default::default(),
             snapshot: Snapshot::unseen(),
         }
     }

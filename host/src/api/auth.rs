@@ -98,7 +98,7 @@ async fn authenticate(
 }
 
 /// Middleware: with `[directory] require_key`, directory reads (`/v1/servers…`,
-/// `/v1/policies`) and both live streams (`/v1/events`, `/v1/servers/{id}/observe`) need the
+/// `/v1/policies`, rankings, the leaderboard, badges, status pages) and both live streams (`/v1/events`, `/v1/servers/{id}/observe`) need the
 /// bootstrap token or an API key of either scope.
 pub async fn directory_guard(
     State(state): State<AppState>,
@@ -108,6 +108,12 @@ pub async fn directory_guard(
     let path = request.uri().path();
     let directory = path == "/v1/servers"
         || path.starts_with("/v1/servers/")
+        || path == "/v1/rankings"
+        || path == "/v1/leaderboard"
+        || path.starts_with("/badge/")
+        || path.starts_with("/status/")
+        || path == "/"
+        || path.starts_with("/servers/")
         || path == "/v1/events"
         || path == "/v1/policies"
         || path.starts_with("/v1/policies/");

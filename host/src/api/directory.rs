@@ -40,8 +40,10 @@ pub struct ServerView {
     pub key_version: u32,
     /// `SHA256:...` of the current key.
     pub public_fingerprint: Option<String>,
-    /// Derived status.
+    /// Derived status, or `paused` while an operator paused the server (see `policy_status`).
     pub effective_status: String,
+    /// The status the policy derived (also while paused).
+    pub policy_status: String,
     /// Derived confidence.
     pub confidence: String,
     /// 0–100.
@@ -70,6 +72,12 @@ pub struct ServerView {
     pub policy: Option<PolicyRef>,
     /// Failed evaluations of this server.
     pub policy_errors: i64,
+    /// Labels set by operators.
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339 time the server was paused, while it is.
+    pub paused_at: Option<String>,
+    /// RFC 3339 time the server was retired, if it is.
+    pub retired_at: Option<String>,
 }
 
 impl From<ServerRecord> for ServerView {
@@ -84,7 +92,12 @@ impl From<ServerRecord> for ServerView {
             cluster_id: r.cluster_id,
             is_verified: r.is_verified,
             key_version: r.key_version,
-            effective_status: s.status,
+            effective_status: if r.admin.paused_at_ms.is_some() {
+                "paused".to_owned()
+            } else {
+                s.status.clone()
+            },
+            policy_status: s.status,
             confidence: s.confidence,
             uptime_percent: s.uptime_percent,
             quality_score: s.quality_score,
@@ -99,13 +112,16 @@ impl From<ServerRecord> for ServerView {
             registered_at: format_rfc3339_ms(r.registered_at_ms),
             policy: s.policy.map(|p| PolicyRef::clone(&p)),
             policy_errors: s.policy_errors,
+            labels: r.admin.labels,
+            paused_at: r.admin.paused_at_ms.map(format_rfc3339_ms),
+            retired_at: r.admin.retired_at_ms.map(format_rfc3339_ms),
         }
     }
 }
 
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(super) type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let Query(map) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(ApiError::invalid(
@@ -119,7 +135,7 @@ fn params(query: Params, allowed: &[&str]) -> Result<HashMap<String, String>, Ap
     Ok(map)
 }
 
-fn limit(map: &HashMap<String, String>) -> Result<u32, ApiError> {
+pub(super) fn limit(map: &HashMap<String, String>) -> Result<u32, ApiError> {
     match map.get("limit") {
         None => Ok(DEFAULT_LIMIT),
         Some(text) => text
@@ -135,7 +151,7 @@ fn limit(map: &HashMap<String, String>) -> Result<u32, ApiError> {
     }
 }
 
-fn one_of(
+pub(super) fn one_of(
     map: &HashMap<String, String>,
     name: &str,
     values: &[&str],
@@ -161,7 +177,9 @@ fn sort_key(record: &ServerRecord, sort: ServerSort) -> f64 {
     }
 }
 
-/// `GET /v1/servers?status=&confidence=&verified=&sort=&limit=&cursor=`
+/// `GET /v1/servers?status=&confidence=&verified=&cluster=&q=&sort=&limit=&cursor=` (retired
+/// servers are never listed; `status=paused` lists the paused ones, any other status only
+/// servers not paused; `q` searches ids and display names).
 pub async fn list_servers(
     State(state): State<AppState>,
     query: Params,
@@ -172,6 +190,8 @@ pub async fn list_servers(
             "status",
             "confidence",
             "verified",
+            "cluster",
+            "q",
             "sort",
             "limit",
             "cursor",
@@ -199,8 +219,13 @@ pub async fn list_servers(
             Some((value, id))
         }
     };
+    let status = one_of(&map, "status", &["online", "offline", "unknown", "paused"])?;
+    let paused = status.as_deref().map(|s| s == "paused");
     let query = ServerQuery {
-        status: one_of(&map, "status", &["online", "offline", "unknown"])?,
+        status: status.filter(|s| s != "paused"),
+        cluster: map.get("cluster").cloned(),
+        paused,
+        search: map.get("q").filter(|q| !q.is_empty()).cloned(),
         confidence: one_of(&map, "confidence", &["green", "yellow", "red"])?,
         verified: one_of(&map, "verified", &["true", "false"])?.map(|v| v == "true"),
         sort,

@@ -130,6 +130,11 @@ impl From<WriteError> for ApiError {
                 "server_exists",
                 format!("server `{id}` is already registered"),
             ),
+            WriteError::Retired(id) => Self::new(
+                StatusCode::CONFLICT,
+                "server_retired",
+                format!("server `{id}` is retired"),
+            ),
             WriteError::KeyVersion(detail) => {
                 Self::new(StatusCode::CONFLICT, "key_version_mismatch", detail)
             }

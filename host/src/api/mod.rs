@@ -11,16 +11,18 @@ pub mod auth;
 pub mod commands;
 pub mod directory;
 pub mod error;
+pub mod manage;
 pub mod openapi;
 pub mod ops;
 pub mod policies;
+pub mod rankings;
 pub mod stream;
 pub mod trust;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::config::ConfigHandle;
 use crate::engine::EngineHandle;
@@ -92,6 +94,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/servers/{id}/heartbeats", get(directory::heartbeats))
         .route("/v1/servers/{id}/transitions", get(directory::transitions))
         .route("/v1/policies", get(policies::list))
+        .route("/v1/rankings", get(rankings::rankings))
+        .route("/v1/leaderboard", get(rankings::leaderboard))
         .route("/v1/admin/policies", post(policies::upload))
         .route("/v1/admin/policies/activate", post(policies::activate))
         .route("/v1/admin/policies/rollback", post(policies::rollback))
@@ -99,6 +103,16 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/policies/shadow", get(policies::shadow_report))
         .route("/v1/admin/servers", post(admin::add_server))
         .route("/v1/admin/servers/{id}/verify", post(admin::verify_server))
+        .route("/v1/admin/servers/{id}", axum::routing::patch(manage::edit))
+        .route("/v1/admin/servers/{id}/pause", post(manage::pause))
+        .route("/v1/admin/servers/{id}/resume", post(manage::resume))
+        .route("/v1/admin/servers/{id}/retire", post(manage::retire))
+        .route("/v1/admin/servers/{id}/audit", get(manage::audit))
+        .route(
+            "/v1/admin/maintenance",
+            get(manage::list_windows).post(manage::add_window),
+        )
+        .route("/v1/admin/maintenance/{id}", delete(manage::cancel_window))
         .route("/v1/agent/rotate-key", post(trust::rotate_key))
         .route(
             "/v1/admin/servers/{id}/keys",
@@ -108,6 +122,11 @@ pub fn app(state: AppState) -> Router {
         // The live streams read what the directory shows: the same guard covers them.
         .route("/v1/events", get(stream::events))
         .route("/v1/servers/{id}/observe", get(stream::observe))
+        .route("/badge/{id}/{file}", get(crate::web::badge::kind))
+        .route("/badge/{id}/score/{file}", get(crate::web::badge::score))
+        .route("/status/{cluster}", get(crate::web::status::page))
+        .route("/", get(crate::web::dashboard::servers))
+        .route("/servers/{id}", get(crate::web::dashboard::server))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::directory_guard,

@@ -85,6 +85,21 @@ pub struct HeartbeatAccepted {
         rotate_key_admin,
         server_keys,
         rejections,
+        edit_server,
+        pause_server,
+        resume_server,
+        retire_server,
+        server_audit,
+        add_maintenance,
+        list_maintenance,
+        cancel_maintenance,
+        rankings,
+        leaderboard,
+        badge,
+        score_badge,
+        status_page,
+        dashboard,
+        dashboard_server,
     ),
     components(schemas(Problem, HeartbeatAccepted))
 )]
@@ -246,12 +261,14 @@ fn shadow_report() {}
 /// Register a server (admin).
 #[utoipa::path(post, path = "/v1/admin/servers", tag = "admin",
     request_body(content = String, content_type = "application/json",
-        description = "`{server_id, public_key, display_name?, cluster_id?}`"),
+        description = "`{server_id, public_key, display_name?, cluster_id?}`, or a JSON array of \
+            them (at most 1000): a fleet import"),
     responses(
-        (status = 201, description = "Registered"),
+        (status = 201, description = "Registered (one object)"),
+        (status = 200, description = "A list: `{created, failed, results: [{server_id, status, code?, detail?}]}`, one per row in order"),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`server_exists`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_body`, `invalid_field`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_body`, `invalid_field`, `too_many_rows`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`admin_disabled`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn add_server() {}
@@ -411,3 +428,187 @@ fn server_keys() {}
         (status = 422, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn rejections() {}
+
+/// Edit a server's display name, cluster or labels (only the members given change; `null`
+/// clears; `labels` replaces the set). Audited with the acting credential.
+#[utoipa::path(patch, path = "/v1/admin/servers/{id}", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    request_body(content = String, content_type = "application/json",
+        description = "`{display_name?, cluster_id?, labels?: {name: value}}`"),
+    responses(
+        (status = 200, description = "The server"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`server_retired`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_body`, `invalid_field`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn edit_server() {}
+
+/// Pause a server: `effective_status` `paused`, no alerts, no deadlines; heartbeats are still
+/// stored and folded.
+#[utoipa::path(post, path = "/v1/admin/servers/{id}/pause", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    request_body(content = String, content_type = "application/json", description = "`{reason?}` (optional)"),
+    responses(
+        (status = 200, description = "The server"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`server_retired`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn pause_server() {}
+
+/// Resume a paused server (its deadline is back in force).
+#[utoipa::path(post, path = "/v1/admin/servers/{id}/resume", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    responses(
+        (status = 200, description = "The server"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`server_retired`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn resume_server() {}
+
+/// Retire a server for good: hidden from the directory and rankings, history kept, the id
+/// stays taken.
+#[utoipa::path(post, path = "/v1/admin/servers/{id}/retire", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    request_body(content = String, content_type = "application/json", description = "`{reason?}` (optional)"),
+    responses(
+        (status = 200, description = "The server (`retired_at` set)"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`server_retired`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn retire_server() {}
+
+/// Operator actions on a server (append-only), newest first; admin and read keys.
+#[utoipa::path(get, path = "/v1/admin/servers/{id}/audit", tag = "admin",
+    params(
+        ("id" = String, Path, description = "server id"),
+        ("limit" = Option<u32>, Query, description = "1–500"),
+        ("before" = Option<i64>, Query, description = "an audit row id (from `next_before`)"),
+    ),
+    responses(
+        (status = 200, description = "`{audit: [{id, server_id, at, action, actor, detail}], next_before}`"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn server_audit() {}
+
+/// Set a maintenance window: alerts of the server (or cluster) raised in `[start, end)` are
+/// muted.
+#[utoipa::path(post, path = "/v1/admin/maintenance", tag = "admin",
+    request_body(content = String, content_type = "application/json",
+        description = "`{server_id | cluster_id, start, end, reason?}` (RFC 3339 times)"),
+    responses(
+        (status = 201, description = "The window"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_body`, `invalid_field`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn add_maintenance() {}
+
+/// Maintenance windows set through the API that are neither over nor cancelled.
+#[utoipa::path(get, path = "/v1/admin/maintenance", tag = "admin",
+    responses(
+        (status = 200, description = "`{windows: [...]}`"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn list_maintenance() {}
+
+/// Cancel a maintenance window (kept, with who cancelled it).
+#[utoipa::path(delete, path = "/v1/admin/maintenance/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "window id")),
+    responses(
+        (status = 200, description = "The window, cancelled"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn cancel_maintenance() {}
+
+/// Servers ranked by players, uptime, quality or the policy's `trending` score, times
+/// `[directory] unverified_weight` for unverified servers; paused and retired left out.
+#[utoipa::path(get, path = "/v1/rankings", tag = "directory",
+    params(
+        ("mode" = Option<String>, Query, description = "`players`, `uptime`, `quality` (default), `trending`"),
+        ("cluster" = Option<String>, Query, description = "only this cluster"),
+        ("limit" = Option<u32>, Query, description = "1–500"),
+        ("cursor" = Option<String>, Query, description = "from `next_cursor`"),
+    ),
+    responses(
+        (status = 200, description = "`{mode, unverified_weight, rankings: [{server_id, value, weighted_value, …}], next_cursor}`"),
+        (status = 422, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn rankings() {}
+
+/// The top servers by a named score (or `quality`, `uptime`, `players`) with their rank.
+#[utoipa::path(get, path = "/v1/leaderboard", tag = "directory",
+    params(
+        ("score" = Option<String>, Query, description = "a score name (default `quality`)"),
+        ("cluster" = Option<String>, Query, description = "only this cluster"),
+        ("limit" = Option<u32>, Query, description = "1–500"),
+    ),
+    responses(
+        (status = 200, description = "`{score, unverified_weight, entries: [{rank, server_id, score, weighted_score, grade, badges, policy, …}]}`"),
+        (status = 422, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn leaderboard() {}
+
+/// A server's badge: `status.svg`, `uptime.svg`, `confidence.svg`, `quality.svg`; an unknown
+/// server or kind is a grey `unknown` badge. Cacheable for 60 s.
+#[utoipa::path(get, path = "/badge/{id}/{file}", tag = "badges",
+    params(
+        ("id" = String, Path, description = "server id"),
+        ("file" = String, Path, description = "`status.svg` | `uptime.svg` | `confidence.svg` | `quality.svg`"),
+        ("format" = Option<String>, Query, description = "`shields`: the shields.io endpoint JSON"),
+    ),
+    responses((status = 200, description = "`image/svg+xml`, or `{schemaVersion, label, message, color}`")))]
+fn badge() {}
+
+/// A badge of any named score the policy returns (`NAME.svg`).
+#[utoipa::path(get, path = "/badge/{id}/score/{file}", tag = "badges",
+    params(
+        ("id" = String, Path, description = "server id"),
+        ("file" = String, Path, description = "`NAME.svg`"),
+        ("format" = Option<String>, Query, description = "`shields`: the shields.io endpoint JSON"),
+    ),
+    responses((status = 200, description = "`image/svg+xml`, or `{schemaVersion, label, message, color}`")))]
+fn score_badge() {}
+
+/// A cluster's public status page (HTML): current state, open incidents, latest changes.
+#[utoipa::path(get, path = "/status/{cluster}", tag = "badges",
+    params(("cluster" = String, Path, description = "cluster id")),
+    responses(
+        (status = 200, description = "`text/html`, cacheable for 30 s"),
+        (status = 404, description = "`unknown_cluster`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn status_page() {}
+
+/// The dashboard's server list (HTML): filters, sort, search, pages, live status.
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    params(
+        ("status" = Option<String>, Query, description = "`online`, `offline`, `unknown`, `paused`"),
+        ("confidence" = Option<String>, Query, description = "`green`, `yellow`, `red`"),
+        ("verified" = Option<String>, Query, description = "`true`, `false`"),
+        ("cluster" = Option<String>, Query, description = "cluster id"),
+        ("q" = Option<String>, Query, description = "search in ids and display names"),
+        ("sort" = Option<String>, Query, description = "`quality`, `uptime`, `players`, `last_seen`, `id`"),
+        ("cursor" = Option<String>, Query, description = "from the page's next link"),
+    ),
+    responses((status = 200, description = "`text/html`")))]
+fn dashboard() {}
+
+/// The dashboard's page of one server (HTML).
+#[utoipa::path(get, path = "/servers/{id}", tag = "dashboard",
+    params(("id" = String, Path, description = "server id")),
+    responses(
+        (status = 200, description = "`text/html`"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn dashboard_server() {}

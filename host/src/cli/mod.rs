@@ -158,6 +158,11 @@ impl AdminClient {
         self.request(reqwest::Method::POST, path)
     }
 
+    /// An authenticated `PATCH` of `path` (which starts with `/`).
+    pub(crate) fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::PATCH, path)
+    }
+
     /// An authenticated `GET` of `path` (which starts with `/`).
     pub(crate) fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.request(reqwest::Method::GET, path)

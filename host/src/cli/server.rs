@@ -1,4 +1,5 @@
-//! `vigil server …`: register, verify and list servers, queue commands and manage keys
+//! `vigil server …`: register (one or a fleet from a file), verify, edit, pause, resume, retire
+//! and list servers, set maintenance windows, queue commands and manage keys
 //! through the admin API. It never opens the database (`vigil admin` does).
 
 use std::path::PathBuf;
@@ -83,6 +84,96 @@ pub enum ServerCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Edit a server's display name, cluster or labels (only the options given change).
+    Edit {
+        /// The server's identifier.
+        server_id: String,
+        /// New display name (`""` clears it).
+        #[arg(long)]
+        display_name: Option<String>,
+        /// New cluster (`""` clears it).
+        #[arg(long)]
+        cluster_id: Option<String>,
+        /// A label `name=value`; repeat for several. Replaces the whole label set.
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
+        /// Remove every label.
+        #[arg(long, conflicts_with = "labels")]
+        clear_labels: bool,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Pause a server: status `paused`, no alerts, no deadlines (heartbeats are still stored).
+    Pause {
+        /// The server's identifier.
+        server_id: String,
+        /// Why (audited).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Resume a paused server.
+    Resume {
+        /// The server's identifier.
+        server_id: String,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Retire a server for good: hidden from the directory and rankings, history kept, the id
+    /// stays taken.
+    Retire {
+        /// The server's identifier.
+        server_id: String,
+        /// Why (audited).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Show the operator actions on a server (who, when, what).
+    Audit {
+        /// The server's identifier.
+        server_id: String,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Mute a server's (or a cluster's) alerts from START to END (RFC 3339).
+    Maintenance {
+        /// The server's identifier (or use --cluster-id).
+        #[arg(required_unless_present = "cluster_id", conflicts_with = "cluster_id")]
+        server_id: Option<String>,
+        /// The cluster instead of one server.
+        #[arg(long)]
+        cluster_id: Option<String>,
+        /// Start, RFC 3339.
+        #[arg(long)]
+        start: String,
+        /// End, RFC 3339.
+        #[arg(long)]
+        end: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Register a fleet from a CSV file (header `server_id,public_key[,display_name][,cluster_id]`)
+    /// or a JSON array of `{"server_id","public_key","display_name"?,"cluster_id"?}`; prints one
+    /// answer per row and fails if any row failed.
+    Import {
+        /// The file (`.json` is read as JSON, anything else as CSV).
+        file: PathBuf,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// List servers (public directory).
     List {
         /// The host's base URL.
@@ -163,10 +254,158 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
             let path = format!("/v1/admin/servers/{server_id}/keys");
             super::read_response(target.client()?.get(&path).send().await?).await?
         }
+        ServerCommand::Edit {
+            server_id,
+            display_name,
+            cluster_id,
+            labels,
+            clear_labels,
+            target,
+        } => {
+            let mut body = serde_json::Map::new();
+            let clearable = |v: String| {
+                if v.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::Value::String(v)
+                }
+            };
+            if let Some(name) = display_name {
+                body.insert("display_name".into(), clearable(name));
+            }
+            if let Some(cluster) = cluster_id {
+                body.insert("cluster_id".into(), clearable(cluster));
+            }
+            if clear_labels || !labels.is_empty() {
+                let mut map = serde_json::Map::new();
+                for label in labels {
+                    let (name, value) = label
+                        .split_once('=')
+                        .with_context(|| format!("--label {label:?} is not NAME=VALUE"))?;
+                    map.insert(name.to_owned(), value.into());
+                }
+                body.insert("labels".into(), map.into());
+            }
+            anyhow::ensure!(
+                !body.is_empty(),
+                "nothing to change: give --display-name, --cluster-id or --label"
+            );
+            let path = format!("/v1/admin/servers/{server_id}");
+            let client = target.client()?;
+            super::read_response(client.patch(&path).json(&body).send().await?).await?
+        }
+        ServerCommand::Pause {
+            server_id,
+            reason,
+            target,
+        } => {
+            let path = format!("/v1/admin/servers/{server_id}/pause");
+            let body = serde_json::json!({ "reason": reason });
+            super::read_response(target.client()?.post(&path).json(&body).send().await?).await?
+        }
+        ServerCommand::Resume { server_id, target } => {
+            let path = format!("/v1/admin/servers/{server_id}/resume");
+            super::read_response(target.client()?.post(&path).send().await?).await?
+        }
+        ServerCommand::Retire {
+            server_id,
+            reason,
+            target,
+        } => {
+            let path = format!("/v1/admin/servers/{server_id}/retire");
+            let body = serde_json::json!({ "reason": reason });
+            super::read_response(target.client()?.post(&path).json(&body).send().await?).await?
+        }
+        ServerCommand::Audit { server_id, target } => {
+            let path = format!("/v1/admin/servers/{server_id}/audit");
+            super::read_response(target.client()?.get(&path).send().await?).await?
+        }
+        ServerCommand::Maintenance {
+            server_id,
+            cluster_id,
+            start,
+            end,
+            reason,
+            target,
+        } => {
+            let body = serde_json::json!({
+                "server_id": server_id, "cluster_id": cluster_id,
+                "start": start, "end": end, "reason": reason,
+            });
+            let client = target.client()?;
+            super::read_response(
+                client
+                    .post("/v1/admin/maintenance")
+                    .json(&body)
+                    .send()
+                    .await?,
+            )
+            .await?
+        }
+        ServerCommand::Import { file, target } => return import(&file, &target).await,
         ServerCommand::List { url } => {
             super::read_response(reqwest::get(super::endpoint(&url, "/v1/servers")).await?).await?
         }
     };
     println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
+
+/// One row of an import file.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+struct ImportRow {
+    server_id: String,
+    public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_id: Option<String>,
+}
+
+/// Reads an import file: a JSON array, or CSV with a header row (empty cells are absent).
+fn read_import(path: &std::path::Path) -> anyhow::Result<Vec<ImportRow>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON array of servers", path.display()));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for (line, record) in reader.deserialize::<ImportRow>().enumerate() {
+        let mut row = record.with_context(|| format!("{} row {}", path.display(), line + 1))?;
+        row.display_name = row.display_name.filter(|v| !v.is_empty());
+        row.cluster_id = row.cluster_id.filter(|v| !v.is_empty());
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// `vigil server import FILE`: registers the rows in requests of the API's largest list,
+/// prints one line per row (JSON), and fails when any row failed.
+async fn import(path: &std::path::Path, target: &AdminTarget) -> anyhow::Result<()> {
+    let rows = read_import(path)?;
+    let client = target.client()?;
+    let (mut created, mut failed) = (0u64, 0u64);
+    for chunk in rows.chunks(crate::api::admin::MAX_IMPORT_ROWS) {
+        let answer =
+            super::read_response(client.post("/v1/admin/servers").json(&chunk).send().await?)
+                .await?;
+        for result in answer["results"].as_array().into_iter().flatten() {
+            if result["status"] == 201 {
+                created += 1;
+            } else {
+                failed += 1;
+            }
+            println!("{result}");
+        }
+    }
+    eprintln!("{created} registered, {failed} refused");
+    anyhow::ensure!(failed == 0, "{failed} of {} rows were refused", rows.len());
     Ok(())
 }

@@ -64,12 +64,36 @@ impl RateLimitConfig {
 }
 
 /// `[directory]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DirectoryConfig {
-    /// Directory reads (`/v1/servers…`, `/v1/policies`) need an API key (scope `read` or
-    /// `admin`) or the bootstrap token. Default false: the directory is public.
+    /// Directory reads (`/v1/servers…`, `/v1/policies`, rankings, leaderboards, badges and
+    /// status pages) need an API key (scope `read` or `admin`) or the bootstrap token. Default
+    /// false: the directory is public.
     pub require_key: bool,
+    /// What an unverified server's value counts for in rankings and leaderboards, 0–1
+    /// (default 0.5): the ranking value is the value times this weight.
+    pub unverified_weight: f64,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            require_key: false,
+            unverified_weight: 0.5,
+        }
+    }
+}
+
+impl DirectoryConfig {
+    /// Checks the weight.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.unverified_weight),
+            "[directory] unverified_weight must be from 0 to 1"
+        );
+        Ok(())
+    }
 }
 
 /// Deserialises `[server] trusted_proxies`: addresses (`10.0.0.1`) or networks (`10.0.0.0/8`).

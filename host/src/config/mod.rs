@@ -246,6 +246,7 @@ impl Config {
                 token.len()
             );
         }
+        self.directory.validate()?;
         anyhow::ensure!(
             self.ingest.max_batch >= 1,
             "[ingest] max_batch must be at least 1"

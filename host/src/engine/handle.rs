@@ -6,7 +6,7 @@
 //! without the writer and sends everything else through the writer's bounded queue. This module
 //! never folds, commits or touches storage; the writer (`writer.rs`) does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -49,12 +49,68 @@ pub enum WriteError {
     /// A key rotation named a key version that is not the current one.
     #[error("{0}")]
     KeyVersion(String),
+    /// The server is retired: nothing about it changes any more.
+    #[error("server {0} is retired")]
+    Retired(String),
     /// The queue in front of the writer is full.
     #[error("the writer queue is full")]
     Overloaded,
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     Closed,
+}
+
+/// What an operator does to a registered server (see [`EngineHandle::manage`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerAction {
+    /// Changes the named fields (`None`: unchanged; `Some(None)`: cleared). `labels` replaces
+    /// the whole set.
+    Edit {
+        /// New display name.
+        display_name: Option<Option<String>>,
+        /// New cluster.
+        cluster_id: Option<Option<String>>,
+        /// New labels.
+        labels: Option<BTreeMap<String, String>>,
+    },
+    /// Status shown as `paused`, no alerts, no deadlines (heartbeats are still stored and
+    /// folded, so history stays whole). Pausing a paused server changes nothing.
+    Pause {
+        /// Why (audited).
+        reason: Option<String>,
+    },
+    /// Ends a pause; the deadline is back in force (a server silent meanwhile turns offline).
+    Resume,
+    /// Hidden from the directory and rankings for good; history kept, the id stays taken.
+    Retire {
+        /// Why (audited).
+        reason: Option<String>,
+    },
+}
+
+impl ServerAction {
+    /// The audit row's `action`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerAction::Edit { .. } => "edit",
+            ServerAction::Pause { .. } => "pause",
+            ServerAction::Resume => "resume",
+            ServerAction::Retire { .. } => "retire",
+        }
+    }
+}
+
+/// An operator's [`ServerAction`] on one server, with who and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerEdit {
+    /// The server.
+    pub server_id: String,
+    /// Who (`admin` or `key:<name>`), recorded in the audit row.
+    pub actor: String,
+    /// When.
+    pub at_ms: i64,
+    /// What.
+    pub action: ServerAction,
 }
 
 /// Where the writer sends one answer (a oneshot: each request gets exactly one).
@@ -67,6 +123,8 @@ pub(super) enum Command {
     Register(Box<NewServer>, Responder<()>),
     SetVerified(String, bool, Responder<()>),
     RotateKey(Box<crate::store::KeyRotation>, Responder<u32>),
+    RegisterMany(Vec<NewServer>, Responder<Vec<Result<(), WriteError>>>),
+    Manage(Box<ServerEdit>, Responder<ServerRecord>),
     Activate(Box<Activation>, Responder<ActivationOutcome>),
     Shadow(Option<Arc<LoadedPolicy>>, oneshot::Sender<()>),
     /// Another host changed a server (shared backends): re-read it.
@@ -138,6 +196,21 @@ impl EngineHandle {
     /// Registers a server (unverified).
     pub async fn register(&self, server: NewServer) -> Result<(), WriteError> {
         self.ask(|r| Command::Register(Box::new(server), r)).await
+    }
+
+    /// Registers several servers in one transaction (one queue slot for all): one answer per
+    /// server, in order.
+    pub async fn register_many(
+        &self,
+        servers: Vec<NewServer>,
+    ) -> Result<Vec<Result<(), WriteError>>, WriteError> {
+        self.ask(|r| Command::RegisterMany(servers, r)).await
+    }
+
+    /// Applies an operator's change to a server (stored with its audit row, then mirrored in
+    /// the working set); answers the server as it now stands.
+    pub async fn manage(&self, edit: ServerEdit) -> Result<ServerRecord, WriteError> {
+        self.ask(|r| Command::Manage(Box::new(edit), r)).await
     }
 
     /// Sets or clears the operator's verified flag.

@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use crate::ingest::verified::Identity;
 use crate::policy::LoadedPolicy;
 use crate::store::{Store, StoreError};
-pub use handle::{Ack, EngineHandle, WeakEngineHandle, WriteError};
+pub use handle::{Ack, EngineHandle, ServerAction, ServerEdit, WeakEngineHandle, WriteError};
 use handle::{ShadowSlot, SharedPolicy};
 pub use observe::Observers;
 pub use shadow::{Disagreement, Judgement, ShadowReport};

@@ -58,6 +58,10 @@ impl Observers {
                 .inc();
         }
         let Some(server) = server else { return };
+        if server.admin.is_quiet() {
+            // Paused or retired: the operator asked for silence.
+            return;
+        }
         let at_ms = server
             .snapshot
             .evaluated_at_ms

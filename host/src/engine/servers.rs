@@ -1,6 +1,7 @@
 //! Server admin inside the writer: registrations (consecutive ones share one transaction), the
-//! operator's verified flag and key rotations, each written to storage first and then mirrored
-//! in the working set and the identity cache request handlers read.
+//! operator's verified flag, key rotations and operator changes (edit, pause, resume, retire),
+//! each written to storage first and then mirrored in the working set and the identity cache
+//! request handlers read.
 //!
 //! Runs on the writer task between batches (the caller settles the batch in flight first), so
 //! an admin change never races a fold. This module never folds an event and never checks who
@@ -8,36 +9,136 @@
 
 use std::sync::Arc;
 
-use super::handle::{Responder, WriteError};
+use super::handle::{Responder, ServerAction, ServerEdit, WriteError};
 use super::writer::Writer;
 use crate::ingest::verified::Identity;
-use crate::store::{ChangeNotice, NewServer, ServerRecord, Snapshot, StoreError};
+use crate::store::{
+    AuditRow, ChangeNotice, NewServer, ServerAdmin, ServerAdminUpdate, ServerRecord, Snapshot,
+    StoreError,
+};
+
+/// Registrations written per transaction (a bulk import of a fleet).
+const REGISTRATION_CHUNK: usize = 500;
 
 impl Writer {
     /// Registers a run of servers in one transaction and answers each.
     pub(super) async fn register_all(&mut self, registrations: Vec<(NewServer, Responder<()>)>) {
-        let servers: Vec<NewServer> = registrations.iter().map(|(s, _)| s.clone()).collect();
-        let results = match self.store.insert_servers(&servers).await {
-            Ok(results) => results,
-            Err(e) => {
-                let error = WriteError::Storage(e.to_string());
-                for (_, reply) in registrations {
-                    let _ = reply.send(Err(error.clone()));
-                }
-                return;
-            }
-        };
-        for ((server, reply), result) in registrations.into_iter().zip(results) {
-            let answer = match result {
-                Ok(()) => {
-                    self.remember(server);
-                    Ok(())
-                }
-                Err(StoreError::Conflict(_)) => Err(WriteError::Conflict(server.server_id)),
-                Err(e) => Err(WriteError::Storage(e.to_string())),
-            };
+        let (servers, replies): (Vec<NewServer>, Vec<Responder<()>>) =
+            registrations.into_iter().unzip();
+        for (reply, answer) in replies.into_iter().zip(self.register_many(servers).await) {
             let _ = reply.send(answer);
         }
+    }
+
+    /// Registers servers in one transaction per [`REGISTRATION_CHUNK`]; one answer per server,
+    /// in order.
+    pub(super) async fn register_many(
+        &mut self,
+        servers: Vec<NewServer>,
+    ) -> Vec<Result<(), WriteError>> {
+        let mut answers = Vec::with_capacity(servers.len());
+        for chunk in servers.chunks(REGISTRATION_CHUNK) {
+            let results = match self.store.insert_servers(chunk).await {
+                Ok(results) => results,
+                Err(e) => {
+                    let error = WriteError::Storage(e.to_string());
+                    answers.extend(chunk.iter().map(|_| Err(error.clone())));
+                    continue;
+                }
+            };
+            for (server, result) in chunk.iter().zip(results) {
+                answers.push(match result {
+                    Ok(()) => {
+                        self.remember(server.clone());
+                        Ok(())
+                    }
+                    Err(StoreError::Conflict(_)) => {
+                        Err(WriteError::Conflict(server.server_id.clone()))
+                    }
+                    Err(e) => Err(WriteError::Storage(e.to_string())),
+                });
+            }
+        }
+        answers
+    }
+
+    /// Applies an operator's change: stored with its audit row, then mirrored in the working
+    /// set and the deadline index.
+    pub(super) async fn manage(&mut self, edit: ServerEdit) -> Result<ServerRecord, WriteError> {
+        let id = edit.server_id.clone();
+        if !self.servers.contains_key(&id) && self.store.is_shared() {
+            self.refresh(ChangeNotice::Server(id.clone())).await;
+        }
+        let Some(server) = self.servers.get(&id) else {
+            return Err(WriteError::UnknownServer(id));
+        };
+        if server.admin.retired_at_ms.is_some() {
+            return Err(WriteError::Retired(id));
+        }
+        let (mut display_name, mut cluster_id) =
+            (server.display_name.clone(), server.cluster_id.clone());
+        let mut admin = server.admin.clone();
+        let mut detail = serde_json::Map::new();
+        match &edit.action {
+            ServerAction::Edit {
+                display_name: name,
+                cluster_id: cluster,
+                labels,
+            } => {
+                if let Some(name) = name {
+                    detail.insert("display_name".into(), serde_json::json!(name));
+                    display_name.clone_from(name);
+                }
+                if let Some(cluster) = cluster {
+                    detail.insert("cluster_id".into(), serde_json::json!(cluster));
+                    cluster_id.clone_from(cluster);
+                }
+                if let Some(labels) = labels {
+                    detail.insert("labels".into(), serde_json::json!(labels));
+                    admin.labels.clone_from(labels);
+                }
+            }
+            ServerAction::Pause { reason } => {
+                detail.insert("reason".into(), serde_json::json!(reason));
+                admin.paused_at_ms = admin.paused_at_ms.or(Some(edit.at_ms));
+            }
+            ServerAction::Resume => admin.paused_at_ms = None,
+            ServerAction::Retire { reason } => {
+                detail.insert("reason".into(), serde_json::json!(reason));
+                admin.retired_at_ms = Some(edit.at_ms);
+            }
+        }
+        let update = ServerAdminUpdate {
+            server_id: id.clone(),
+            display_name,
+            cluster_id,
+            admin,
+            audit: AuditRow {
+                server_id: id.clone(),
+                at_ms: edit.at_ms,
+                action: edit.action.name().to_owned(),
+                actor: edit.actor.clone(),
+                detail: serde_json::Value::Object(detail).to_string(),
+            },
+        };
+        match self.store.update_server_admin(&update).await {
+            Ok(true) => {}
+            Ok(false) => return Err(WriteError::UnknownServer(id)),
+            Err(e) => return Err(WriteError::Storage(e.to_string())),
+        }
+        let server = self.servers.get_mut(&id).expect("checked above");
+        server.display_name = update.display_name;
+        server.cluster_id = update.cluster_id;
+        server.admin = update.admin;
+        if !server.admin.is_quiet()
+            && let Some(at) = server.snapshot.next_check_at_ms
+        {
+            // Resumed: the deadline is back (fired at once if it passed meanwhile).
+            self.deadlines.insert((at, id.clone()));
+        }
+        tracing::info!(target: "vigil::audit", server_id = %id, action = edit.action.name(),
+            actor = %edit.actor, "server changed by an operator");
+        Ok(ServerRecord::clone(server))
     }
 
     /// Adds a newly registered server to the working set and the identity cache.
@@ -50,6 +151,7 @@ impl Writer {
             key_version: 1,
             is_verified: false,
             registered_at_ms: server.registered_at_ms,
+            admin: ServerAdmin::default(),
             snapshot: Snapshot::unseen(),
         };
         if let Some(identity) = Identity::of(&record)

@@ -51,6 +51,8 @@ impl Writer {
                 Command::Register(..)
                 | Command::SetVerified(..)
                 | Command::RotateKey(..)
+                | Command::RegisterMany(..)
+                | Command::Manage(..)
                 | Command::Activate(..)
                 | Command::Refresh(_) => break,
             }

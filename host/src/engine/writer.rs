@@ -179,6 +179,16 @@ impl Writer {
                     locked = false;
                     let _ = reply.send(self.set_verified(&id, verified).await);
                 }
+                Command::RegisterMany(servers, reply) => {
+                    self.flush_settled(std::mem::take(&mut pending)).await;
+                    locked = false;
+                    let _ = reply.send(Ok(self.register_many(servers).await));
+                }
+                Command::Manage(edit, reply) => {
+                    self.flush_settled(std::mem::take(&mut pending)).await;
+                    locked = false;
+                    let _ = reply.send(self.manage(*edit).await);
+                }
                 Command::RotateKey(rotation, reply) => {
                     self.flush_settled(std::mem::take(&mut pending)).await;
                     locked = false;
@@ -259,6 +269,11 @@ impl Writer {
         while let Some((at, id)) = self.deadlines.first().cloned() {
             if at > now {
                 break;
+            }
+            if self.servers.get(&id).is_some_and(|s| s.admin.is_quiet()) {
+                // Paused or retired: deadlines are off (resuming puts this one back).
+                self.deadlines.remove(&(at, id));
+                continue;
             }
             if self.swap.is_stale(&id) {
                 // Its deadline was set by the previous version: rebuild it soon instead.

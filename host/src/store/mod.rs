@@ -8,6 +8,9 @@
 //!
 //! - [`rows`]: the row types (plain data, no SQL).
 //! - `reads.rs`: every read, written once for both backends.
+//! - `rankings.rs`: rankings and leaderboards (a snapshot value times the unverified weight).
+//! - `admin.rs`: operator changes to servers (labels, pause, retirement, their audit trail)
+//!   and maintenance windows, written once for both backends.
 //! - `ops/`: the operations tables — admin API keys, the host key, pending commands, the alert
 //!   outbox — whose statements both backends share.
 //! - `sqlite/` and `postgres/`: the `Backend`s, i.e. what the two databases do differently
@@ -15,8 +18,10 @@
 //!
 //! Storage imports nothing above it but [`crate::clock`].
 
+mod admin;
 mod ops;
 mod postgres;
+mod rankings;
 mod reads;
 pub mod rows;
 mod sqlite;
@@ -25,6 +30,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use rankings::{RankValue, Ranked, RankingQuery};
 pub use rows::*;
 
 /// Why a storage call failed.

@@ -20,7 +20,8 @@ pub(super) const SERVER_COLUMNS: &str = "server_id, display_name, cluster_id, pu
     key_version, is_verified, registered_at_ms, status, confidence, uptime_percent, quality_score, \
     scores, badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
     players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, policy_name, \
-    policy_version, policy_digest, policy_state, next_check_at_ms, policy_errors";
+    policy_version, policy_digest, policy_state, next_check_at_ms, policy_errors, labels, \
+    paused_at_ms, retired_at_ms";
 
 /// The columns [`heartbeat_row!`] reads.
 pub(super) const HEARTBEAT_COLUMNS: &str =
@@ -52,6 +53,7 @@ macro_rules! server_row {
         let corrupt =
             |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
         let scores: String = $row.try_get("scores")?;
+        let labels: String = $row.try_get("labels")?;
         let badges: String = $row.try_get("badges")?;
         let policy_digest: Option<String> = $row.try_get("policy_digest")?;
         let policy = match policy_digest {
@@ -80,6 +82,11 @@ macro_rules! server_row {
                 .map_err(|e| corrupt("key_version", &e))?,
             is_verified: $row.try_get("is_verified")?,
             registered_at_ms: $row.try_get("registered_at_ms")?,
+            admin: $crate::store::ServerAdmin {
+                labels: serde_json::from_str(&labels).map_err(|e| corrupt("labels", &e))?,
+                paused_at_ms: $row.try_get("paused_at_ms")?,
+                retired_at_ms: $row.try_get("retired_at_ms")?,
+            },
             snapshot: Snapshot {
                 status: $row.try_get("status")?,
                 confidence: $row.try_get("confidence")?,
@@ -264,6 +271,32 @@ impl Store {
                     transition: transition_row!(r),
                     cluster_id: r.try_get("cluster_id")?,
                 });
+            }
+            Ok(out)
+        })
+    }
+
+    /// The newest `limit` transitions of a cluster's servers that are not retired, newest
+    /// first (a status page's timeline).
+    pub async fn cluster_transitions(
+        &self,
+        cluster_id: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredTransition>, StoreError> {
+        with_pool!(&self.db, pool => {
+            let rows = sqlx::query(
+                "SELECT t.id, t.server_id, t.at_ms, t.cause, t.from_status, t.to_status, \
+                 t.from_confidence, t.to_confidence, t.policy_digest \
+                 FROM status_transitions t JOIN servers s ON s.server_id = t.server_id \
+                 WHERE s.cluster_id = $1 AND s.retired_at_ms IS NULL ORDER BY t.id DESC LIMIT $2",
+            )
+            .bind(cluster_id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                out.push(transition_row!(r));
             }
             Ok(out)
         })
@@ -527,9 +560,39 @@ impl Store {
             ServerSort::Id => "CAST(0 AS DOUBLE PRECISION)",
         };
         with_pool!(&self.db, pool => {
-            let mut q = QueryBuilder::new(format!("SELECT {SERVER_COLUMNS} FROM servers WHERE 1 = 1"));
+            let mut q = QueryBuilder::new(format!(
+                "SELECT {SERVER_COLUMNS} FROM servers WHERE retired_at_ms IS NULL"
+            ));
             if let Some(status) = &query.status {
                 q.push(" AND status = ").push_bind(status.clone());
+            }
+            if let Some(cluster) = &query.cluster {
+                q.push(" AND cluster_id = ").push_bind(cluster.clone());
+            }
+            if let Some(text) = &query.search {
+                let escaped: String = text
+                    .to_lowercase()
+                    .chars()
+                    .flat_map(|c| match c {
+                        '%' | '_' | '\\' => vec!['\\', c],
+                        c => vec![c],
+                    })
+                    .collect();
+                let pattern = format!("%{escaped}%");
+                q.push(" AND (LOWER(server_id) LIKE ")
+                    .push_bind(pattern.clone())
+                    .push(" ESCAPE '\\' OR LOWER(COALESCE(display_name, '')) LIKE ")
+                    .push_bind(pattern)
+                    .push(" ESCAPE '\\')");
+            }
+            match query.paused {
+                Some(true) => {
+                    q.push(" AND paused_at_ms IS NOT NULL");
+                }
+                Some(false) => {
+                    q.push(" AND paused_at_ms IS NULL");
+                }
+                None => {}
             }
             if let Some(confidence) = &query.confidence {
                 q.push(" AND confidence = ").push_bind(confidence.clone());

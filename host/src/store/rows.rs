@@ -174,8 +174,108 @@ pub struct ServerRecord {
     pub is_verified: bool,
     /// Registration time.
     pub registered_at_ms: i64,
+    /// What operators set: labels, pause, retirement (never derived, never folded).
+    pub admin: ServerAdmin,
     /// Derived state.
     pub snapshot: Snapshot,
+}
+
+/// What operators set on a server besides its identity (`servers.labels`, `paused_at_ms`,
+/// `retired_at_ms`). A policy never sees it: pausing changes what the host does with the
+/// assessment (no alerts, no deadlines, status shown as `paused`), not the assessment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerAdmin {
+    /// Free labels, name → text.
+    pub labels: BTreeMap<String, String>,
+    /// Set while the server is paused.
+    pub paused_at_ms: Option<i64>,
+    /// Set once the server is retired (hidden from the directory and rankings, for good).
+    pub retired_at_ms: Option<i64>,
+}
+
+impl ServerAdmin {
+    /// Paused or retired: the host raises no alert and keeps no deadline for it.
+    pub fn is_quiet(&self) -> bool {
+        self.paused_at_ms.is_some() || self.retired_at_ms.is_some()
+    }
+}
+
+/// An operator's change to a server: its new identity fields and [`ServerAdmin`] as a whole,
+/// written with the audit row that records it, in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerAdminUpdate {
+    /// The server.
+    pub server_id: String,
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New cluster.
+    pub cluster_id: Option<String>,
+    /// New operator fields.
+    pub admin: ServerAdmin,
+    /// The audit row appended with it.
+    pub audit: AuditRow,
+}
+
+/// One operator action on a server, appended to `server_audit`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    /// The server.
+    pub server_id: String,
+    /// When.
+    pub at_ms: i64,
+    /// `edit`, `pause`, `resume` or `retire`.
+    pub action: String,
+    /// Who: `admin` (the bootstrap token) or `key:<name>`.
+    pub actor: String,
+    /// A JSON object: what changed.
+    pub detail: String,
+}
+
+/// A stored audit row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredAudit {
+    /// Row id (monotonic).
+    pub id: i64,
+    /// The row as appended.
+    #[serde(flatten)]
+    pub row: AuditRow,
+}
+
+/// A maintenance window set through the admin API (`maintenance_windows`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaintenanceRow {
+    /// Row id (0 before it is stored).
+    pub id: i64,
+    /// The server it mutes (exactly one of `server_id` and `cluster_id`).
+    pub server_id: Option<String>,
+    /// The cluster it mutes.
+    pub cluster_id: Option<String>,
+    /// Start, inclusive.
+    pub starts_at_ms: i64,
+    /// End, exclusive.
+    pub ends_at_ms: i64,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who created it.
+    pub created_by: String,
+    /// When.
+    pub created_at_ms: i64,
+    /// Set once when cancelled.
+    pub cancelled_at_ms: Option<i64>,
+    /// Who cancelled it.
+    pub cancelled_by: Option<String>,
+}
+
+impl MaintenanceRow {
+    /// Whether this window mutes an alert of `server_id` in `cluster_id` raised at `at_ms`.
+    pub fn mutes(&self, server_id: &str, cluster_id: Option<&str>, at_ms: i64) -> bool {
+        let target = self.server_id.as_deref() == Some(server_id)
+            || (self.cluster_id.is_some() && self.cluster_id.as_deref() == cluster_id);
+        target
+            && self.cancelled_at_ms.is_none()
+            && self.starts_at_ms <= at_ms
+            && at_ms < self.ends_at_ms
+    }
 }
 
 /// An accepted heartbeat to append.
@@ -383,6 +483,12 @@ pub struct ServerQuery {
     pub confidence: Option<String>,
     /// Only verified (true) or unverified (false) servers.
     pub verified: Option<bool>,
+    /// Only this cluster.
+    pub cluster: Option<String>,
+    /// Only paused (true) or unpaused (false) servers. Retired servers are never listed.
+    pub paused: Option<bool>,
+    /// Only servers whose id or display name contains this text (case-insensitive).
+    pub search: Option<String>,
     /// Order.
     pub sort: ServerSort,
     /// Page size.

@@ -1,0 +1,364 @@
+//! The dashboard at `/`: the server list (filters, sort by every ranking value, search,
+//! pagination, live status over `GET /v1/events`) and a page per server (`/servers/{id}`:
+//! state, scores and badges with the policy version that computed them, transitions, recent
+//! heartbeats with their bodies). Server-rendered HTML embedded in the binary with a few lines
+//! of hand-written JS for the live updates; works without JS (reload for news). Status and
+//! confidence are always text and icon as well as colour; native form controls with labels,
+//! so the pages are usable by keyboard; fluid layout for 200 % zoom and phones.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::escape;
+use super::status::{STYLE, confidence_icon, shown_status, status_icon};
+use crate::api::{ApiError, AppState};
+use crate::clock::format_rfc3339_ms;
+use crate::store::{ServerQuery, ServerRecord, ServerSort};
+
+/// Rows per page.
+const PAGE: u32 = 50;
+
+/// The live-update script: on each `transition` event, the row of that server gets its new
+/// status and confidence (text, icon, colour class).
+const LIVE_JS: &str = r#"(function(){
+if(!window.EventSource)return;
+var icons={online:"\u25CF",offline:"\u2716",unknown:"\u25CC",paused:"\u275A",green:"\u2714",yellow:"\u25B2",red:"\u26A0"};
+function set(cell,value){if(!cell)return;cell.className="st "+value;cell.textContent=(icons[value]||"")+" "+value;}
+var es=new EventSource("/v1/events");
+es.addEventListener("transition",function(e){
+var t=JSON.parse(e.data);var row=document.querySelector('tr[data-server-id="'+CSS.escape(t.server_id)+'"]');
+if(!row)return;if(row.getAttribute("data-paused")!=="1")set(row.querySelector(".status"),t.to_status);
+set(row.querySelector(".confidence"),t.to_confidence);row.setAttribute("data-live","1");
+});})();"#;
+
+fn page(title: &str, body: &str, script: bool) -> Response {
+    let script = if script {
+        format!("<script>{LIVE_JS}</script>")
+    } else {
+        String::new()
+    };
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · Vigil</title><style>{STYLE}\
+         form.filters{{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end}}\
+         label{{display:flex;flex-direction:column;font-size:.9rem}}\
+         input,select,button{{font:inherit;padding:.3rem;min-height:2.2rem}}\
+         a{{color:#0645ad}}:focus{{outline:3px solid #0645ad;outline-offset:2px}}\
+         pre{{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:.5rem}}\
+         nav{{margin-bottom:1rem}}</style></head><body><nav><a href=\"/\">Servers</a></nav>\
+         <main>{body}</main>{script}</body></html>"
+    );
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+fn select(name: &str, label: &str, current: Option<&str>, options: &[(&str, &str)]) -> String {
+    let mut html = format!("<label>{label}<select name=\"{name}\">");
+    for (value, text) in options {
+        let selected = if current == Some(*value) {
+            " selected"
+        } else {
+            ""
+        };
+        html.push_str(&format!(
+            "<option value=\"{value}\"{selected}>{text}</option>"
+        ));
+    }
+    html.push_str("</select></label>");
+    html
+}
+
+fn sort_of(name: Option<&str>) -> ServerSort {
+    match name {
+        Some("uptime") => ServerSort::Uptime,
+        Some("players") => ServerSort::Players,
+        Some("last_seen") => ServerSort::LastSeen,
+        Some("id") => ServerSort::Id,
+        _ => ServerSort::Quality,
+    }
+}
+
+fn sort_value(r: &ServerRecord, sort: ServerSort) -> f64 {
+    let s = &r.snapshot;
+    match sort {
+        ServerSort::Quality => s.quality_score,
+        ServerSort::Uptime => s.uptime_percent,
+        ServerSort::Players => s.players_current.map_or(-1.0, f64::from),
+        ServerSort::LastSeen => s.last_seen_at_ms.map_or(-1.0, |v| v as f64),
+        ServerSort::Id => 0.0,
+    }
+}
+
+fn allowed<'a>(value: Option<&'a String>, values: &[&str]) -> Option<&'a str> {
+    value.map(String::as_str).filter(|v| values.contains(v))
+}
+
+/// `GET /?status=&confidence=&verified=&cluster=&q=&sort=&cursor=`: the server list.
+pub async fn servers(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let status = allowed(q.get("status"), &["online", "offline", "unknown", "paused"]);
+    let confidence = allowed(q.get("confidence"), &["green", "yellow", "red"]);
+    let verified = allowed(q.get("verified"), &["true", "false"]);
+    let sort_name = allowed(
+        q.get("sort"),
+        &["quality", "uptime", "players", "last_seen", "id"],
+    );
+    let sort = sort_of(sort_name);
+    let cluster = q.get("cluster").filter(|c| !c.is_empty() && c.len() <= 128);
+    let search = q.get("q").filter(|c| !c.is_empty() && c.len() <= 128);
+    let after = q
+        .get("cursor")
+        .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+        .and_then(|b| serde_json::from_slice::<(f64, String)>(&b).ok());
+    let query = ServerQuery {
+        status: status.filter(|s| *s != "paused").map(str::to_owned),
+        confidence: confidence.map(str::to_owned),
+        verified: verified.map(|v| v == "true"),
+        cluster: cluster.cloned(),
+        paused: status.map(|s| s == "paused"),
+        search: search.cloned(),
+        sort,
+        limit: PAGE,
+        after,
+    };
+    let rows = state.store.list_servers(&query).await?;
+    let mut body =
+        String::from("<h1>Servers</h1><form class=\"filters\" method=\"get\" action=\"/\">");
+    body.push_str(&format!(
+        "<label>Search id or name<input type=\"search\" name=\"q\" value=\"{}\"></label>",
+        escape(search.map_or("", String::as_str))
+    ));
+    body.push_str(&select(
+        "status",
+        "Status",
+        status,
+        &[
+            ("", "any"),
+            ("online", "online"),
+            ("offline", "offline"),
+            ("unknown", "unknown"),
+            ("paused", "paused"),
+        ],
+    ));
+    body.push_str(&select(
+        "confidence",
+        "Confidence",
+        confidence,
+        &[
+            ("", "any"),
+            ("green", "green"),
+            ("yellow", "yellow"),
+            ("red", "red"),
+        ],
+    ));
+    body.push_str(&select(
+        "verified",
+        "Verified",
+        verified,
+        &[("", "any"), ("true", "verified"), ("false", "unverified")],
+    ));
+    body.push_str(&format!(
+        "<label>Cluster<input name=\"cluster\" value=\"{}\"></label>",
+        escape(cluster.map_or("", String::as_str))
+    ));
+    body.push_str(&select(
+        "sort",
+        "Sort by",
+        sort_name,
+        &[
+            ("quality", "quality"),
+            ("uptime", "uptime"),
+            ("players", "players"),
+            ("last_seen", "last seen"),
+            ("id", "id"),
+        ],
+    ));
+    body.push_str("<button type=\"submit\">Apply</button></form>");
+    body.push_str(
+        "<table><thead><tr><th scope=\"col\">Server</th><th scope=\"col\">Status</th>\
+         <th scope=\"col\">Confidence</th><th scope=\"col\">Uptime (24 h)</th>\
+         <th scope=\"col\">Quality</th><th scope=\"col\">Players</th><th scope=\"col\">Verified</th>\
+         <th scope=\"col\">Last seen</th></tr></thead><tbody>",
+    );
+    for r in &rows {
+        let s = &r.snapshot;
+        let shown = shown_status(r);
+        let name = r.display_name.as_deref().unwrap_or(&r.server_id);
+        let players = match (s.players_current, s.players_capacity) {
+            (Some(p), Some(c)) => format!("{p} / {c}"),
+            (Some(p), None) => p.to_string(),
+            _ => "–".to_owned(),
+        };
+        body.push_str(&format!(
+            "<tr data-server-id=\"{id}\" data-paused=\"{paused}\"><td><a href=\"/servers/{id}\">{name}</a></td>\
+             <td class=\"st {shown} status\">{} {shown}</td>\
+             <td class=\"st {c} confidence\">{} {c}</td><td>{:.1}%</td><td>{:.1}</td><td>{players}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            status_icon(shown),
+            confidence_icon(&s.confidence),
+            s.uptime_percent,
+            s.quality_score,
+            if r.is_verified { "\u{2714} yes" } else { "no" },
+            s.last_seen_at_ms.map_or_else(|| "never".to_owned(), format_rfc3339_ms),
+            id = escape(&r.server_id),
+            paused = u8::from(r.admin.paused_at_ms.is_some()),
+            name = escape(name),
+            c = escape(&s.confidence),
+        ));
+    }
+    body.push_str("</tbody></table>");
+    if rows.is_empty() {
+        body.push_str("<p>No server matches.</p>");
+    }
+    if rows.len() == PAGE as usize
+        && let Some(last) = rows.last()
+    {
+        let cursor = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&(sort_value(last, sort), &last.server_id)).unwrap_or_default(),
+        );
+        let mut link: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| k.as_str() != "cursor")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        link.sort();
+        link.push(("cursor".into(), cursor));
+        let query: Vec<String> = link
+            .iter()
+            .map(|(k, v)| format!("{}={}", escape(k), escape(&percent(v))))
+            .collect();
+        body.push_str(&format!(
+            "<p><a href=\"/?{}\">Next page \u{2192}</a></p>",
+            query.join("&amp;")
+        ));
+    }
+    Ok(page("Servers", &body, true))
+}
+
+/// Percent-encodes a query value.
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `GET /servers/{id}`: one server's page.
+pub async fn server(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = match state.store.get_server(&id).await? {
+        Some(r) if r.admin.retired_at_ms.is_none() => r,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_server",
+                "no such server",
+            ));
+        }
+    };
+    let s = &record.snapshot;
+    let shown = shown_status(&record);
+    let name = escape(record.display_name.as_deref().unwrap_or(&record.server_id));
+    let mut body = format!(
+        "<h1>{name}</h1><p><code>{}</code>{}</p><dl>\
+         <dt>Status</dt><dd class=\"st {shown}\">{} {shown}</dd>\
+         <dt>Confidence</dt><dd class=\"st {c}\">{} {c}</dd>\
+         <dt>Uptime (24 h)</dt><dd>{:.1}%</dd><dt>Quality</dt><dd>{:.1}</dd>\
+         <dt>Players</dt><dd>{}</dd><dt>Map</dt><dd>{}</dd><dt>Verified</dt><dd>{}</dd></dl>",
+        escape(&record.server_id),
+        record
+            .cluster_id
+            .as_deref()
+            .map(|c| format!(" in cluster <a href=\"/status/{0}\">{0}</a>", escape(c)))
+            .unwrap_or_default(),
+        status_icon(shown),
+        confidence_icon(&s.confidence),
+        s.uptime_percent,
+        s.quality_score,
+        s.players_current
+            .map_or_else(|| "–".to_owned(), |p| p.to_string()),
+        escape(s.map_name.as_deref().unwrap_or("–")),
+        if record.is_verified {
+            "\u{2714} yes"
+        } else {
+            "no"
+        },
+        c = escape(&s.confidence),
+    );
+    let by = s.policy.as_deref().map_or_else(
+        || "no policy yet".to_owned(),
+        |p| {
+            format!(
+                "{}@{} ({})",
+                escape(&p.name),
+                escape(&p.version),
+                escape(&p.digest)
+            )
+        },
+    );
+    body.push_str(&format!(
+        "<h2>Scores and badges</h2><p>Computed by {by}.</p><ul>"
+    ));
+    for (n, v) in s.scores.iter() {
+        body.push_str(&format!("<li>{}: {v:.2}</li>", escape(n)));
+    }
+    for b in &s.badges {
+        body.push_str(&format!("<li>\u{2605} badge: {}</li>", escape(b)));
+    }
+    body.push_str("</ul><h2>Transitions</h2><ul>");
+    for t in state.store.transitions(&id, None, 20).await? {
+        let r = &t.row;
+        body.push_str(&format!(
+            "<li><time>{}</time>: {} {} \u{2192} {} {}, confidence {} \u{2192} {} ({})</li>",
+            format_rfc3339_ms(r.at_ms),
+            status_icon(&r.from_status),
+            escape(&r.from_status),
+            status_icon(&r.to_status),
+            escape(&r.to_status),
+            escape(&r.from_confidence),
+            escape(&r.to_confidence),
+            escape(&r.cause),
+        ));
+    }
+    body.push_str("</ul><h2>Recent heartbeats</h2>");
+    for h in state.store.heartbeats(&id, None, 10).await? {
+        let r = &h.row;
+        let pretty = serde_json::from_str::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or_else(|| r.body.clone());
+        body.push_str(&format!(
+            "<details><summary>#{} received {}{}</summary><pre>{}</pre></details>",
+            r.seq,
+            format_rfc3339_ms(r.received_at_ms),
+            if r.signature.is_empty() {
+                " (unsigned)"
+            } else {
+                ""
+            },
+            escape(&pretty),
+        ));
+    }
+    Ok(page(&name, &body, false))
+}
