@@ -77,3 +77,107 @@ fn pem_keys_from_keygen_and_openssl_sign_and_the_host_suggests_the_interval() {
     assert!(refused.stderr.contains("PKCS#8"), "{}", refused.stderr);
     host.stop();
 }
+
+/// `GET url/path` as JSON.
+fn get(url: &str, path: &str) -> serde_json::Value {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            reqwest::get(format!("{url}{path}"))
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json")
+        })
+}
+
+/// The `run` members of a server's stored heartbeats, oldest first.
+fn runs(url: &str, id: &str) -> Vec<serde_json::Value> {
+    let mut runs: Vec<_> = get(url, &format!("/v1/servers/{id}/heartbeats"))["heartbeats"]
+        .as_array()
+        .expect("heartbeats")
+        .iter()
+        .map(|h| h["body"].clone())
+        .collect();
+    runs.reverse();
+    runs
+}
+
+#[test]
+fn vigil_run_reports_start_and_end_and_exits_with_the_commands_status() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vigil = Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token");
+    vigil.ok(["keygen", "--out", "agent.key"]);
+    let host = serve(&vigil);
+    let url = host.url();
+    vigil.ok([
+        "server",
+        "add",
+        "nightly",
+        "--key",
+        "agent.key",
+        "--url",
+        &url,
+    ]);
+    let wrap = |command: &[&str]| {
+        let mut args = vec!["run", "--url", &url, "--server-id", "nightly", "--"];
+        args.extend_from_slice(command);
+        vigil.run(args)
+    };
+
+    let failed = wrap(&["false"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
+    assert!(!failed.stderr.contains("warning"), "{}", failed.stderr);
+    let noisy = wrap(&["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"]);
+    assert_eq!(noisy.status.code(), Some(3));
+    assert_eq!(noisy.stdout, "to-stdout\n", "output passes through");
+    assert!(noisy.stderr.contains("to-stderr"), "{}", noisy.stderr);
+    let fine = wrap(&["true"]);
+    assert_eq!(fine.status.code(), Some(0), "{}", fine.stderr);
+    let missing = wrap(&["/no/such/command"]);
+    assert_eq!(missing.status.code(), Some(127));
+
+    let bodies = runs(&url, "nightly");
+    let phases: Vec<_> = bodies
+        .iter()
+        .map(|b| b["run"]["phase"].as_str().expect("a run").to_owned())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "start", "fail", "start", "fail", "start", "success", "start", "fail"
+        ]
+    );
+    assert_eq!(bodies[1]["run"]["exit_code"], 1);
+    assert_eq!(bodies[1]["run"]["run_id"], bodies[0]["run"]["run_id"]);
+    assert!(bodies[1]["run"]["duration_ms"].as_u64().is_some());
+    assert_eq!(bodies[3]["run"]["exit_code"], 3);
+    let tail = bodies[3]["payload"]["output_tail"][0]
+        .as_str()
+        .expect("tail");
+    assert!(
+        tail.contains("to-stdout") && tail.contains("to-stderr"),
+        "{tail}"
+    );
+    assert_eq!(bodies[5]["run"]["exit_code"], 0);
+    assert_eq!(bodies[7]["run"]["exit_code"], 127);
+    host.stop();
+
+    // The host is gone: the job still runs and its status still comes through, with a
+    // warning per report (after a bounded number of tries).
+    let offline = wrap(&["sh", "-c", "exit 7"]);
+    assert_eq!(offline.status.code(), Some(7), "{}", offline.stderr);
+    assert!(
+        offline.stderr.contains("warning: the start report"),
+        "{}",
+        offline.stderr
+    );
+    assert!(
+        offline.stderr.contains("warning: the fail report"),
+        "{}",
+        offline.stderr
+    );
+    let ok_offline = wrap(&["true"]);
+    assert_eq!(ok_offline.status.code(), Some(0));
+}
