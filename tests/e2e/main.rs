@@ -1,6 +1,7 @@
 //! Vigil's end-to-end tests: one binary, shared harness in `vigil_tests`.
 
 mod adversarial;
+mod agents;
 mod alerts;
 mod backtest;
 mod bench_cli;

@@ -32,8 +32,26 @@ pub struct HeartbeatAccepted {
     pub pending_commands: Vec<serde_json::Value>,
 }
 
-/// Default interval suggested to agents that declare none.
-const DEFAULT_INTERVAL_SECONDS: u32 = 30;
+/// Interval suggested when neither the agent nor the policy gives one (a claimed `offline`
+/// asks for no check, say).
+const FALLBACK_INTERVAL_SECONDS: u32 = 30;
+/// The longest interval the wire accepts (`interval_seconds` is at most a week).
+const MAX_INTERVAL_SECONDS: u32 = 604_800;
+
+/// When the agent should send its next heartbeat: the interval it declared (the policy built
+/// its deadline from it), else half the time until the policy's next check (so one lost beat
+/// still lands before the deadline), else (the policy asked for no check: a claimed `offline`)
+/// 30 s. Always 1 s to a week.
+pub fn next_heartbeat_seconds(declared: Option<u32>, next_check_in_ms: Option<i64>) -> u32 {
+    let half_to_check = next_check_in_ms
+        .filter(|ms| *ms > 0)
+        .map(|ms| u32::try_from(ms / 2_000).unwrap_or(u32::MAX));
+    let seconds = declared
+        .filter(|s| *s > 0)
+        .or(half_to_check)
+        .unwrap_or(FALLBACK_INTERVAL_SECONDS);
+    seconds.clamp(1, MAX_INTERVAL_SECONDS)
+}
 
 /// Handles one heartbeat: the gate, then the writer, then the pending commands.
 pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Response {
@@ -43,11 +61,7 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
     };
     let server_id = admitted.heartbeat.decoded.server_id.clone();
     let signed = admitted.heartbeat.signed;
-    let interval = admitted
-        .heartbeat
-        .decoded
-        .interval_seconds
-        .unwrap_or(DEFAULT_INTERVAL_SECONDS);
+    let declared_interval = admitted.heartbeat.decoded.interval_seconds;
     match state.engine.submit_heartbeat(admitted.heartbeat).await {
         Ok(ack) => {
             // An exact repeat proves nothing: the last accepted body (signature included) is
@@ -73,7 +87,10 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
                 status: ack.status,
                 confidence: ack.confidence,
                 policy: ack.policy,
-                next_heartbeat_seconds: interval,
+                next_heartbeat_seconds: next_heartbeat_seconds(
+                    declared_interval,
+                    ack.next_check_in_ms,
+                ),
                 pending_commands,
             };
             (StatusCode::ACCEPTED, axum::Json(body)).into_response()
@@ -83,5 +100,30 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
             tracing::info!(%server_id, code = error.code, "heartbeat refused by the writer");
             error.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_heartbeat_seconds;
+
+    #[test]
+    fn the_suggestion_follows_the_policy_check() {
+        // Declared 30 s, offline deadline in 60 s: 30 s.
+        assert_eq!(next_heartbeat_seconds(Some(30), Some(60_000)), 30);
+        // No declared interval, the default 5-minute grace: half of it.
+        assert_eq!(next_heartbeat_seconds(None, Some(300_000)), 150);
+        // A daily job with two days of grace: once a day.
+        assert_eq!(
+            next_heartbeat_seconds(Some(86_400), Some(172_800_000)),
+            86_400
+        );
+        // The declared interval wins over a nearer check (a new server's settle time).
+        assert_eq!(next_heartbeat_seconds(Some(86_400), Some(600_000)), 86_400);
+        // Neither: the fallback; never 0, never beyond a week.
+        assert_eq!(next_heartbeat_seconds(None, None), 30);
+        assert_eq!(next_heartbeat_seconds(None, Some(500)), 1);
+        assert_eq!(next_heartbeat_seconds(None, Some(i64::MAX)), 604_800);
+        assert_eq!(next_heartbeat_seconds(Some(0), Some(-5)), 30);
     }
 }

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod keys;
 pub mod policy;
 pub mod rotate;
+pub mod run;
 pub mod send;
 pub mod serve;
 pub mod server;
@@ -35,6 +36,9 @@ pub enum Command {
     Keygen(keys::KeygenArgs),
     /// Sign and post one heartbeat.
     Send(send::SendArgs),
+    /// Run a job between a signed `start` and a signed `success`/`fail` report (cron wrapper);
+    /// exits with the job's status.
+    Run(run::RunArgs),
     /// Load-test a host: pre-signed heartbeats over keep-alive connections.
     Bench(bench::BenchArgs),
     /// Move this agent to a new key (a request signed by the current key).
@@ -74,6 +78,11 @@ pub fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `vigil run` passes its command's status through, without a message of its own.
+        Err(e) if e.is::<run::ExitStatus>() => {
+            let code = e.downcast_ref::<run::ExitStatus>().map_or(1, |s| s.0);
+            std::process::ExitCode::from(code)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -87,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Keygen(args) => keys::run(args),
         Command::Send(args) => send::run(args).await,
+        Command::Run(args) => run::run(args).await,
         Command::RotateKey(args) => rotate::run(args).await,
         Command::Server(command) => server::run(command).await,
         Command::Policy(command) => policy::run(command).await,

@@ -29,6 +29,9 @@ pub struct Ack {
     pub confidence: String,
     /// `name@version` of the policy that folded it.
     pub policy: String,
+    /// How long after this heartbeat's arrival the policy next needs to look at the server
+    /// (its `next-check-at-ms` minus the heartbeat's evaluation time), if it asked for one.
+    pub next_check_in_ms: Option<i64>,
 }
 
 /// Why the writer refused or failed a request.

@@ -309,6 +309,7 @@ impl Writer {
             .max(server.snapshot.evaluated_at_ms.unwrap_or(i64::MIN));
         let ack = |s: &Snapshot, duplicate: bool| Ack {
             duplicate,
+            next_check_in_ms: s.next_check_at_ms.map(|at| at.saturating_sub(now)),
             status: s.status.clone(),
             confidence: s.confidence.clone(),
             policy: format!(

@@ -38,7 +38,14 @@ const KNOWN_FIELDS: &[&str] = &[
     "metrics",
     "os_info",
     "payload",
+    "run",
 ];
+
+/// Members a `run` object may carry.
+const RUN_FIELDS: &[&str] = &["phase", "exit_code", "duration_ms", "run_id"];
+
+/// Longest `run.run_id`, in characters.
+pub const MAX_RUN_ID_CHARS: usize = 64;
 
 /// Why a body was refused; `code` is the stable problem code (all answered 422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,6 +77,42 @@ pub struct MetricValue {
     pub name: String,
     /// Its value (finite).
     pub value: f64,
+}
+
+/// Where a job run is (the `run` member): `start` when it begins, `success` or `fail` when it
+/// ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPhase {
+    /// The job started.
+    Start,
+    /// The job ended with success (exit code 0).
+    Success,
+    /// The job ended with a failure.
+    Fail,
+}
+
+impl RunPhase {
+    /// The wire name (`start`, `success`, `fail`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Success => "success",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+/// A job run's report (the optional `run` member of a heartbeat, signed like every member).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// Where the run is.
+    pub phase: RunPhase,
+    /// The job's exit status (ends only).
+    pub exit_code: Option<i32>,
+    /// How long the job ran, ms (ends only).
+    pub duration_ms: Option<u64>,
+    /// The agent's identifier of the run, tying its start to its end.
+    pub run_id: Option<String>,
 }
 
 /// A heartbeat body that passed every shape rule.
@@ -106,6 +149,8 @@ pub struct DecodedHeartbeat {
     pub uptime_seconds: Option<u64>,
     /// Numeric members of `metrics`, sorted by name.
     pub metrics: Vec<MetricValue>,
+    /// A job run's report, if the heartbeat carries one.
+    pub run: Option<RunReport>,
 }
 
 /// Decodes and checks a body. The caller already enforced [`MAX_BODY_BYTES`].
@@ -275,6 +320,10 @@ pub fn decode_object(body: Map<String, Value>) -> Result<DecodedHeartbeat, Decod
             ),
         },
         metrics: metrics(&body)?,
+        run: match body.get("run") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(run_report(value)?),
+        },
         body: Map::new(),
     };
     for member in ["os_info", "payload"] {
@@ -313,7 +362,7 @@ mod stored {
 
     use super::{
         DecodedHeartbeat, MAX_SAFE_INTEGER, Map, Path, check_numbers, metrics, parse_rfc3339_ms,
-        valid_server_id,
+        run_report, valid_server_id,
     };
 
     /// Every member a heartbeat may carry (`KNOWN_FIELDS`); a JSON `null` reads as absent, as
@@ -345,6 +394,7 @@ mod stored {
         metrics: Option<Value>,
         os_info: Option<Value>,
         payload: Option<Value>,
+        run: Option<Value>,
     }
 
     /// A string member within its length limit (in characters), owned.
@@ -406,6 +456,10 @@ mod stored {
             interval_seconds: body.interval_seconds,
             uptime_seconds: body.uptime_seconds,
             metrics: metrics(&nested).ok()?,
+            run: match body.run {
+                None | Some(Value::Null) => None,
+                Some(value) => Some(run_report(&value).ok()?),
+            },
         })
     }
 }
@@ -473,6 +527,62 @@ fn optional_u32(body: &Map<String, Value>, member: &str) -> Result<Option<u32>, 
             .map(Some)
             .ok_or_else(|| invalid(member, "must be an integer from 0 to 4294967295")),
     }
+}
+
+/// The `run` member: an object of [`RUN_FIELDS`] only, `phase` required, `exit_code` and
+/// `duration_ms` only on an end (`success`, `fail`), `success` only with exit code 0.
+fn run_report(value: &Value) -> Result<RunReport, DecodeError> {
+    let Value::Object(run) = value else {
+        return Err(invalid("run", "must be an object"));
+    };
+    if let Some(unknown) = run.keys().find(|k| !RUN_FIELDS.contains(&k.as_str())) {
+        return Err(DecodeError::new(
+            "unknown_field",
+            format!("unknown member `run.{}`", unknown.escape_debug()),
+        ));
+    }
+    let phase = match run.get("phase") {
+        None | Some(Value::Null) => return Err(missing("run.phase")),
+        Some(Value::String(s)) if s == "start" => RunPhase::Start,
+        Some(Value::String(s)) if s == "success" => RunPhase::Success,
+        Some(Value::String(s)) if s == "fail" => RunPhase::Fail,
+        Some(_) => return Err(invalid("run.phase", "must be `start`, `success` or `fail`")),
+    };
+    let exit_code = match run.get("exit_code") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or_else(|| invalid("run.exit_code", "must be a 32-bit integer"))?,
+        ),
+    };
+    let duration_ms = match run.get("duration_ms") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| invalid("run.duration_ms", "must be a non-negative integer"))?,
+        ),
+    };
+    let run_id = optional_str(run, "run_id", MAX_RUN_ID_CHARS)
+        .map_err(|_| invalid("run.run_id", "must be a string of at most 64 characters"))?;
+    if phase == RunPhase::Start && (exit_code.is_some() || duration_ms.is_some()) {
+        return Err(invalid(
+            "run",
+            "`exit_code` and `duration_ms` belong to an end (`success` or `fail`), not `start`",
+        ));
+    }
+    if phase == RunPhase::Success && exit_code.is_some_and(|code| code != 0) {
+        return Err(invalid(
+            "run.exit_code",
+            "must be 0 when `phase` is `success`",
+        ));
+    }
+    Ok(RunReport {
+        phase,
+        exit_code,
+        duration_ms,
+        run_id,
+    })
 }
 
 fn metrics(body: &Map<String, Value>) -> Result<Vec<MetricValue>, DecodeError> {
@@ -580,6 +690,57 @@ mod tests {
             r#"{{"server_id":"eu-1","key_version":1,"timestamp":"2026-01-22T21:05:00Z","signature":"x"{extra}}}"#
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn the_run_member_is_checked_member_by_member() {
+        let run = |json: &str| decode(&body(&format!(r#","run":{json}"#)));
+        let ended = run(r#"{"phase":"fail","exit_code":1,"duration_ms":1200,"run_id":"r-7"}"#)
+            .expect("a failed run");
+        assert_eq!(
+            ended.run,
+            Some(RunReport {
+                phase: RunPhase::Fail,
+                exit_code: Some(1),
+                duration_ms: Some(1200),
+                run_id: Some("r-7".into()),
+            })
+        );
+        assert_eq!(
+            run(r#"{"phase":"start"}"#)
+                .expect("start")
+                .run
+                .map(|r| r.phase),
+            Some(RunPhase::Start)
+        );
+        assert_eq!(run("null").expect("null is absent").run, None);
+        let code = |json: &str| run(json).map(|_| ()).map_err(|e| e.code);
+        assert_eq!(code(r#"{"phase":"fail","why":"x"}"#), Err("unknown_field"));
+        assert_eq!(code(r#"{"exit_code":1}"#), Err("missing_field"));
+        assert_eq!(code(r#"{"phase":"finished"}"#), Err("invalid_field"));
+        assert_eq!(
+            code(r#"{"phase":"start","exit_code":0}"#),
+            Err("invalid_field")
+        );
+        assert_eq!(
+            code(r#"{"phase":"success","exit_code":2}"#),
+            Err("invalid_field")
+        );
+        assert_eq!(
+            code(r#"{"phase":"fail","exit_code":2147483648}"#),
+            Err("invalid_field")
+        );
+        assert_eq!(
+            code(r#"{"phase":"fail","duration_ms":9007199254740993}"#),
+            Err("number_out_of_range")
+        );
+        let long_id = format!(r#"{{"phase":"fail","run_id":"{}"}}"#, "x".repeat(65));
+        assert_eq!(code(&long_id), Err("invalid_field"));
+        assert_eq!(
+            code(r#"{"phase":"fail","phase":"success"}"#),
+            Err("duplicate_member")
+        );
+        assert_eq!(code("[1]"), Err("invalid_field"));
     }
 
     #[test]
@@ -766,6 +927,22 @@ mod tests {
                 "payload",
                 texts(&["{}", r#"{"n":-9007199254740993}"#, "[]", "null"]),
             ),
+            (
+                "run",
+                texts(&[
+                    r#"{"phase":"fail","exit_code":1,"duration_ms":12,"run_id":"r1"}"#,
+                    r#"{"phase":"start"}"#,
+                    r#"{"phase":"start","exit_code":0}"#,
+                    r#"{"phase":"success","exit_code":3}"#,
+                    r#"{"phase":"done"}"#,
+                    r#"{"exit_code":1}"#,
+                    r#"{"phase":"fail","extra":1}"#,
+                    r#"{"phase":"fail","exit_code":4294967296}"#,
+                    r#"{"phase":"fail","duration_ms":-1}"#,
+                    "[]",
+                    "null",
+                ]),
+            ),
             ("extra", texts(&["1"])),
         ]
     }
@@ -774,7 +951,7 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8192))]
         #[test]
         fn stored_bodies_decode_exactly_as_at_ingest(
-            picks in proptest::collection::vec((0usize..24, 0usize..4, 0usize..16), 17),
+            picks in proptest::collection::vec((0usize..24, 0usize..4, 0usize..16), 18),
             duplicate in 0usize..40,
         ) {
             let candidates = candidates();

@@ -67,6 +67,33 @@ pub fn signing_key_from_base64(text: &str) -> Result<SigningKey, SignatureError>
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// Reads a private key in any form Vigil accepts: base64 of the 32-byte seed (`vigil keygen`),
+/// or a PKCS#8 PEM block (`-----BEGIN PRIVATE KEY-----`, as written by `vigil keygen --format
+/// pem` and `openssl genpkey -algorithm ed25519`).
+pub fn signing_key_from_text(text: &str) -> Result<SigningKey, SignatureError> {
+    if text.contains("-----BEGIN") {
+        use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+        SigningKey::from_pkcs8_pem(text.trim()).map_err(|_| SignatureError::BadKey)
+    } else {
+        signing_key_from_base64(text)
+    }
+}
+
+/// The PKCS#8 PEM form of a private key (`-----BEGIN PRIVATE KEY-----`), readable by OpenSSL
+/// and by every language's crypto library.
+pub fn signing_key_to_pem(key: &SigningKey) -> Result<String, SignatureError> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+    // The seed alone (PKCS#8 v1), exactly as OpenSSL writes it.
+    let bytes = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    bytes
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map(|pem| pem.as_str().to_owned())
+        .map_err(|_| SignatureError::BadKey)
+}
+
 /// The public half of a signing key.
 pub fn public_key_of(key: &SigningKey) -> PublicKey {
     PublicKey::of(key)
@@ -75,6 +102,27 @@ pub fn public_key_of(key: &SigningKey) -> PublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `openssl genpkey -algorithm ed25519` output for the seed 0x00..0x1f.
+    const OPENSSL_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn pkcs8_pem_and_base64_seeds_read_the_same_key() {
+        let seed: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let from_pem = signing_key_from_text(OPENSSL_PEM).expect("reads openssl's PEM");
+        assert_eq!(from_pem.to_bytes(), seed);
+        let base64 = STANDARD.encode(seed);
+        assert_eq!(
+            signing_key_from_text(&base64).expect("base64").to_bytes(),
+            seed
+        );
+        let written = signing_key_to_pem(&from_pem).expect("encodes");
+        assert_eq!(written, OPENSSL_PEM);
+        assert_eq!(
+            signing_key_from_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            Err(SignatureError::BadKey)
+        );
+    }
 
     #[test]
     fn message_leaves_out_signature_and_sorts_keys() {

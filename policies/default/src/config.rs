@@ -5,8 +5,13 @@
 
 use vigil_policy_sdk::{ParamSpec, ParamValue, Params};
 
-/// The longest grace any heartbeat can earn, in seconds. Bounds the replay window.
+/// The longest grace the fixed parameters can give (`grace_seconds`, the mode intervals), in
+/// seconds.
 pub const MAX_GRACE_SECONDS: f64 = 3600.0;
+/// The longest grace a declared interval can earn, in seconds: two weeks, twice the longest
+/// `interval_seconds` the wire accepts (a week), so a daily or weekly job is not sent offline
+/// between runs. Bounds the replay window.
+pub const MAX_INTERVAL_GRACE_SECONDS: f64 = 1_209_600.0;
 /// The longest uptime window, in seconds (24 h). Bounds the replay window and the state size.
 pub const MAX_UPTIME_WINDOW_SECONDS: f64 = 86_400.0;
 
@@ -32,7 +37,7 @@ const NUMBERS: &[NumberParam] = &[
         default: 2.0,
         min: 1.0,
         max: 10.0,
-        description: "When a heartbeat declares an interval (or a known mode), grace = this multiplier x that interval, capped at 3600 s (1-10).",
+        description: "When a heartbeat declares an interval (or a known mode), grace = this multiplier x that interval, capped at 1209600 s, two weeks (1-10).",
     },
     NumberParam {
         name: "emergency_interval_seconds",
@@ -281,11 +286,11 @@ impl Config {
     }
 
     /// The grace a heartbeat earns, ms: multiplier x interval when one is known, else
-    /// `grace_seconds`; always within 1 s..=3600 s.
+    /// `grace_seconds`; always within 1 s..=two weeks.
     pub fn grace_ms(&self, declared: Option<u32>, mode: Option<&str>) -> i64 {
         match self.interval_seconds(declared, mode) {
             Some(interval) => seconds_to_ms(
-                (interval * self.interval_grace_multiplier).clamp(1.0, MAX_GRACE_SECONDS),
+                (interval * self.interval_grace_multiplier).clamp(1.0, MAX_INTERVAL_GRACE_SECONDS),
             ),
             None => self.grace_ms,
         }
@@ -377,7 +382,8 @@ mod tests {
         assert_eq!(config.grace_ms(None, Some("sleep")), 1_800_000);
         assert_eq!(config.grace_ms(None, Some("party")), 300_000);
         assert_eq!(config.grace_ms(Some(0), None), 300_000);
-        // Capped at an hour, however long the declared interval.
-        assert_eq!(config.grace_ms(Some(u32::MAX), None), 3_600_000);
+        // A daily job earns two days; capped at two weeks, however long the interval.
+        assert_eq!(config.grace_ms(Some(86_400), None), 172_800_000);
+        assert_eq!(config.grace_ms(Some(u32::MAX), None), 1_209_600_000);
     }
 }

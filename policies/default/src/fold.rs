@@ -212,7 +212,7 @@ fn apply_heartbeat(
     state.last = Some(LastHeartbeat {
         at_ms: now_ms,
         deadline_ms,
-        // Grace is at most 3600 s, so it always fits.
+        // Grace is at most two weeks (1.2e9 ms), so it always fits.
         grace_ms: u32::try_from(grace_ms).unwrap_or(u32::MAX),
         signed: heartbeat.signed,
         inconsistent,

@@ -28,7 +28,8 @@ mod state;
 mod tests;
 
 pub use config::{
-    Config, DEFAULT_SPOOF_CODES, MAX_GRACE_SECONDS, MAX_UPTIME_WINDOW_SECONDS, param_specs,
+    Config, DEFAULT_SPOOF_CODES, MAX_GRACE_SECONDS, MAX_INTERVAL_GRACE_SECONDS,
+    MAX_UPTIME_WINDOW_SECONDS, param_specs,
 };
 pub use fold::{
     SIGNAL_CAME_ONLINE, SIGNAL_EMERGENCY, SIGNAL_INCONSISTENT, SIGNAL_RESTART, SIGNAL_SPOOF,
@@ -47,10 +48,11 @@ pub const VERSION: &str = match option_env!("VIGIL_POLICY_VERSION") {
     Some(v) => v,
     None => "1.1.0",
 };
-/// How much history a replay needs: the longest uptime window plus the longest grace, since
-/// a heartbeat up to one grace before the window still covers minutes inside it.
+/// How much history a replay needs: the longest uptime window plus the longest grace (a
+/// declared interval's), since a heartbeat up to one grace before the window still covers
+/// minutes inside it, and is still the server's last heartbeat.
 pub const HISTORY_WINDOW_SECONDS: u64 =
-    (MAX_UPTIME_WINDOW_SECONDS as u64) + (MAX_GRACE_SECONDS as u64);
+    (MAX_UPTIME_WINDOW_SECONDS as u64) + (MAX_INTERVAL_GRACE_SECONDS as u64);
 
 /// The default policy.
 #[derive(Debug, Clone, Copy, Default)]

@@ -110,7 +110,7 @@ fn describe_declares_every_param_with_a_valid_default() {
     let info = DefaultPolicy::describe();
     assert_eq!(info.name, "default");
     assert_eq!(info.version, "1.1.0");
-    assert_eq!(info.history_window_seconds, 86_400 + 3600);
+    assert_eq!(info.history_window_seconds, 86_400 + 1_209_600);
     assert_eq!(HISTORY_WINDOW_SECONDS, info.history_window_seconds);
     assert_eq!(info.params.len(), 18);
     for spec in &info.params {
@@ -569,8 +569,15 @@ fn ticks_do_not_change_the_state_a_replay_rebuilds() {
 
 #[test]
 fn replaying_the_history_window_rebuilds_the_state() {
-    let events: Vec<_> = scenario()
-        .into_iter()
+    // A heartbeat older than the window (15 days) comes first, so the window leaves it out.
+    let old = Heartbeat {
+        received_at_ms: T0 - 20 * DAY,
+        sent_at_ms: T0 - 20 * DAY,
+        signed: true,
+        ..Heartbeat::default()
+    };
+    let events: Vec<_> = std::iter::once((T0 - 20 * DAY, Event::Heartbeat(old)))
+        .chain(scenario())
         .filter(|(_, event)| !matches!(event, Event::Tick))
         .collect();
     let newest = events.last().unwrap().0;
@@ -593,4 +600,21 @@ fn replaying_the_history_window_rebuilds_the_state() {
         live_assessment.quality_score,
         rebuilt_assessment.quality_score
     );
+}
+
+#[test]
+fn a_daily_job_stays_online_between_runs_and_goes_offline_two_intervals_later() {
+    let mut server = Server::established();
+    let daily = |h: &mut Heartbeat| h.interval_seconds = Some(86_400);
+    let first = server.heartbeat_with(T0, daily);
+    assert_eq!(first.status, Status::Online);
+    assert_eq!(first.next_check_at_ms, Some(T0 + 2 * DAY));
+    assert_eq!(server.tick(T0 + 20 * HOUR).status, Status::Online);
+    assert_eq!(
+        server.heartbeat_with(T0 + DAY, daily).status,
+        Status::Online
+    );
+    assert_eq!(server.tick(T0 + DAY + 30 * HOUR).status, Status::Online);
+    assert_eq!(server.tick(T0 + 3 * DAY - 1).status, Status::Online);
+    assert_eq!(server.tick(T0 + 3 * DAY).status, Status::Offline);
 }
