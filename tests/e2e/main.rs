@@ -20,6 +20,7 @@ mod policy_vectors;
 mod replay_runs;
 mod scale_out;
 mod storage;
+mod tls;
 mod trust;
 mod vectors;
 mod wit_versions;
