@@ -19,6 +19,7 @@ mod policy_cli;
 mod policy_vectors;
 mod replay_runs;
 mod scale_out;
+mod sinks;
 mod storage;
 mod tls;
 mod trust;

@@ -538,6 +538,73 @@ async fn send_email(
 mod tests {
     use super::*;
 
+    fn alert(kind: &str) -> OutboxAlert {
+        OutboxAlert {
+            id: 7,
+            server_id: "a".into(),
+            cluster_id: None,
+            kind: kind.into(),
+            severity: "critical".into(),
+            at_ms: 0,
+            summary: "a is gone".into(),
+            details: json!({}),
+            policy_digest: "d".into(),
+        }
+    }
+
+    #[test]
+    fn templates_render_fields_and_literal_braces() {
+        let a = alert("server_offline");
+        assert_eq!(
+            render(
+                "{{{kind}}} {server_id}/{cluster_id}: {summary} #{alert_id} {at}",
+                &a
+            ),
+            "{server_offline} a/: a is gone #7 1970-01-01T00:00:00Z"
+        );
+        assert_eq!(render("{nope} {", &a), "{nope} {");
+        for kind in [
+            SinkKind::Slack,
+            SinkKind::Ntfy,
+            SinkKind::Discord,
+            SinkKind::Telegram,
+            SinkKind::Email,
+            SinkKind::Pagerduty,
+            SinkKind::Teams,
+        ] {
+            assert_eq!(
+                crate::config::alerts::check_template(default_template(kind)),
+                Ok(()),
+                "{kind:?}"
+            );
+        }
+        let check = crate::config::alerts::check_template;
+        assert!(
+            check("{server}")
+                .unwrap_err()
+                .contains("unknown placeholder {server}")
+        );
+        assert!(check("a } b").is_err());
+        assert!(check("a { b").is_err());
+        assert_eq!(check("{{ {summary} }}"), Ok(()));
+    }
+
+    #[test]
+    fn a_recovery_shares_the_offline_dedup_key_and_long_text_is_cut() {
+        assert_eq!(
+            pagerduty_dedup_key(&alert("server_online")),
+            pagerduty_dedup_key(&alert("server_offline"))
+        );
+        assert_ne!(
+            pagerduty_dedup_key(&alert("confidence_red")),
+            pagerduty_dedup_key(&alert("server_offline"))
+        );
+        let long = "é".repeat(3000);
+        let cut_text = cut(long, 2000);
+        assert_eq!(cut_text.chars().count(), 2000);
+        assert!(cut_text.ends_with('…'));
+    }
+
     #[test]
     fn signature_matches_rfc4231_case_2() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".

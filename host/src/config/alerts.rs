@@ -461,6 +461,58 @@ mod tests {
     }
 
     #[test]
+    fn sinks_are_checked_per_kind() {
+        let check = |sink: SinkConfig| {
+            let c = AlertsConfig {
+                sinks: vec![sink],
+                ..AlertsConfig::default()
+            };
+            c.validate().map_err(|e| e.to_string())
+        };
+        let base = |kind, url: &str| SinkConfig {
+            name: "s".into(),
+            kind,
+            url: url.into(),
+            ..SinkConfig::default()
+        };
+        assert_eq!(
+            check(base(SinkKind::Webhook, "https://h.example/x")),
+            Ok(())
+        );
+        assert!(check(base(SinkKind::Webhook, "ftp://h/x")).is_err());
+        let e = check(base(SinkKind::Telegram, "")).unwrap_err();
+        assert!(e.contains("chat_id"), "{e}");
+        let e = check(base(SinkKind::Pagerduty, "")).unwrap_err();
+        assert!(e.contains("token"), "{e}");
+        let e = check(base(SinkKind::Email, "https://h")).unwrap_err();
+        assert!(e.contains("smtp://"), "{e}");
+        let e = check(SinkConfig {
+            from: Some("a@b.c".into()),
+            to: vec!["d@e.f".into()],
+            ..base(SinkKind::Email, "smtp://mail.example:587")
+        });
+        assert_eq!(e, Ok(()));
+        let e = check(SinkConfig {
+            template: Some("{x}".into()),
+            ..base(SinkKind::Webhook, "http://h/x")
+        })
+        .unwrap_err();
+        assert!(e.contains("template"), "{e}");
+        let e = check(SinkConfig {
+            template: Some("{x}".into()),
+            ..base(SinkKind::Slack, "http://h/x")
+        })
+        .unwrap_err();
+        assert!(e.contains("unknown placeholder"), "{e}");
+        let e = check(SinkConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..base(SinkKind::Slack, "https://h/x")
+        })
+        .unwrap_err();
+        assert!(e.contains("ca_file"), "{e}");
+    }
+
+    #[test]
     fn validation_names_the_problem() {
         let mut c = AlertsConfig::default();
         c.routes.push(RouteConfig {
