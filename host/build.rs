@@ -28,7 +28,8 @@ fn main() {
         .map(PathBuf::from)
         .map(|d| if d.is_absolute() { d } else { root.join(d) })
         .unwrap_or_else(|| root.join("target"))
-        .join("policies");
+        .join("policies")
+        .join(checkout_key(&root));
     let wasm = build_guest(
         &root,
         &target_dir,
@@ -39,6 +40,20 @@ fn main() {
         "cargo:rustc-env=VIGIL_DEFAULT_POLICY_WASM={}",
         wasm.display()
     );
+}
+
+/// One guest target dir per checkout: several worktrees sharing one `CARGO_TARGET_DIR` would
+/// otherwise overwrite each other's component between this script and `include_bytes!`.
+fn checkout_key(root: &Path) -> String {
+    // FNV-1a over the path: stable across runs and toolchains (std's hasher is not).
+    let hash = root
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
 }
 
 fn env(name: &str) -> String {

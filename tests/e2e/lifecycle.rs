@@ -56,7 +56,7 @@ async fn wait_for_refusals(app: &TestApp, n: usize) -> Vec<Value> {
 }
 
 async fn a_version_dropped_into_the_folder_under_load_swaps_without_failing_a_request() {
-    let next = default_policy_version("1.1.0");
+    let next = default_policy_version("1.9.0");
     let next_digest = digest_of(&next);
     let folder = tempfile::tempdir().expect("folder");
     let dir = folder.path().to_path_buf();
@@ -85,7 +85,7 @@ async fn a_version_dropped_into_the_folder_under_load_swaps_without_failing_a_re
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A copy in two writes: the watcher must not act on the first half.
-    let file = folder.path().join("default-1.1.0.wasm");
+    let file = folder.path().join("default-1.9.0.wasm");
     let half = next.len() / 2;
     std::fs::write(&file, &next[..half]).expect("write");
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -114,7 +114,7 @@ async fn a_version_dropped_into_the_folder_under_load_swaps_without_failing_a_re
             .filter(|(s, _)| *s != StatusCode::ACCEPTED)
             .collect::<Vec<_>>()
     );
-    assert_eq!(statuses.last().expect("some").1, "default@1.1.0");
+    assert_eq!(statuses.last().expect("some").1, "default@1.9.0");
     wait_for_active(&app, &next_digest, PATIENCE).await;
     for i in 0..4 {
         let server = app
@@ -243,7 +243,7 @@ async fn a_version_that_traps_on_every_heartbeat_is_rolled_back_and_the_log_says
     assert_eq!(app.state.engine.stats().policy_rollbacks, 1);
     // The answers and snapshots are the good version's again.
     let answer = app.post_heartbeat(&agent.heartbeat(json!({}))).await;
-    assert_eq!(answer.body["policy"], "default@1.0.0");
+    assert_eq!(answer.body["policy"], "default@1.1.0");
     let server = app
         .store
         .get_server("probation")
@@ -503,7 +503,7 @@ async fn shadow_evaluation_never_changes_a_live_answer_or_snapshot() {
                 .post_heartbeat(&agent.heartbeat(json!({"players_current": i})))
                 .await;
             assert_eq!(answer.status, 202, "{:?}", answer.body);
-            assert_eq!(answer.body["policy"], "default@1.0.0");
+            assert_eq!(answer.body["policy"], "default@1.1.0");
             assert_eq!(
                 answer.body["confidence"], "yellow",
                 "a new unverified server"

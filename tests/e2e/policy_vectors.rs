@@ -42,7 +42,7 @@ fn shipped_vectors_pass_and_a_wrong_vector_fails() {
 
     let text = std::fs::read_to_string(&shipped).expect("vectors");
     let wrong = text.replace(
-        r#""expect": {"status": "online", "confidence": "red"}"#,
+        r#""expect": {"status": "online", "confidence": "yellow"}"#,
         r#""expect": {"status": "online", "confidence": "green"}"#,
     );
     assert_ne!(wrong, text, "the vector to break exists");
@@ -51,7 +51,7 @@ fn shipped_vectors_pass_and_a_wrong_vector_fails() {
     let (ok, out) = policy_test(&component, &wrong_path);
     assert!(!ok, "{out}");
     assert!(
-        out.contains("FAIL forged heartbeats turn confidence red: confidence: expected \"green\", got \"red\""),
+        out.contains("FAIL forged heartbeats cap confidence at yellow, never red: confidence: expected \"green\", got \"yellow\""),
         "{out}"
     );
     assert!(out.contains("4 of 5 vectors passed"), "{out}");

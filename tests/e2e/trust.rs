@@ -347,7 +347,7 @@ async fn rate_limits_per_server_and_per_ip_answer_429_and_write_nothing() {
     app.stop().await;
 }
 
-async fn a_burst_of_forged_heartbeats_turns_a_verified_server_red_and_is_listed() {
+async fn a_burst_of_forged_heartbeats_caps_a_verified_server_at_yellow_alerts_and_is_listed() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("victim-1");
     app.register(&agent).await;
@@ -372,7 +372,28 @@ async fn a_burst_of_forged_heartbeats_turns_a_verified_server_red_and_is_listed(
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{:?}", a.body);
         assert_eq!(a.code(), "bad_signature");
     }
-    assert_eq!(app.server("victim-1").await["confidence"], "red");
+    // Confidence is not a weapon: anyone can forge, so a burst caps the victim at yellow
+    // (with a badge and an operator alert), never red.
+    let victim = app.server("victim-1").await;
+    assert_eq!(victim["confidence"], "yellow", "{victim}");
+    assert_eq!(victim["effective_status"], "online", "{victim}");
+    assert!(
+        victim["badges"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b == "under-attack")),
+        "{victim}"
+    );
+    let kinds: Vec<String> = vigil_tests::with_pool!(&app.db.pool_for_tests(), pool =>
+        sqlx::query_scalar("SELECT kind FROM alert_outbox WHERE server_id = 'victim-1'")
+            .fetch_all(pool)
+            .await)
+    .expect("alerts");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "spoof_burst").count(),
+        1,
+        "one burst alert: {kinds:?}"
+    );
+    assert!(!kinds.iter().any(|k| k == "confidence_red"), "{kinds:?}");
 
     let listed = admin_get(
         &app,
@@ -833,7 +854,7 @@ vigil_tests::on_both_backends!(
     operator_rotation_bumps_the_version_and_the_old_key_gets_409,
     agent_rotation_signed_by_the_current_key_then_the_old_key_gets_409,
     rate_limits_per_server_and_per_ip_answer_429_and_write_nothing,
-    a_burst_of_forged_heartbeats_turns_a_verified_server_red_and_is_listed,
+    a_burst_of_forged_heartbeats_caps_a_verified_server_at_yellow_alerts_and_is_listed,
     flags_flip_by_editing_the_config_file_and_an_invalid_edit_keeps_the_old_config,
     admin_routes_refuse_missing_wrong_revoked_and_read_scoped_keys,
     the_directory_needs_a_key_only_when_configured,

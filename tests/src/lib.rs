@@ -515,6 +515,20 @@ pub fn workspace_root() -> PathBuf {
         .into()
 }
 
+/// One guest target dir per checkout (as the host's build script does): worktrees sharing one
+/// `CARGO_TARGET_DIR` must not overwrite each other's components.
+fn checkout_key(root: &Path) -> String {
+    // FNV-1a over the path: stable across runs and toolchains (std's hasher is not).
+    let hash = root
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
+}
+
 /// Builds the misbehaving test guest from source (once per test run) and returns its path.
 pub fn misbehaving_policy() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -524,7 +538,8 @@ pub fn misbehaving_policy() -> PathBuf {
             let target_dir = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root.join("target"))
-                .join("policies");
+                .join("policies")
+                .join(checkout_key(&root));
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = std::process::Command::new(cargo)
                 .current_dir(&root)
@@ -557,7 +572,8 @@ pub fn policy_variant(package: &str, env: &[(&str, &str)]) -> Vec<u8> {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
-        .join("policy-variants");
+        .join("policy-variants")
+        .join(checkout_key(&root));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
     cmd.current_dir(&root)

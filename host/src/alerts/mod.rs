@@ -16,6 +16,7 @@
 //! | `confidence_red` | warning | a transition of confidence to `red` |
 //! | `emergency_mode` | warning | the policy signal `emergency-mode` |
 //! | `restart_detected` | info | the policy signal `restart-detected` |
+//! | `spoof_burst` | warning | the policy signal `spoof-burst` (forged or replayed requests naming the server reached the policy's threshold; the server is not demoted below yellow for it) |
 
 pub mod dispatch;
 pub mod sinks;
@@ -109,6 +110,10 @@ pub fn plan(
         let (kind, summary) = match signal.as_str() {
             "emergency-mode" => ("emergency_mode", format!("{name} entered emergency mode")),
             "restart-detected" => ("restart_detected", format!("{name} restarted")),
+            "spoof-burst" => (
+                "spoof_burst",
+                format!("{name}: a burst of forged or replayed requests names this server"),
+            ),
             _ => continue,
         };
         alerts.push(alert(
@@ -207,13 +212,18 @@ mod tests {
                 "restart-detected".into(),
                 "emergency-mode".into(),
                 "inconsistent".into(),
+                "spoof-burst".into(),
             ],
             9,
             "d",
         );
         assert_eq!(
             kinds(&a),
-            [("restart_detected", "info"), ("emergency_mode", "warning")]
+            [
+                ("restart_detected", "info"),
+                ("emergency_mode", "warning"),
+                ("spoof_burst", "warning")
+            ]
         );
         assert!(a.iter().all(|a| a.at_ms == 9));
     }

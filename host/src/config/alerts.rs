@@ -29,12 +29,13 @@
 use serde::{Deserialize, Serialize};
 
 /// Every alert kind, with its severity (what routes may name).
-pub const KINDS: [(&str, &str); 5] = [
+pub const KINDS: [(&str, &str); 6] = [
     ("server_offline", "critical"),
     ("server_online", "recovery"),
     ("confidence_red", "warning"),
     ("emergency_mode", "warning"),
     ("restart_detected", "info"),
+    ("spoof_burst", "warning"),
 ];
 
 /// Every severity.

@@ -95,7 +95,7 @@ const NUMBERS: &[NumberParam] = &[
         default: 3.0,
         min: 1.0,
         max: 64.0,
-        description: "Spoof-like rejections (see spoof_codes) within spoof_window_seconds that turn confidence red (1-64, whole number).",
+        description: "Spoof-like rejections (see spoof_codes) within spoof_window_seconds that cap confidence at yellow (never red: anyone can send one), add the under-attack badge and raise a spoof-burst signal (1-64, whole number).",
     },
     NumberParam {
         name: "spoof_window_seconds",
@@ -184,7 +184,7 @@ pub struct Config {
     pub flap_penalty: f64,
     /// Cap on the flap penalty.
     pub flap_penalty_max: f64,
-    /// Spoof-like rejections in the window that turn confidence red.
+    /// Spoof-like rejections in the window that cap confidence at yellow.
     pub spoof_threshold: usize,
     /// How long a spoof-like rejection counts, ms.
     pub spoof_window_ms: i64,

@@ -23,6 +23,11 @@ pub const SIGNAL_WENT_OFFLINE: &str = "went-offline";
 pub const SIGNAL_CAME_ONLINE: &str = "came-online";
 /// Signal: a spoof-like rejection arrived.
 pub const SIGNAL_SPOOF: &str = "spoof-attempt";
+/// Signal: this rejection brought the spoof-like rejections in the window to the threshold
+/// (an operator alert; the server's confidence is capped at yellow, never red, by it).
+pub const SIGNAL_SPOOF_BURST: &str = "spoof-burst";
+/// Badge: spoof-like rejections in the window reached the threshold.
+pub const BADGE_UNDER_ATTACK: &str = "under-attack";
 /// Signal: the heartbeat is inconsistent.
 pub const SIGNAL_INCONSISTENT: &str = "inconsistent";
 
@@ -68,8 +73,17 @@ pub fn evaluate(
         }
         Event::Rejected(Rejection { code, .. }) => {
             if config.is_spoof_code(code) {
+                retain_after(
+                    &mut state.spoofs,
+                    now_ms.saturating_sub(config.spoof_window_ms),
+                    MAX_SPOOFS,
+                );
+                let before = state.spoofs.len();
                 state.spoofs.push(now_ms);
                 signals.push(SIGNAL_SPOOF);
+                if before < config.spoof_threshold && before + 1 >= config.spoof_threshold {
+                    signals.push(SIGNAL_SPOOF_BURST);
+                }
             }
         }
         Event::Tick => {}
@@ -288,13 +302,16 @@ fn assess(
         || state
             .first_seen_ms
             .is_none_or(|first| now_ms.saturating_sub(first) >= config.settle_ms);
+    // Spoof-like rejections prove nothing about the key holder (anyone can send one), so they
+    // cap confidence at yellow but never make it red: red is for what the key holder signed
+    // (an inconsistent heartbeat) and for staleness.
     let confidence = match &state.last {
-        _ if under_attack => Confidence::Red,
         None => Confidence::Yellow,
         Some(_) if !online => Confidence::Red,
         Some(last) if last.inconsistent => Confidence::Red,
         Some(last)
             if facts.is_verified
+                && !under_attack
                 && last.signed
                 && settled
                 && !recently_flipped
@@ -329,7 +346,7 @@ fn assess(
         _ => {}
     }
     if under_attack {
-        // Red until enough of the counted rejections have aged out of the window.
+        // Capped at yellow until enough of the counted rejections have aged out of the window.
         let index = spoof_count.saturating_sub(config.spoof_threshold);
         if let Some(at) = state.spoofs.get(index) {
             deadline(at.saturating_add(config.spoof_window_ms));
@@ -346,6 +363,9 @@ fn assess(
     }
     if window_full && state.last.is_some() && uptime_percent >= config.reliable_uptime_percent {
         badges.push("reliable".to_string());
+    }
+    if under_attack {
+        badges.push(BADGE_UNDER_ATTACK.to_string());
     }
 
     Assessment {

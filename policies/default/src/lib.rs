@@ -45,7 +45,7 @@ pub const NAME: &str = "default";
 /// build distinct versions of the same policy to swap between; the bundled build never sets it).
 pub const VERSION: &str = match option_env!("VIGIL_POLICY_VERSION") {
     Some(v) => v,
-    None => "1.0.0",
+    None => "1.1.0",
 };
 /// How much history a replay needs: the longest uptime window plus the longest grace, since
 /// a heartbeat up to one grace before the window still covers minutes inside it.

@@ -109,7 +109,7 @@ fn close(a: f64, b: f64) -> bool {
 fn describe_declares_every_param_with_a_valid_default() {
     let info = DefaultPolicy::describe();
     assert_eq!(info.name, "default");
-    assert_eq!(info.version, "1.0.0");
+    assert_eq!(info.version, "1.1.0");
     assert_eq!(info.history_window_seconds, 86_400 + 3600);
     assert_eq!(HISTORY_WINDOW_SECONDS, info.history_window_seconds);
     assert_eq!(info.params.len(), 18);
@@ -331,7 +331,7 @@ fn a_new_server_is_yellow_until_it_settles() {
 }
 
 #[test]
-fn spoof_attempts_turn_confidence_red() {
+fn spoof_attempts_cap_confidence_at_yellow_never_red() {
     let mut server = Server::established();
     assert_eq!(server.heartbeat(T0).confidence, Confidence::Green);
     let ignored = server.reject(T0 + SEC, "rate_limited");
@@ -339,23 +339,48 @@ fn spoof_attempts_turn_confidence_red() {
     assert!(ignored.signals.is_empty());
     let one = server.reject(T0 + 2 * SEC, "bad_signature");
     assert!(has_signal(&one, "spoof-attempt"));
+    assert!(!has_signal(&one, "spoof-burst"));
     assert_eq!(one.confidence, Confidence::Green);
     server.reject(T0 + 3 * SEC, "replay");
     let three = server.reject(T0 + 4 * SEC, "key_version_mismatch");
-    assert_eq!(three.confidence, Confidence::Red);
+    assert_eq!(three.confidence, Confidence::Yellow, "capped, not red");
+    assert!(
+        has_signal(&three, "spoof-burst"),
+        "the burst is raised once"
+    );
+    assert!(three.badges.iter().any(|b| b == "under-attack"));
     assert_eq!(score(&three, "spoof_attempts"), 3.0);
-    assert_eq!(server.heartbeat(T0 + MIN).confidence, Confidence::Red);
+    let four = server.reject(T0 + 5 * SEC, "bad_signature");
+    assert_eq!(four.confidence, Confidence::Yellow);
+    assert!(
+        !has_signal(&four, "spoof-burst"),
+        "not again while the burst lasts"
+    );
+    let beat = server.heartbeat(T0 + MIN);
+    assert_eq!(beat.confidence, Confidence::Yellow);
+    assert_eq!(beat.status, Status::Online);
+    // However many arrive, never red.
+    for i in 0..100 {
+        let r = server.reject(T0 + MIN + (i + 1) * SEC, "bad_signature");
+        assert_eq!(r.confidence, Confidence::Yellow);
+    }
+    // Staleness still turns it red.
+    let silent = server.tick(T0 + 30 * MIN);
+    assert_eq!(silent.status, Status::Offline);
+    assert_eq!(silent.confidence, Confidence::Red);
 
-    // Never seen, under attack: red until the first attempt ages out of the hour.
+    // Never seen, under attack: yellow, with the badge until the first attempt ages out.
     let mut stranger = Server::established();
     stranger.reject(T0, "bad_signature");
     stranger.reject(T0 + SEC, "bad_signature");
-    let red = stranger.reject(T0 + 2 * SEC, "bad_signature");
-    assert_eq!(red.status, Status::Unknown);
-    assert_eq!(red.confidence, Confidence::Red);
-    assert_eq!(red.next_check_at_ms, Some(T0 + HOUR));
+    let attacked = stranger.reject(T0 + 2 * SEC, "bad_signature");
+    assert_eq!(attacked.status, Status::Unknown);
+    assert_eq!(attacked.confidence, Confidence::Yellow);
+    assert!(attacked.badges.iter().any(|b| b == "under-attack"));
+    assert_eq!(attacked.next_check_at_ms, Some(T0 + HOUR));
     let calm = stranger.tick(T0 + HOUR);
     assert_eq!(calm.confidence, Confidence::Yellow);
+    assert!(!calm.badges.iter().any(|b| b == "under-attack"));
     assert_eq!(score(&calm, "spoof_attempts"), 2.0);
 }
 
