@@ -6,6 +6,7 @@ mod backtest;
 mod bench_cli;
 mod cli;
 mod commands;
+mod config_cli;
 mod containment;
 mod deadlines;
 mod determinism;
