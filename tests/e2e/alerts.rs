@@ -115,7 +115,7 @@ pub(crate) fn alerting(config: &mut Config, address: SocketAddr, kinds: &[&str])
         kind: SinkKind::Webhook,
         url: format!("http://{address}/hook"),
         hmac_secret: Some(SECRET.into()),
-        hmac_secret_env: None,
+        ..SinkConfig::default()
     });
     a.routes.push(RouteConfig {
         kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
@@ -273,8 +273,7 @@ async fn alertmanager_and_slack_sinks_receive_their_formats() {
                 name: name.into(),
                 kind,
                 url: format!("http://{address}{path}"),
-                hmac_secret: None,
-                hmac_secret_env: None,
+                ..SinkConfig::default()
             });
             c.alerts.routes.push(RouteConfig {
                 kinds: vec![],

@@ -22,6 +22,7 @@ macro_rules! with_pool {
     };
 }
 pub mod process;
+pub mod tls;
 pub mod wait;
 
 pub use process::{Cli, Run, ServeProcess};

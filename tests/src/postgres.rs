@@ -3,6 +3,10 @@
 //! folder, a free loopback port), once per test process. A detached watchdog stops the cluster
 //! and deletes its folder when the test process exits, however it exits.
 //!
+//! The cluster this process starts serves TLS (`ssl=on`) with a certificate for `localhost`
+//! and `127.0.0.1` from a throwaway CA ([`tls_ca_file`]), so tests can connect with
+//! `sslmode=verify-full`; plain connections stay allowed.
+//!
 //! Without PostgreSQL the PostgreSQL variants of the tests are skipped with a notice on stderr,
 //! unless `VIGIL_REQUIRE_POSTGRES=1` (CI) turns the skip into a failure.
 
@@ -136,6 +140,45 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
+/// The PEM file of the CA that signed the harness cluster's certificate, when this process
+/// started the cluster (not with `VIGIL_TEST_DATABASE_URL`, whose TLS set-up is unknown).
+pub fn tls_ca_file() -> Option<&'static Path> {
+    server_url()?;
+    TLS_CA.get().map(PathBuf::as_path)
+}
+
+static TLS_CA: OnceLock<PathBuf> = OnceLock::new();
+
+/// Mints the cluster's CA and certificate into `dir`; returns the `-c` options that turn TLS
+/// on. The key is the cluster owner's, mode 0600, as PostgreSQL demands.
+fn tls_files(dir: &Path, root: bool) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ca = crate::tls::TestCa::new("vigil test PostgreSQL CA");
+    let leaf = ca.leaf();
+    let ca_path = ca.write(dir, "ca.crt");
+    let cert = dir.join("server.crt");
+    let key = dir.join("server.key");
+    std::fs::write(&cert, &leaf.cert_pem).map_err(|e| format!("writing server.crt: {e}"))?;
+    std::fs::write(&key, &leaf.key_pem).map_err(|e| format!("writing server.key: {e}"))?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod server.key: {e}"))?;
+    if root {
+        run(
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&cert)
+                .arg(&key),
+            "chown the certificate",
+        )?;
+    }
+    let _ = TLS_CA.set(ca_path);
+    Ok(format!(
+        " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        cert.display(),
+        key.display()
+    ))
+}
+
 fn start_cluster() -> Result<String, String> {
     let bin = bin_dir()?;
     let root = is_root();
@@ -165,8 +208,9 @@ fn start_cluster() -> Result<String, String> {
     let options = format!(
         "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} \
          -c max_connections=500 -c fsync=off -c synchronous_commit=off \
-         -c full_page_writes=off -c shared_buffers=64MB",
-        dir.display()
+         -c full_page_writes=off -c shared_buffers=64MB{}",
+        dir.display(),
+        tls_files(&dir, root)?
     );
     let pg_ctl = bin.join("pg_ctl");
     run(

@@ -228,6 +228,21 @@ impl ServeProcess {
         format!("http://{}", self.address)
     }
 
+    /// Sends a signal (`"HUP"`, `"TERM"`, …) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Its log lines so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().expect("not poisoned").clone()

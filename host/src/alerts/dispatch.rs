@@ -45,7 +45,7 @@ pub fn spawn(
         store,
         config,
         metrics,
-        client: reqwest::Client::new(),
+        sender: sinks::Sender::new(),
     };
     tokio::spawn(dispatcher.run(wake))
 }
@@ -54,7 +54,7 @@ struct Dispatcher {
     store: Store,
     config: ConfigHandle,
     metrics: Arc<Metrics>,
-    client: reqwest::Client,
+    sender: sinks::Sender,
 }
 
 /// The retry delay after `attempts` failed attempts: initial × 2^(attempts−1), capped.
@@ -188,7 +188,7 @@ impl Dispatcher {
                     "gave up after {} attempts: older than {} s",
                     attempts, config.give_up_after_seconds
                 )),
-                Some(sink) => sinks::send(&self.client, sink, &alert, timeout).await,
+                Some(sink) => self.sender.send(sink, &alert, timeout).await,
             };
             let attempts = attempts + 1;
             let now = now_ms();

@@ -6,7 +6,8 @@
 //!   mutes it during a maintenance window, suppresses duplicates within the dedup window, and
 //!   retries with exponential backoff until delivered or older than `give_up_after_seconds`.
 //! - [`sinks`] speaks the wire formats: generic webhook (optionally HMAC-SHA256 signed),
-//!   Alertmanager v2, Slack-compatible incoming webhook.
+//!   Alertmanager v2, Slack-compatible incoming webhook, ntfy, Discord, Telegram, email
+//!   (SMTP), PagerDuty Events v2, Microsoft Teams workflows; over TLS with rustls.
 //!
 //! | kind | severity | raised by |
 //! |---|---|---|

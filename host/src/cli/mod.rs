@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod config;
 pub mod keys;
 pub mod policy;
 pub mod rotate;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Ship, list, roll back and sign policy versions.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Check configuration files, show the effective configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// The whole `vigil` program: logging to stderr (`VIGIL_LOG`, default `info`), parse the
@@ -83,12 +87,19 @@ pub fn main() -> std::process::ExitCode {
             let code = e.downcast_ref::<run::ExitStatus>().map_or(1, |s| s.0);
             std::process::ExitCode::from(code)
         }
+        // `vigil config check` printed the errors itself.
+        Err(e) if e.is::<ConfigInvalid>() => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
 }
+
+/// `vigil config check` found errors (already printed).
+#[derive(Debug, thiserror::Error)]
+#[error("the configuration has errors")]
+pub struct ConfigInvalid;
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -102,6 +113,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(command) => policy::run(command).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Admin(command) => admin::run(command).await,
+        Command::Config(command) => {
+            if config::run(command)? {
+                Ok(())
+            } else {
+                Err(ConfigInvalid.into())
+            }
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if args.config.is_none() {
+        tokio::spawn(crate::config::reload::ignore_hangups());
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;

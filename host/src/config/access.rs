@@ -4,10 +4,10 @@
 
 use std::net::IpAddr;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `[trust] registration`: who may register a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Registration {
     /// Only an operator registers servers (admin API); unknown servers get 404.
@@ -19,7 +19,7 @@ pub enum Registration {
 }
 
 /// `[rate_limit]`: token buckets. A `*_per_minute` of 0 turns that limit off.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// Sustained requests per minute one server may send (agent routes). Default 60.
@@ -64,7 +64,7 @@ impl RateLimitConfig {
 }
 
 /// `[directory]`
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DirectoryConfig {
     /// Directory reads (`/v1/servers…`, `/v1/policies`, rankings, leaderboards, badges and
@@ -94,6 +94,24 @@ impl DirectoryConfig {
         );
         Ok(())
     }
+}
+
+/// Serialises `[server] trusted_proxies` back as text (a single address without its `/32`).
+pub fn serialize_networks<S: Serializer>(
+    networks: &[ipnet::IpNet],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let texts: Vec<String> = networks
+        .iter()
+        .map(|n| {
+            if n.prefix_len() == n.max_prefix_len() {
+                n.addr().to_string()
+            } else {
+                n.to_string()
+            }
+        })
+        .collect();
+    texts.serialize(serializer)
 }
 
 /// Deserialises `[server] trusted_proxies`: addresses (`10.0.0.1`) or networks (`10.0.0.0/8`).

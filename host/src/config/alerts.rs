@@ -7,7 +7,7 @@
 //!
 //! [[alerts.sinks]]
 //! name = "ops"
-//! kind = "webhook"                # webhook | alertmanager | slack
+//! kind = "webhook"                # webhook | alertmanager | slack | ntfy | discord | telegram | email | pagerduty | teams
 //! url = "http://127.0.0.1:9000/hooks/vigil"
 //! hmac_secret_env = "VIGIL_OPS_HOOK_SECRET"   # optional: X-Vigil-Signature: sha256=<hex>
 //!
@@ -23,10 +23,10 @@
 //! end = "2026-01-22T22:00:00Z"
 //! ```
 //!
-//! Sinks speak plain HTTP only: this build's HTTP client has no TLS (put an HTTPS relay or
-//! Alertmanager in between for Slack). The section reloads with the rest of the config.
+//! Sinks reach `http://` and `https://` URLs (rustls, the bundled Mozilla roots plus a sink's
+//! `ca_file`). The section reloads with the rest of the config.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Every alert kind, with its severity (what routes may name).
 pub const KINDS: [(&str, &str); 6] = [
@@ -44,7 +44,7 @@ pub const SEVERITIES: [&str; 4] = ["critical", "warning", "info", "recovery"];
 use crate::clock::parse_rfc3339_ms;
 
 /// `[alerts]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     /// An alert of the same kind for the same server within this many seconds of one already
@@ -86,26 +86,79 @@ impl Default for AlertsConfig {
 }
 
 /// The wire format of a sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SinkKind {
     /// `POST url` with the alert as JSON, optionally HMAC-SHA256 signed.
+    #[default]
     Webhook,
     /// Prometheus Alertmanager: `POST {url}/api/v2/alerts`.
     Alertmanager,
     /// Slack-compatible incoming webhook: `POST url` with `{"text": ...}`.
     Slack,
+    /// ntfy: `POST {url}` (the topic URL) with the message as the body and `Title`,
+    /// `Priority`, `Tags` headers; `token` is sent as a bearer token.
+    Ntfy,
+    /// Discord webhook: `POST url` with `{"content", "username", "allowed_mentions"}`.
+    Discord,
+    /// Telegram Bot API: `POST {url}/bot{token}/sendMessage` with `{"chat_id", "text"}`.
+    Telegram,
+    /// Email over SMTP (`smtp://host:587`: STARTTLS required; `smtps://host:465`: TLS from
+    /// the start; `smtp://host:25?tls=none` only on loopback).
+    Email,
+    /// PagerDuty Events API v2: trigger, and resolve `server_offline` on `server_online`
+    /// with the same dedup key; `token` is the routing key.
+    Pagerduty,
+    /// Microsoft Teams workflow ("When a Teams webhook request is received") URL: an
+    /// Adaptive Card message.
+    Teams,
 }
 
+impl SinkKind {
+    /// The URL used when a sink leaves `url` empty (the public API of the service), if any.
+    pub fn default_url(self) -> Option<&'static str> {
+        match self {
+            Self::Telegram => Some("https://api.telegram.org"),
+            Self::Pagerduty => Some("https://events.pagerduty.com/v2/enqueue"),
+            _ => None,
+        }
+    }
+
+    /// Whether the kind's message text comes from a template (`template` may override it).
+    pub fn templated(self) -> bool {
+        !matches!(self, Self::Webhook | Self::Alertmanager)
+    }
+
+    /// Whether the kind needs a `token` (or `token_env`).
+    pub fn needs_token(self) -> bool {
+        matches!(self, Self::Telegram | Self::Pagerduty)
+    }
+}
+
+/// The placeholders a sink `template` may use.
+pub const TEMPLATE_FIELDS: [&str; 8] = [
+    "kind",
+    "severity",
+    "server_id",
+    "cluster_id",
+    "summary",
+    "at",
+    "policy_digest",
+    "alert_id",
+];
+
 /// `[[alerts.sinks]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// Unique name routes refer to.
     pub name: String,
     /// Wire format.
     pub kind: SinkKind,
-    /// `http://` URL (for Alertmanager, its base URL).
+    /// `http://` or `https://` URL (Alertmanager: its base URL; Telegram: the Bot API base,
+    /// default `https://api.telegram.org`; PagerDuty: default
+    /// `https://events.pagerduty.com/v2/enqueue`; email: `smtp://` or `smtps://`).
+    #[serde(default)]
     pub url: String,
     /// HMAC-SHA256 key for the webhook signature header.
     #[serde(default)]
@@ -113,6 +166,34 @@ pub struct SinkConfig {
     /// Environment variable holding the HMAC key (wins over `hmac_secret`).
     #[serde(default)]
     pub hmac_secret_env: Option<String>,
+    /// The sink's credential: ntfy access token, Telegram bot token, PagerDuty routing key,
+    /// SMTP password.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Environment variable holding `token` (wins over it; preferred for secrets).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Telegram: the chat to post to.
+    #[serde(default)]
+    pub chat_id: Option<String>,
+    /// Email: the sender address.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Email: the recipients.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Email: the SMTP user name (with `token` as the password).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A PEM file of extra certificate authorities to trust for this sink (beside the bundled
+    /// Mozilla roots), e.g. a private CA.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The message text, overriding the kind's default; placeholders `{kind}`,
+    /// `{severity}`, `{server_id}`, `{cluster_id}`, `{summary}`, `{at}`, `{policy_digest}`,
+    /// `{alert_id}`. Not for `webhook` and `alertmanager` (structured bodies).
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 impl SinkConfig {
@@ -124,10 +205,112 @@ impl SinkConfig {
             .filter(|s| !s.is_empty())
             .or_else(|| self.hmac_secret.clone())
     }
+
+    /// The credential in force (`token_env` wins over `token`), if any.
+    pub fn credential(&self) -> Option<String> {
+        self.token_env
+            .as_deref()
+            .and_then(|var| std::env::var(var).ok())
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.token.clone())
+    }
+
+    /// `url`, or the kind's default when empty.
+    pub fn effective_url(&self) -> &str {
+        if self.url.is_empty() {
+            self.kind.default_url().unwrap_or("")
+        } else {
+            &self.url
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let name = &self.name;
+        let url = self.effective_url();
+        if self.kind == SinkKind::Email {
+            anyhow::ensure!(
+                url.starts_with("smtp://") || url.starts_with("smtps://"),
+                "[[alerts.sinks]] {name:?}: an email sink's url must be smtp:// (STARTTLS) or smtps://"
+            );
+            anyhow::ensure!(
+                self.from.is_some() && !self.to.is_empty(),
+                "[[alerts.sinks]] {name:?}: an email sink needs `from` and `to`"
+            );
+        } else {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "[[alerts.sinks]] {name:?}: url must be http:// or https://"
+            );
+        }
+        anyhow::ensure!(
+            reqwest::Url::parse(url).is_ok_and(|u| u.host_str().is_some()),
+            "[[alerts.sinks]] {name:?}: url {url:?} is not a URL with a host"
+        );
+        if self.kind == SinkKind::Telegram {
+            anyhow::ensure!(
+                self.chat_id.is_some(),
+                "[[alerts.sinks]] {name:?}: a telegram sink needs `chat_id`"
+            );
+        }
+        if self.kind.needs_token() {
+            anyhow::ensure!(
+                self.token.is_some() || self.token_env.is_some(),
+                "[[alerts.sinks]] {name:?}: this kind needs `token` or `token_env`"
+            );
+        }
+        if let Some(template) = &self.template {
+            anyhow::ensure!(
+                self.kind.templated(),
+                "[[alerts.sinks]] {name:?}: `template` is not used by {:?} sinks",
+                self.kind
+            );
+            check_template(template)
+                .map_err(|e| anyhow::anyhow!("[[alerts.sinks]] {name:?}: template: {e}"))?;
+        }
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("[[alerts.sinks]] {name:?}: ca_file {}: {e}", path.display())
+            })?;
+            anyhow::ensure!(
+                reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|c| !c.is_empty()),
+                "[[alerts.sinks]] {name:?}: ca_file {} holds no PEM certificate",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Checks that every `{placeholder}` of `template` is known and braces balance (`{{` and `}}`
+/// stand for literal braces).
+pub fn check_template(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        let (c, after) = (rest.as_bytes()[i], &rest[i + 1..]);
+        if after.as_bytes().first() == Some(&c) {
+            rest = &after[1..];
+            continue;
+        }
+        if c == b'}' {
+            return Err("an unmatched `}` (write `}}` for a literal brace)".into());
+        }
+        let end = after
+            .find('}')
+            .ok_or_else(|| "an unclosed `{` (write `{{` for a literal brace)".to_owned())?;
+        let field = &after[..end];
+        if !TEMPLATE_FIELDS.contains(&field) {
+            return Err(format!(
+                "unknown placeholder {{{field}}}; known: {}",
+                TEMPLATE_FIELDS.join(", ")
+            ));
+        }
+        rest = &after[end + 1..];
+    }
+    Ok(())
 }
 
 /// `[[alerts.routes]]`: empty lists match anything.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Alert kinds to match.
@@ -156,7 +339,7 @@ impl RouteConfig {
 }
 
 /// `[[alerts.maintenance]]`: one of `server_id` or `cluster_id`, and an RFC 3339 interval.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceWindow {
     /// The server to mute.
@@ -197,12 +380,7 @@ impl AlertsConfig {
                 "[[alerts.sinks]] name {:?} is used twice",
                 sink.name
             );
-            anyhow::ensure!(
-                sink.url.starts_with("http://"),
-                "[[alerts.sinks]] {:?}: url must be http:// (this build has no TLS client; \
-                 relay HTTPS through a local proxy or Alertmanager)",
-                sink.name
-            );
+            sink.validate()?;
         }
         for route in &self.routes {
             anyhow::ensure!(
@@ -281,6 +459,58 @@ mod tests {
         assert!(w.mutes("a", Some("eu"), start));
         assert!(!w.mutes("a", Some("eu"), start + 3_600_000));
         assert!(!w.mutes("a", None, start));
+    }
+
+    #[test]
+    fn sinks_are_checked_per_kind() {
+        let check = |sink: SinkConfig| {
+            let c = AlertsConfig {
+                sinks: vec![sink],
+                ..AlertsConfig::default()
+            };
+            c.validate().map_err(|e| e.to_string())
+        };
+        let base = |kind, url: &str| SinkConfig {
+            name: "s".into(),
+            kind,
+            url: url.into(),
+            ..SinkConfig::default()
+        };
+        assert_eq!(
+            check(base(SinkKind::Webhook, "https://h.example/x")),
+            Ok(())
+        );
+        assert!(check(base(SinkKind::Webhook, "ftp://h/x")).is_err());
+        let e = check(base(SinkKind::Telegram, "")).unwrap_err();
+        assert!(e.contains("chat_id"), "{e}");
+        let e = check(base(SinkKind::Pagerduty, "")).unwrap_err();
+        assert!(e.contains("token"), "{e}");
+        let e = check(base(SinkKind::Email, "https://h")).unwrap_err();
+        assert!(e.contains("smtp://"), "{e}");
+        let e = check(SinkConfig {
+            from: Some("a@b.c".into()),
+            to: vec!["d@e.f".into()],
+            ..base(SinkKind::Email, "smtp://mail.example:587")
+        });
+        assert_eq!(e, Ok(()));
+        let e = check(SinkConfig {
+            template: Some("{x}".into()),
+            ..base(SinkKind::Webhook, "http://h/x")
+        })
+        .unwrap_err();
+        assert!(e.contains("template"), "{e}");
+        let e = check(SinkConfig {
+            template: Some("{x}".into()),
+            ..base(SinkKind::Slack, "http://h/x")
+        })
+        .unwrap_err();
+        assert!(e.contains("unknown placeholder"), "{e}");
+        let e = check(SinkConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..base(SinkKind::Slack, "https://h/x")
+        })
+        .unwrap_err();
+        assert!(e.contains("ca_file"), "{e}");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Configuration: one TOML file (`vigil.toml`) turned into a typed [`Config`].
 //!
 //! Every key has a default, so an empty file (or none) is a valid configuration. Unknown keys are
-//! an error that names the key. Secrets may come from the environment (`VIGIL_ADMIN_TOKEN`).
+//! an error that names the key. Every key may come from the environment (`VIGIL_SERVER__LISTEN`,
+//! mapping in [`layers`]), which wins over the file.
 //! This module only parses and validates; it never opens sockets or files other than the config.
 //! Putting an edited file in force while the host runs is [`reload`]'s; the access tables
 //! (`[trust]` registration, `[rate_limit]`, `[directory]`, trusted proxies) are in [`access`].
 
 pub mod access;
 pub mod alerts;
+pub mod layers;
 pub mod reload;
 
 use std::collections::BTreeMap;
@@ -15,10 +17,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration of a Vigil host.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[server]`: where to listen.
@@ -44,14 +46,17 @@ pub struct Config {
 }
 
 /// `[server]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
     /// Peers (addresses or CIDR networks) whose `X-Forwarded-For` header is believed. Default
     /// none: the client IP is the TCP peer.
-    #[serde(deserialize_with = "access::deserialize_networks")]
+    #[serde(
+        deserialize_with = "access::deserialize_networks",
+        serialize_with = "access::serialize_networks"
+    )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
@@ -65,7 +70,7 @@ impl Default for ServerConfig {
 }
 
 /// `[storage]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Database URL. Default `sqlite://vigil.db` (created if missing); `postgres://…` selects
@@ -85,7 +90,7 @@ impl Default for StorageConfig {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Bearer token for `/v1/admin/…`. `VIGIL_ADMIN_TOKEN` overrides it. When neither is set
@@ -94,7 +99,7 @@ pub struct AdminConfig {
 }
 
 /// `[trust]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustConfig {
     /// Refuse (403) heartbeats from servers an operator has not verified. Default false.
@@ -131,7 +136,7 @@ impl Default for TrustConfig {
 }
 
 /// `[policy]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// A policy component (`.wasm`) to run instead of the bundled default policy.
@@ -192,7 +197,7 @@ impl Default for PolicyConfig {
 }
 
 /// `[ingest]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Largest number of events one group-commit batch holds. Default 512.
@@ -216,15 +221,9 @@ pub const MIN_ADMIN_TOKEN_BYTES: usize = 32;
 
 impl Config {
     /// Parses a configuration from TOML text, then applies environment overrides and validates.
+    /// Environment overrides: `VIGIL_SECTION__KEY` (see [`layers`] for the mapping).
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Ok(token) = std::env::var("VIGIL_ADMIN_TOKEN")
-            && !token.is_empty()
-        {
-            config.admin.token = Some(token);
-        }
-        config.validate()?;
-        Ok(config)
+        layers::load(text, std::env::vars())
     }
 
     /// Reads and parses a configuration file. A missing file is an error (say what to do);
@@ -235,7 +234,7 @@ impl Config {
         Self::from_toml(&text).with_context(|| format!("in config file {}", path.display()))
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         self.alerts.validate()?;
         if let Some(token) = self.admin.token.as_deref().filter(|t| !t.is_empty()) {
             // The bootstrap token is a full admin credential: short ones fall to guessing.
@@ -341,7 +340,7 @@ impl ConfigHandle {
 }
 
 /// `[live]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LiveConfig {
     /// Events kept for a slow subscriber before it is dropped (it may resume with

@@ -7,6 +7,10 @@
 //! log line naming the problem; the configuration in force stays. Readers take
 //! [`ConfigHandle::current`] per request; tasks that must react to a key (the policy, limits)
 //! use [`ConfigHandle::subscribe`]. This module never decides what a key means.
+//!
+//! `SIGHUP` reloads too, like an edit, but always re-reads (even an unchanged file: the
+//! environment's `VIGIL_*__*` overrides are applied again). Without a config file `vigil
+//! serve` logs that it has nothing to reload; SIGHUP never ends the process.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,7 +67,8 @@ impl ConfigWatcher {
         let name = path.file_name().map(ToOwned::to_owned);
         // Unbounded: the notify callback runs on its own thread and must not block; events are
         // coalesced by the debounce below, so the queue stays short.
-        let (tx, rx) = mpsc::unbounded_channel::<()>();
+        let (tx, rx) = mpsc::unbounded_channel::<Trigger>();
+        let hangups = tx.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) => {
@@ -71,7 +76,7 @@ impl ConfigWatcher {
                         return;
                     }
                     if event.paths.iter().any(|p| p.file_name() == name.as_deref()) {
-                        let _ = tx.send(());
+                        let _ = tx.send(Trigger::Edit);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "config file watch error"),
@@ -83,7 +88,14 @@ impl ConfigWatcher {
         let last_text = std::fs::read_to_string(&path).unwrap_or_default();
         tracing::info!(path = %path.display(), "watching the config file for changes");
         let counts = Arc::new(ReloadCounts::default());
-        let task = tokio::spawn(reload_loop(path, handle, rx, last_text, counts.clone()));
+        let loop_counts = counts.clone();
+        let task = tokio::spawn(async move {
+            let hangup = forward_hangups(hangups);
+            tokio::select! {
+                () = reload_loop(path, handle, rx, last_text, loop_counts) => {},
+                () = hangup => {},
+            }
+        });
         Ok(Self {
             _watcher: watcher,
             task,
@@ -102,16 +114,64 @@ impl ConfigWatcher {
     }
 }
 
+/// What asks for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The file (or its folder entry) changed.
+    Edit,
+    /// `SIGHUP`: re-read even if the text is unchanged.
+    Hangup,
+}
+
+/// Sends a [`Trigger::Hangup`] for every SIGHUP (never returns while the channel is open).
+async fn forward_hangups(tx: mpsc::UnboundedSender<Trigger>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the config file");
+                    if tx.send(Trigger::Hangup).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+        }
+    }
+    drop(tx);
+    std::future::pending::<()>().await;
+}
+
+/// Without a config file: SIGHUP is logged and otherwise ignored (its default would end the
+/// process). Runs until the process ends.
+pub async fn ignore_hangups() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hangups) = signal(SignalKind::hangup()) {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: no config file (--config) to reload; nothing changed");
+            }
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
 async fn reload_loop(
     path: PathBuf,
     handle: ConfigHandle,
-    mut events: mpsc::UnboundedReceiver<()>,
+    mut events: mpsc::UnboundedReceiver<Trigger>,
     mut last_text: String,
     counts: Arc<ReloadCounts>,
 ) {
-    while events.recv().await.is_some() {
+    while let Some(first) = events.recv().await {
+        let mut forced = first == Trigger::Hangup;
         // Debounce: keep waiting while events keep coming.
-        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+        while let Ok(Some(trigger)) = tokio::time::timeout(DEBOUNCE, events.recv()).await {
+            forced |= trigger == Trigger::Hangup;
+        }
         let text = match tokio::fs::read_to_string(&path).await {
             Ok(text) => text,
             Err(e) => {
@@ -121,7 +181,7 @@ async fn reload_loop(
                 continue;
             }
         };
-        if text == last_text {
+        if text == last_text && !forced {
             continue;
         }
         match Config::from_toml(&text) {
