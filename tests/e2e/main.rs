@@ -10,6 +10,7 @@ mod containment;
 mod deadlines;
 mod determinism;
 mod directory;
+mod edge_limits;
 mod ingest;
 mod lifecycle;
 mod live;
