@@ -7,9 +7,11 @@
 //! [`COMMAND_PREFIX`] for the host's envelope, [`RESULT_PREFIX`] for the agent's result. The
 //! host key is generated on first start and kept in the database (`host_keys`), so every
 //! host sharing a database signs alike and a restored backup keeps the key agents trust; its
-//! public half is `GET /v1/host-key`. Delivery and result are each recorded once (an
-//! `IS NULL`-guarded UPDATE) and every step is appended to `command_log`. Commands past
-//! `expires_at` are never delivered.
+//! public half is `GET /v1/host-key`. Delivery is at least once: each new signed heartbeat
+//! carries every unexpired command still without a result (never a duplicate or unsigned one:
+//! those prove nothing about who sent them). The result is recorded once (an `IS NULL`-guarded
+//! UPDATE) and stops delivery; the first delivery and the result are appended to
+//! `command_log`. Commands past `expires_at` are never delivered.
 //!
 //! This room signs and verifies; the store keeps the key and the command tables
 //! (`store/ops/`), in SQL both backends accept.
@@ -196,8 +198,10 @@ impl Commands {
         Ok(envelope)
     }
 
-    /// Takes every unexpired, undelivered command of `server_id` (oldest first), marking each
-    /// delivered exactly once.
+    /// Every unexpired command of `server_id` without a result yet (oldest first): delivery is
+    /// at least once, repeated on each call until the agent's signed result is recorded, so
+    /// the caller must only call this for a request the agent proved it sent (a new signed
+    /// heartbeat). Agents tell repeats apart by `command_id`.
     pub async fn deliver(&self, server_id: &str) -> Result<Vec<Value>, CommandError> {
         // Taken out of the set before reading, so a command queued meanwhile re-adds it.
         let waiting = self
@@ -209,7 +213,8 @@ impl Commands {
             return Ok(Vec::new());
         }
         let taken = self.take(server_id).await;
-        if taken.is_err()
+        // Still waiting while anything is unanswered (or the read failed).
+        if taken.as_ref().map_or(true, |t| !t.is_empty())
             && let Ok(mut set) = self.waiting.lock()
         {
             set.insert(server_id.to_owned());

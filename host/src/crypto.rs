@@ -39,7 +39,10 @@ impl PublicKey {
             .map_err(|_| SignatureError::BadKey)?;
         let raw: [u8; 32] = bytes.try_into().map_err(|_| SignatureError::BadKey)?;
         let key = VerifyingKey::from_bytes(&raw).map_err(|_| SignatureError::BadKey)?;
-        if key.is_weak() {
+        // Small-order keys verify anything; mixed-order keys (an honest point plus a torsion
+        // component) let a batch check accept what a single strict check refuses. Both are
+        // refused here, where every registered or rotated key is parsed.
+        if key.is_weak() || !key.to_edwards().is_torsion_free() {
             return Err(SignatureError::BadKey);
         }
         Ok(Self(key))
@@ -84,4 +87,26 @@ pub fn digest_of(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use curve25519_dalek::constants::EIGHT_TORSION;
+
+    #[test]
+    fn keys_with_a_torsion_component_are_refused() {
+        let honest = ed25519_dalek::SigningKey::from_bytes(&[9; 32]).verifying_key();
+        let b64 = |bytes: &[u8]| STANDARD.encode(bytes);
+        assert!(PublicKey::from_base64(&b64(honest.as_bytes())).is_ok());
+        for torsion in &EIGHT_TORSION[1..] {
+            let mixed = (honest.to_edwards() + torsion).compress();
+            assert!(
+                PublicKey::from_base64(&b64(mixed.as_bytes())).is_err(),
+                "mixed-order key accepted"
+            );
+            // Small-order keys too.
+            assert!(PublicKey::from_base64(&b64(torsion.compress().as_bytes())).is_err());
+        }
+    }
 }

@@ -21,7 +21,8 @@ fn readme_walkthrough_with_the_real_binary_on_postgres() {
 
 fn walkthrough(storage_url: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let vigil = Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "walkthrough-token");
+    let vigil =
+        Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "walkthrough-token-0123456789abcdef");
     let keygen = vigil.ok(["keygen", "--out", "agent.key"]);
     assert!(keygen.contains("fingerprint: SHA256:"), "{keygen}");
     // keygen refuses to overwrite a key.

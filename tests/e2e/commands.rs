@@ -1,5 +1,5 @@
-//! Pending commands: queued by an operator, delivered once in a heartbeat's 202 with a valid
-//! host signature, answered by a result the agent signs.
+//! Pending commands: queued by an operator, delivered in new signed heartbeats' 202 with a
+//! valid host signature until the agent answers with a result it signs (at least once).
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
@@ -31,7 +31,7 @@ async fn post_result(app: &TestApp, command_id: &str, body: &Value) -> vigil_tes
     .await
 }
 
-async fn a_queued_command_is_delivered_once_signed_by_the_host_and_its_signed_result_is_recorded() {
+async fn a_queued_command_is_delivered_until_its_signed_result_is_recorded() {
     let app = TestApp::spawn().await;
     let agent = Agent::new("commanded");
     app.register(&agent).await;
@@ -70,9 +70,9 @@ async fn a_queued_command_is_delivered_once_signed_by_the_host_and_its_signed_re
     tampered.insert("command".into(), json!("wipe"));
     assert!(verify(COMMAND_PREFIX, &key, &tampered).is_err());
 
-    // Delivered once.
+    // At least once: delivered again with the next signed heartbeat, since no result came.
     let second = app.post_heartbeat(&agent.heartbeat(json!({}))).await;
-    assert_eq!(second.body["pending_commands"], json!([]));
+    assert_eq!(second.body["pending_commands"], json!([command.clone()]));
 
     // A forged result is refused; the agent's signed result is recorded once.
     let impostor = Agent::new("commanded");
@@ -91,6 +91,9 @@ async fn a_queued_command_is_delivered_once_signed_by_the_host_and_its_signed_re
     assert_eq!(again.code(), "result_exists");
     let unknown = post_result(&app, "feedface", &signed_result(&agent, "feedface", "ok")).await;
     assert_eq!(unknown.code(), "unknown_command");
+    // Answered: never delivered again.
+    let third = app.post_heartbeat(&agent.heartbeat(json!({}))).await;
+    assert_eq!(third.body["pending_commands"], json!([]));
 
     let (status, body): (String, String) =
         vigil_tests::with_pool!(&app.db.pool_for_tests(), pool =>
@@ -108,7 +111,18 @@ async fn a_queued_command_is_delivered_once_signed_by_the_host_and_its_signed_re
             .fetch_all(pool)
             .await)
     .expect("log");
-    assert_eq!(log, ["queued", "delivered", "result"]);
+    assert_eq!(
+        log,
+        ["queued", "delivered", "result"],
+        "the first delivery only"
+    );
+    let count: i64 = vigil_tests::with_pool!(&app.db.pool_for_tests(), pool =>
+        sqlx::query_scalar("SELECT CAST(delivery_count AS BIGINT) FROM commands WHERE command_id = $1")
+            .bind(&command_id)
+            .fetch_one(pool)
+            .await)
+    .expect("count");
+    assert_eq!(count, 2);
 }
 
 async fn expired_commands_are_never_delivered_and_the_host_key_survives_a_restart() {
@@ -141,6 +155,6 @@ async fn expired_commands_are_never_delivered_and_the_host_key_survives_a_restar
 }
 
 vigil_tests::on_both_backends!(
-    a_queued_command_is_delivered_once_signed_by_the_host_and_its_signed_result_is_recorded,
+    a_queued_command_is_delivered_until_its_signed_result_is_recorded,
     expired_commands_are_never_delivered_and_the_host_key_survives_a_restart,
 );

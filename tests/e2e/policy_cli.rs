@@ -7,7 +7,8 @@ use vigil_tests::{Cli, ServeProcess, default_policy_version};
 #[test]
 fn the_cli_signs_pushes_activates_lists_and_rolls_back_and_unsigned_pushes_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let vigil = Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "policy-cli-token");
+    let vigil =
+        Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "policy-cli-token-0123456789abcdef");
     let keygen = vigil.ok(["keygen", "--out", "author.key"]);
     let public = keygen
         .lines()

@@ -48,7 +48,7 @@ use vigil::ingest::signature::sign_body;
 use vigil::store::Store;
 
 /// The admin token every test app uses.
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// Which database a test's hosts use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,7 +41,7 @@ pub async fn add_server(
     headers: HeaderMap,
     body: Result<Json<AddServer>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers).await?;
+    let who = authorize(&state, &headers).await?;
     let add = json_body(body)?;
     if !valid_server_id(&add.server_id) {
         return Err(ApiError::invalid(
@@ -69,7 +69,7 @@ pub async fn add_server(
         display_name: add.display_name,
         cluster_id: add.cluster_id,
         registered_at_ms: now_ms(),
-        added_by: "admin".into(),
+        added_by: who,
     };
     state.engine.register(server).await?;
     let record = state
@@ -95,17 +95,16 @@ pub async fn verify_server(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers).await?;
+    let who = authorize(&state, &headers).await?;
     let verify: Verify = if body.is_empty() {
         Verify::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
     };
-    state
-        .engine
-        .set_verified(&id, verify.verified.unwrap_or(true))
-        .await?;
+    let verified = verify.verified.unwrap_or(true);
+    state.engine.set_verified(&id, verified).await?;
+    tracing::info!(target: "vigil::audit", server_id = ?id, verified, by = %who, "server verification set");
     let record = state
         .store
         .get_server(&id)

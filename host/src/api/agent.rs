@@ -42,6 +42,7 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
         Err(refusal) => return ApiError::from(refusal).into_response(),
     };
     let server_id = admitted.heartbeat.decoded.server_id.clone();
+    let signed = admitted.heartbeat.signed;
     let interval = admitted
         .heartbeat
         .decoded
@@ -50,8 +51,9 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
     match state.engine.submit_heartbeat(admitted.heartbeat).await {
         Ok(ack) => {
             // An exact repeat proves nothing: the last accepted body (signature included) is
-            // public, so anyone can post it again. Commands go only with a new heartbeat.
-            let pending_commands = if ack.duplicate {
+            // public, so anyone can post it again; nor does an unsigned heartbeat (with
+            // `require_signature = false`). Commands go only with a new signed heartbeat.
+            let pending_commands = if ack.duplicate || !signed {
                 Vec::new()
             } else {
                 state

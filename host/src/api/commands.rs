@@ -65,7 +65,7 @@ pub async fn queue(
     headers: HeaderMap,
     body: Result<Json<QueueCommand>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    super::auth::authorize(&state, &headers).await?;
+    let who = super::auth::authorize(&state, &headers).await?;
     let Json(request) = body.map_err(|e| ApiError::invalid("invalid_body", e.body_text()))?;
     if !valid_command(&request.command) {
         return Err(ApiError::invalid(
@@ -97,7 +97,7 @@ pub async fn queue(
     let ttl_ms = i64::try_from(ttl * 1000).unwrap_or(i64::MAX);
     let envelope = state
         .commands
-        .queue(&server_id, &request.command, args, ttl_ms, "admin")
+        .queue(&server_id, &request.command, args, ttl_ms, &who)
         .await?;
     Ok((StatusCode::CREATED, Json(envelope)).into_response())
 }

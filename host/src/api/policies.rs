@@ -15,6 +15,7 @@ use crate::engine::WriteError;
 use crate::policy::PolicyError;
 use crate::policy::registry::RegistryError;
 use crate::policy::signing::SigningError;
+use crate::store::StoreError;
 
 /// The header carrying a detached signature (the text of a `.sig` file) on upload.
 pub const SIGNATURE_HEADER: &str = "vigil-policy-signature";
@@ -43,6 +44,9 @@ impl From<RegistryError> for ApiError {
             }
             RegistryError::NoPrevious => {
                 Self::new(StatusCode::CONFLICT, "no_previous_policy", detail)
+            }
+            RegistryError::Store(StoreError::Conflict(what)) => {
+                Self::new(StatusCode::CONFLICT, "policy_version_taken", what)
             }
             RegistryError::Store(e) => e.into(),
             RegistryError::Engine(e) => WriteError::from(e).into(),
@@ -86,7 +90,7 @@ pub async fn upload(
     query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers).await?;
+    let who = authorize(&state, &headers).await?;
     let Query(query) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     if body.is_empty() {
         return Err(ApiError::invalid(
@@ -107,7 +111,7 @@ pub async fn upload(
         .transpose()?;
     let validated = state
         .policies
-        .register(body.to_vec(), signature.as_deref(), "admin")
+        .register(body.to_vec(), signature.as_deref(), &who)
         .await?;
     let activation = if query.activate {
         Some(
@@ -115,7 +119,7 @@ pub async fn upload(
                 .policies
                 .activate_loaded(
                     validated.policy.clone(),
-                    "admin",
+                    &who,
                     "uploaded with ?activate=true",
                 )
                 .await?,
@@ -151,12 +155,12 @@ pub async fn activate(
     headers: HeaderMap,
     body: Result<Json<Activate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers).await?;
+    let who = authorize(&state, &headers).await?;
     let Json(request) = body.map_err(|e| ApiError::invalid("invalid_body", e.body_text()))?;
     let reason = request.reason.unwrap_or_else(|| "admin API".into());
     let outcome = state
         .policies
-        .activate(&request.policy, "admin", &reason)
+        .activate(&request.policy, &who, &reason)
         .await?;
     Ok(Json(outcome).into_response())
 }
@@ -175,7 +179,7 @@ pub async fn rollback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers).await?;
+    let who = authorize(&state, &headers).await?;
     let request: Rollback = if body.is_empty() {
         Rollback::default()
     } else {
@@ -183,7 +187,7 @@ pub async fn rollback(
             .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
     };
     let reason = request.reason.unwrap_or_else(|| "admin rollback".into());
-    let outcome = state.policies.rollback("admin", &reason).await?;
+    let outcome = state.policies.rollback(&who, &reason).await?;
     Ok(Json(outcome).into_response())
 }
 
@@ -201,9 +205,10 @@ pub async fn start_shadow(
     headers: HeaderMap,
     body: Result<Json<ShadowRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers).await?;
+    let who = authorize(&state, &headers).await?;
     let Json(request) = body.map_err(|e| ApiError::invalid("invalid_body", e.body_text()))?;
     state.policies.shadow(request.policy.as_deref()).await?;
+    tracing::info!(target: "vigil::audit", policy = ?request.policy, by = %who, "shadow set");
     Ok(match state.engine.shadow_report() {
         Some(report) => Json(report).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),

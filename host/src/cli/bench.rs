@@ -136,7 +136,7 @@ fn spawn_host(extra_config: &str) -> anyhow::Result<(SpawnedHost, String, String
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let token = format!("bench-{}", rand::random::<u64>());
+    let token = format!("bench-{}", hex::encode(rand::random::<[u8; 16]>()));
     let config = dir.path().join("vigil.toml");
     std::fs::write(
         &config,

@@ -109,6 +109,12 @@ pub struct TrustConfig {
     /// first use: a first heartbeat signed by the `public_key` it carries registers the server,
     /// unverified).
     pub registration: access::Registration,
+    /// Open registrations one client address may make per hour (0 = no limit). Default 10:
+    /// each registers a server row and its key forever, and keys cost nothing to make.
+    pub registrations_per_ip_per_hour: u32,
+    /// Open registrations the host accepts per hour from all addresses together (0 = no
+    /// limit). Default 600: bounds what a spread-out flood of fresh keys can store.
+    pub registrations_per_hour: u32,
 }
 
 impl Default for TrustConfig {
@@ -118,6 +124,8 @@ impl Default for TrustConfig {
             max_clock_skew_seconds: 300,
             require_signature: true,
             registration: access::Registration::Operator,
+            registrations_per_ip_per_hour: 10,
+            registrations_per_hour: 600,
         }
     }
 }
@@ -202,6 +210,10 @@ impl Default for IngestConfig {
     }
 }
 
+/// The shortest bootstrap admin token accepted (32 bytes: 256 bits when random bytes, 128
+/// when hex).
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 32;
+
 impl Config {
     /// Parses a configuration from TOML text, then applies environment overrides and validates.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
@@ -225,6 +237,15 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.alerts.validate()?;
+        if let Some(token) = self.admin.token.as_deref().filter(|t| !t.is_empty()) {
+            // The bootstrap token is a full admin credential: short ones fall to guessing.
+            anyhow::ensure!(
+                token.len() >= MIN_ADMIN_TOKEN_BYTES,
+                "[admin] token (or VIGIL_ADMIN_TOKEN) must be at least {MIN_ADMIN_TOKEN_BYTES} \
+                 bytes (it is {}); generate one with `openssl rand -hex 32`",
+                token.len()
+            );
+        }
         anyhow::ensure!(
             self.ingest.max_batch >= 1,
             "[ingest] max_batch must be at least 1"

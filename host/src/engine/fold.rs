@@ -215,7 +215,11 @@ pub(super) fn note_heartbeat(
 ) {
     s.event_seq += 1;
     s.last_seen_at_ms = Some(now_ms);
-    s.last_sent_at_ms = Some(heartbeat.sent_at_ms);
+    // Only a signed heartbeat moves the replay clock: with `require_signature = false` anyone
+    // may post an unsigned one, and a future-dated one must not lock the real agent out.
+    if signed {
+        s.last_sent_at_ms = Some(heartbeat.sent_at_ms);
+    }
     s.last_signature = heartbeat.signature.clone().filter(|_| signed);
     s.players_current = heartbeat.players_current;
     s.players_capacity = heartbeat.players_capacity;

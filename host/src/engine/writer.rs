@@ -309,6 +309,26 @@ impl Writer {
             pending.duplicates += 1;
             return Ok(ack(&server.snapshot, true));
         }
+        if hb.signed && hb.decoded.key_version != server.key_version {
+            // Verified against the key that was current when the gate looked, but a rotation
+            // committed ahead of it in the queue: the old key no longer speaks for the server.
+            // Signed by the key holder, so it is no evidence of a forgery: recorded, not folded.
+            let detail = format!(
+                "signed with key version {}, but the server's key is now version {}",
+                hb.decoded.key_version, server.key_version
+            );
+            pending.batch.rejections.push(RejectionRow {
+                received_at_ms: now,
+                code: "key_version_mismatch".into(),
+                http_status: 409,
+                detail: detail.clone(),
+                claimed_server_id: Some(id.to_owned()),
+                seq: None,
+                source_ip: hb.source_ip.clone(),
+                body_sha256: Some(crate::policy::digest_of(hb.body_text.as_bytes())),
+            });
+            return Err(WriteError::KeyVersion(detail));
+        }
         if server
             .snapshot
             .last_sent_at_ms

@@ -37,7 +37,7 @@ use axum::extract::{ConnectInfo, Request};
 
 use super::client_ip::client_ip;
 use super::decode::{DecodedHeartbeat, MAX_BODY_BYTES, decode};
-use super::limits::{Limited, RateLimits};
+use super::limits::{Limited, RateLimits, RegistrationLimits};
 use super::signature::{PublicKey, parse_signature, signed_message};
 use super::verified::{Identity, RejectionNotice, VerifiedHeartbeat};
 use super::verifier::Verifier;
@@ -76,6 +76,8 @@ pub struct Gate {
     config: ConfigHandle,
     /// Token buckets per client address and per server; shared by every clone.
     limits: Arc<RateLimits>,
+    /// The hourly caps on open registrations; shared by every clone.
+    registrations: Arc<RegistrationLimits>,
     verifier: Verifier,
     servers: Arc<dyn Servers>,
 }
@@ -106,6 +108,7 @@ impl Gate {
         Self {
             config,
             limits: Arc::default(),
+            registrations: Arc::default(),
             verifier,
             servers,
         }
@@ -241,6 +244,29 @@ impl Gate {
             rules,
             &decoded.server_id,
         )?;
+        // Keys cost nothing to make and each registration is stored for good: a proven key
+        // still registers only within its address's (and the host's) hourly allowance.
+        let trust = &self.config.current().trust;
+        self.registrations
+            .check(
+                trust.registrations_per_ip_per_hour,
+                trust.registrations_per_hour,
+                source.ip,
+            )
+            .map_err(|wait| {
+                tracing::info!(target: "vigil::audit", source_ip = ?source.ip, "open registration over the hourly cap");
+                Step::Limited(Refusal {
+                    retry_after: Some(wait),
+                    ..Refusal::new(
+                        429,
+                        "registration_limited",
+                        "too many open registrations from this address or this host in the last \
+                         hour ([trust] registrations_per_ip_per_hour, registrations_per_hour); \
+                         retry later",
+                        None,
+                    )
+                })
+            })?;
         self.server_bucket(&decoded.server_id, source)?;
         let server = NewServer {
             server_id: decoded.server_id.clone(),

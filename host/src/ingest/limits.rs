@@ -157,6 +157,74 @@ impl RateLimits {
     }
 }
 
+/// The caps on open registrations: per client address and for the whole host, per hour.
+/// Rebuilt (full again) when the configured caps change.
+#[derive(Default)]
+pub struct RegistrationLimits {
+    /// Same discipline as [`RateLimits`]: a std `RwLock` around an `Arc`, written only when
+    /// the caps changed, never held across an await.
+    caps: RwLock<Option<Arc<RegistrationCaps>>>,
+}
+
+struct RegistrationCaps {
+    configured: (u32, u32),
+    per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    total: Option<governor::DefaultDirectRateLimiter>,
+}
+
+fn hourly(per_hour: u32) -> Option<Quota> {
+    let n = NonZeroU32::new(per_hour)?;
+    Some(Quota::per_hour(n).allow_burst(n))
+}
+
+impl std::fmt::Debug for RegistrationLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrationLimits").finish_non_exhaustive()
+    }
+}
+
+impl RegistrationLimits {
+    fn caps(&self, per_ip: u32, total: u32) -> Arc<RegistrationCaps> {
+        if let Ok(caps) = self.caps.read()
+            && let Some(caps) = caps.as_ref().filter(|c| c.configured == (per_ip, total))
+        {
+            return caps.clone();
+        }
+        let fresh = Arc::new(RegistrationCaps {
+            configured: (per_ip, total),
+            per_ip: hourly(per_ip).map(DefaultKeyedRateLimiter::keyed),
+            total: hourly(total).map(governor::RateLimiter::direct),
+        });
+        if let Ok(mut slot) = self.caps.write() {
+            match slot.as_ref() {
+                Some(caps) if caps.configured == (per_ip, total) => return caps.clone(),
+                _ => *slot = Some(fresh.clone()),
+            }
+        }
+        fresh
+    }
+
+    /// Takes one registration from `ip`'s hourly allowance and the host's; `Err` with whole
+    /// seconds to wait when either is spent. An address without an IP (`None`) shares the
+    /// host-wide allowance only.
+    pub fn check(&self, per_ip: u32, total: u32, ip: Option<IpAddr>) -> Result<(), u64> {
+        let caps = self.caps(per_ip, total);
+        let wait = |not_until: governor::NotUntil<_>| {
+            seconds(not_until.wait_time_from(DefaultClock::default().now()))
+        };
+        if let (Some(limiter), Some(ip)) = (&caps.per_ip, ip) {
+            if limiter.len() > RETAIN_AFTER_KEYS {
+                limiter.retain_recent();
+            }
+            limiter.check_key(&ip).map_err(wait)?;
+        }
+        if let Some(limiter) = &caps.total {
+            limiter.check().map_err(wait)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +254,23 @@ mod tests {
         };
         assert!(limits.check_server(&raised, "a").is_ok());
         assert_eq!(limits.limited(), 1);
+    }
+
+    #[test]
+    fn registrations_are_capped_per_address_and_in_total() {
+        let limits = RegistrationLimits::default();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        assert!(limits.check(2, 3, Some(a)).is_ok());
+        assert!(limits.check(2, 3, Some(a)).is_ok());
+        let wait = limits.check(2, 3, Some(a)).expect_err("a's hour is spent");
+        assert!((1..=3600).contains(&wait), "{wait}");
+        assert!(limits.check(2, 3, Some(b)).is_ok(), "b has its own");
+        assert!(
+            limits.check(2, 3, Some(b)).is_err(),
+            "the host's three are spent"
+        );
+        assert!(limits.check(0, 0, Some(a)).is_ok(), "0 = off");
     }
 
     #[test]

@@ -289,10 +289,16 @@ impl PolicyCatalog {
         let bytes: Arc<[u8]> = bytes.into();
         let digest = digest_of(&bytes);
         match self.validate(bytes.clone(), signature).await {
-            Ok(v) => {
-                self.save(&v, &bytes, source).await?;
-                Ok(v)
-            }
+            Ok(v) => match self.save(&v, &bytes, source).await {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    let e = RegistryError::from(e);
+                    if matches!(e, RegistryError::Store(StoreError::Conflict(_))) {
+                        self.refuse(source, &digest, &e);
+                    }
+                    Err(e)
+                }
+            },
             Err(e) => {
                 self.refuse(source, &digest, &e);
                 Err(e)
@@ -304,16 +310,19 @@ impl PolicyCatalog {
         let d = v.policy.description();
         self.inner
             .store
-            .save_policy(&PolicyRecord {
-                digest: d.digest.clone(),
-                name: d.name.clone(),
-                version: d.version.clone(),
-                component: bytes.to_vec(),
-                uploaded_by: who.to_owned(),
-                uploaded_at_ms: now_ms(),
-                signer: v.signer.clone(),
-                signature: v.signature.clone(),
-            })
+            .save_policy(
+                &PolicyRecord {
+                    digest: d.digest.clone(),
+                    name: d.name.clone(),
+                    version: d.version.clone(),
+                    component: bytes.to_vec(),
+                    uploaded_by: who.to_owned(),
+                    uploaded_at_ms: now_ms(),
+                    signer: v.signer.clone(),
+                    signature: v.signature.clone(),
+                },
+                false,
+            )
             .await
     }
 
@@ -483,16 +492,19 @@ pub async fn boot_policy(
         .with_context(|| format!("loading the {origin}"))?;
     let d = policy.description();
     store
-        .save_policy(&PolicyRecord {
-            digest: d.digest.clone(),
-            name: d.name.clone(),
-            version: d.version.clone(),
-            component: bytes,
-            uploaded_by: CONFIG_UPLOADER.into(),
-            uploaded_at_ms: now_ms(),
-            signer: None,
-            signature: None,
-        })
+        .save_policy(
+            &PolicyRecord {
+                digest: d.digest.clone(),
+                name: d.name.clone(),
+                version: d.version.clone(),
+                component: bytes,
+                uploaded_by: CONFIG_UPLOADER.into(),
+                uploaded_at_ms: now_ms(),
+                signer: None,
+                signature: None,
+            },
+            true,
+        )
         .await?;
     if previous.as_deref() != Some(d.digest.as_str()) {
         store

@@ -158,26 +158,69 @@ impl Store {
         self.backend.append_activation(activation).await
     }
 
-    /// Stores a policy component (no-op if the digest is known).
-    pub async fn save_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError> {
-        with_pool!(&self.db, pool => {
-            sqlx::query(
-                "INSERT INTO policies (digest, name, version, size_bytes, component, uploaded_by, \
-                 uploaded_at_ms, signer, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (digest) DO NOTHING",
-            )
-            .bind(&policy.digest)
-            .bind(&policy.name)
-            .bind(&policy.version)
-            .bind(i64::try_from(policy.component.len()).unwrap_or(i64::MAX))
-            .bind(&policy.component)
-            .bind(&policy.uploaded_by)
-            .bind(policy.uploaded_at_ms)
-            .bind(&policy.signer)
-            .bind(&policy.signature)
-            .execute(pool)
-            .await?;
-        });
+    /// Stores a policy component (no-op if the digest is known). `Conflict` when another
+    /// component already holds its `name@version`: that pair is what `activate name@version`
+    /// and the config pin select, so an impostor upload must not share it. The component the
+    /// configuration itself names is trusted like the configuration and stored with
+    /// `supersede` (a rebuilt bundled default keeps its version): the newest upload of a
+    /// `name@version` is the one `name@version` selects.
+    pub async fn save_policy(
+        &self,
+        policy: &PolicyRecord,
+        supersede: bool,
+    ) -> Result<(), StoreError> {
+        macro_rules! save {
+            ($tx:ident) => {{
+                let taken: Option<String> = sqlx::query_scalar(
+                    "SELECT digest FROM policies WHERE name = $1 AND version = $2 \
+                     AND digest <> $3 LIMIT 1",
+                )
+                .bind(&policy.name)
+                .bind(&policy.version)
+                .bind(&policy.digest)
+                .fetch_optional(&mut *$tx)
+                .await?;
+                if let Some(other) = taken.filter(|_| !supersede) {
+                    return Err(StoreError::Conflict(format!(
+                        "policy {}@{} is already stored as {other}",
+                        policy.name, policy.version
+                    )));
+                }
+                sqlx::query(
+                    "INSERT INTO policies (digest, name, version, size_bytes, component, \
+                     uploaded_by, uploaded_at_ms, signer, signature) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(&policy.digest)
+                .bind(&policy.name)
+                .bind(&policy.version)
+                .bind(i64::try_from(policy.component.len()).unwrap_or(i64::MAX))
+                .bind(&policy.component)
+                .bind(&policy.uploaded_by)
+                .bind(policy.uploaded_at_ms)
+                .bind(&policy.signer)
+                .bind(&policy.signature)
+                .execute(&mut *$tx)
+                .await?;
+                $tx.commit().await?;
+            }};
+        }
+        match &self.db {
+            Db::Sqlite(pool) => {
+                // One writer at a time on SQLite: the check and the insert see the same table.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                save!(tx);
+            }
+            Db::Postgres(pool) => {
+                // Hosts sharing the database upload concurrently: serialise policy inserts
+                // (rare) so two different components cannot both claim one name@version.
+                let mut tx = pool.begin().await?;
+                sqlx::query("LOCK TABLE policies IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+                save!(tx);
+            }
+        }
         Ok(())
     }
 

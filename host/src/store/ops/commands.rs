@@ -27,10 +27,10 @@ macro_rules! log {
 }
 
 impl Store {
-    /// Servers with an undelivered command unexpired at `now_ms`.
+    /// Servers with an unanswered command unexpired at `now_ms`.
     pub async fn servers_with_commands(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
         Ok(with_pool!(&self.db, pool => sqlx::query_scalar(
-            "SELECT DISTINCT server_id FROM commands WHERE delivered_at_ms IS NULL \
+            "SELECT DISTINCT server_id FROM commands WHERE result_at_ms IS NULL \
              AND expires_at_ms > $1",
         )
         .bind(now_ms)
@@ -67,8 +67,9 @@ impl Store {
         Ok(())
     }
 
-    /// Marks every command of `server_id` undelivered and unexpired at `now_ms` delivered, once
-    /// (logging `delivered`), and returns them in no particular order.
+    /// Takes every command of `server_id` unanswered and unexpired at `now_ms` for delivery
+    /// (at least once: again on every call until its result is recorded), counting each
+    /// delivery and logging `delivered` on the first; returns them in no particular order.
     pub async fn take_commands(
         &self,
         server_id: &str,
@@ -78,9 +79,10 @@ impl Store {
         with_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let rows = sqlx::query(
-                "UPDATE commands SET delivered_at_ms = $1 WHERE server_id = $2 \
-                 AND delivered_at_ms IS NULL AND expires_at_ms > $3 \
-                 RETURNING command_id, envelope, issued_at_ms",
+                "UPDATE commands SET delivered_at_ms = COALESCE(delivered_at_ms, $1), \
+                 delivery_count = delivery_count + 1 WHERE server_id = $2 \
+                 AND result_at_ms IS NULL AND expires_at_ms > $3 \
+                 RETURNING command_id, envelope, issued_at_ms, delivery_count",
             )
             .bind(now_ms)
             .bind(server_id)
@@ -89,7 +91,12 @@ impl Store {
             .await?;
             for row in &rows {
                 let command_id: String = row.try_get("command_id")?;
-                log!(tx, &command_id, now_ms, "delivered", serde_json::json!({}));
+                let count: i64 = row.try_get::<i64, _>("delivery_count").or_else(|_| {
+                    row.try_get::<i32, _>("delivery_count").map(i64::from)
+                })?;
+                if count == 1 {
+                    log!(tx, &command_id, now_ms, "delivered", serde_json::json!({}));
+                }
                 out.push(DeliveredCommand {
                     command_id,
                     envelope: row.try_get("envelope")?,
