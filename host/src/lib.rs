@@ -129,7 +129,7 @@ pub async fn build_with(
         version: description.version.clone(),
         digest: description.digest.clone(),
     });
-    let live = live::LiveHub::new(config.live.buffer);
+    let live = live::LiveHub::new(&config.live);
     let (alerts_wake, wake) = tokio::sync::mpsc::channel(1);
     let dispatcher = alerts::dispatch::spawn(store.clone(), handle.clone(), metrics.clone(), wake);
     let observers = engine::Observers {

@@ -124,17 +124,43 @@ pub struct LiveHub {
     /// Set once at shutdown so open streams end and graceful shutdown can finish. A `watch`
     /// because every stream waits on one value that changes once.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// One permit per open `/v1/events` stream (`[live] max_event_streams`).
+    event_streams: Arc<tokio::sync::Semaphore>,
+    /// One permit per open observe WebSocket (`[live] max_observers`).
+    observers: Arc<tokio::sync::Semaphore>,
+}
+
+/// Which kind of live subscriber asks for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscriber {
+    /// A `GET /v1/events` stream.
+    EventStream,
+    /// A `GET /v1/servers/{id}/observe` WebSocket.
+    Observer,
 }
 
 impl LiveHub {
-    /// A bus that keeps `buffer` events for slow subscribers before they lag.
-    pub fn new(buffer: usize) -> Self {
-        let (tx, _) = broadcast::channel(buffer.max(1));
+    /// A bus that keeps `[live] buffer` events for slow subscribers before they lag, with
+    /// `[live]`'s caps on open subscribers (read once: changing them needs a restart).
+    pub fn new(config: &crate::config::LiveConfig) -> Self {
+        let (tx, _) = broadcast::channel(config.buffer.max(1));
         let (closing, _) = tokio::sync::watch::channel(false);
         Self {
             tx,
             closing: Arc::new(closing),
+            event_streams: Arc::new(tokio::sync::Semaphore::new(config.max_event_streams)),
+            observers: Arc::new(tokio::sync::Semaphore::new(config.max_observers)),
         }
+    }
+
+    /// A slot for one more subscriber of `kind`, held for as long as it stays open, or `None`
+    /// when the cap is reached (the caller answers 503: a full host never queues subscribers).
+    pub fn slot(&self, kind: Subscriber) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slots = match kind {
+            Subscriber::EventStream => &self.event_streams,
+            Subscriber::Observer => &self.observers,
+        };
+        slots.clone().try_acquire_owned().ok()
     }
 
     /// Ends every open stream (called when the host begins shutting down).

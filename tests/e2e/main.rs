@@ -13,6 +13,7 @@ mod dashboard;
 mod deadlines;
 mod determinism;
 mod directory;
+mod edge_limits;
 mod ingest;
 mod lifecycle;
 mod live;

@@ -5,8 +5,16 @@
 //! subscriber that falls behind the bus's buffer is dropped (SSE: the stream ends; WebSocket:
 //! close code 1013), so a slow client never slows ingestion. `/v1/events` sends transitions
 //! (SSE `id` = the transition's id in the stored log), registrations and policy activations;
-//! a client reconnecting with `Last-Event-ID` first gets every stored transition after that
-//! id (with the same filters), then the live tail, without gaps or repeats.
+//! a client reconnecting with `Last-Event-ID` first gets the stored transitions after that id
+//! (with the same filters), then the live tail, without gaps or repeats. One connection replays
+//! at most [`CATCH_UP_LIMIT`] stored transitions: a client further behind gets those, then the
+//! stream ends and it reconnects from the last id it saw, so what one request makes the host
+//! read is bounded and a far-behind client is paced by its own reconnects.
+//!
+//! Open subscribers are capped (`[live] max_event_streams`, `[live] max_observers`); one more
+//! is answered 503 `too_many_subscribers`. Observers have nothing to say, so the WebSocket
+//! refuses any client message or frame over [`MAX_CLIENT_MESSAGE`] bytes by closing the socket
+//! (the length is checked from the frame header, before the payload is buffered).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -29,6 +37,26 @@ use crate::store::Store;
 
 /// Transitions read per page while replaying after `Last-Event-ID`.
 const REPLAY_PAGE: u32 = 500;
+
+/// Stored transitions one `/v1/events` connection replays at most (two pages). About the
+/// live buffer's default (1024), so a client dropped for lagging catches up in one reconnect;
+/// each replayed transition is a few hundred bytes, so a connection costs at most ≈ 0.5 MB of
+/// reads however old its `Last-Event-ID`.
+pub const CATCH_UP_LIMIT: usize = 1000;
+
+/// Largest message or frame an observer may send (pings, pongs and close frames are at most
+/// 125 bytes; nothing else is read).
+pub const MAX_CLIENT_MESSAGE: usize = 4096;
+
+fn too_many_subscribers(what: &str) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_subscribers",
+        format!("the host serves as many {what} as it is configured to; retry later"),
+    );
+    error.retry_after = Some(5);
+    error
+}
 
 /// Filters of `GET /v1/events`.
 #[derive(Debug, Default, Deserialize)]
@@ -74,7 +102,11 @@ struct Feed {
     /// Highest transition id sent; `Some` while still replaying the stored log.
     last_id: i64,
     replaying: bool,
+    /// Stored transitions replayed so far; at [`CATCH_UP_LIMIT`] the stream ends.
+    replayed: usize,
     buffer: VecDeque<Event>,
+    /// This stream's slot under `[live] max_event_streams`, released when it ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
     metrics: Arc<crate::metrics::Metrics>,
     /// Resolves at host shutdown.
     closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -86,19 +118,26 @@ impl Feed {
             if let Some(event) = self.buffer.pop_front() {
                 return Some(event);
             }
+            if self.replaying && self.replayed >= CATCH_UP_LIMIT {
+                // Bounded catch-up: the client resumes from the last id it got.
+                return None;
+            }
             if self.replaying {
+                let page_size = REPLAY_PAGE
+                    .min(u32::try_from(CATCH_UP_LIMIT - self.replayed).unwrap_or(REPLAY_PAGE));
                 let page = self
                     .store
                     .transitions_after(
                         self.last_id,
                         self.filter.server_id.as_deref(),
                         self.filter.cluster_id.as_deref(),
-                        REPLAY_PAGE,
+                        page_size,
                     )
                     .await;
                 match page {
                     Ok(rows) if rows.is_empty() => self.replaying = false,
                     Ok(rows) => {
+                        self.replayed += rows.len();
                         for row in rows {
                             self.last_id = row.transition.id;
                             self.buffer.push_back(sse_event(&LiveEvent::Transition {
@@ -165,6 +204,10 @@ pub async fn events(
                 })?,
         ),
     };
+    let slot = state
+        .live
+        .slot(crate::live::Subscriber::EventStream)
+        .ok_or_else(|| too_many_subscribers("event streams"))?;
     // Subscribe before replaying, so nothing committed meanwhile is missed.
     let feed = Feed {
         rx: state.live.subscribe(),
@@ -172,7 +215,9 @@ pub async fn events(
         filter,
         last_id: resume.unwrap_or(0),
         replaying: resume.is_some(),
+        replayed: 0,
         buffer: VecDeque::new(),
+        _slot: slot,
         metrics: state.metrics.clone(),
         closed: Box::pin(state.live.closed()),
     };
@@ -203,11 +248,20 @@ pub async fn observe(
             format!("server `{server_id}` is not registered"),
         ));
     }
+    let slot = state
+        .live
+        .slot(crate::live::Subscriber::Observer)
+        .ok_or_else(|| too_many_subscribers("observers"))?;
     let rx = state.live.subscribe();
     let closed = state.live.closed();
     let metrics = state.metrics.clone();
     Ok(upgrade
-        .on_upgrade(move |socket| observe_socket(socket, rx, server_id, metrics, closed))
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            observe_socket(socket, rx, server_id, metrics, closed).await;
+            drop(slot);
+        })
         .into_response())
 }
 
@@ -248,7 +302,8 @@ async fn observe_socket(
                 Err(RecvError::Closed) => return,
             },
             incoming = socket.recv() => match incoming {
-                // Clients have nothing to say; pings are answered by the library.
+                // Clients have nothing to say; pings are answered by the library. A message
+                // over the limit is an error here: the socket closes.
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },

@@ -346,11 +346,21 @@ pub struct LiveConfig {
     /// Events kept for a slow subscriber before it is dropped (it may resume with
     /// `Last-Event-ID`). Default 1024.
     pub buffer: usize,
+    /// Open `GET /v1/events` streams at most; one more is answered 503 `too_many_subscribers`.
+    /// Default 256.
+    pub max_event_streams: usize,
+    /// Open `GET /v1/servers/{id}/observe` WebSockets at most (all servers together); one more
+    /// is answered 503 `too_many_subscribers`. Default 256.
+    pub max_observers: usize,
 }
 
 impl Default for LiveConfig {
     fn default() -> Self {
-        Self { buffer: 1024 }
+        Self {
+            buffer: 1024,
+            max_event_streams: 256,
+            max_observers: 256,
+        }
     }
 }
 
