@@ -230,10 +230,14 @@ pub async fn serve(
     } = build_with(config, config_path).await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "vigil listening");
+    // systemd `Type=notify` (deploy/vigil.service): ready once the store is open, the policy
+    // loaded and the socket bound. Without NOTIFY_SOCKET this does nothing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     // Open live streams would hold graceful shutdown forever: end them when it begins.
     let live = state.live.clone();
     let shutdown = async move {
         shutdown.await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         live.close();
     };
     let store = state.store.clone();

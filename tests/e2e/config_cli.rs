@@ -36,7 +36,10 @@ fn config_show_applies_the_environment_and_redacts_secrets() {
     .expect("config");
     let run = Cli::in_dir(dir.path())
         .env("VIGIL_SERVER__LISTEN", "0.0.0.0:9999")
-        .env("VIGIL_ADMIN_TOKEN", "admin-secret")
+        .env(
+            "VIGIL_ADMIN_TOKEN",
+            "admin-secret-0123456789abcdef0123456789",
+        )
         .env(
             "VIGIL_STORAGE__URL",
             "postgres://vigil:db-password@db/vigil",
@@ -54,7 +57,7 @@ fn config_show_applies_the_environment_and_redacts_secrets() {
         shown["alerts"]["sinks"][0]["token"].as_str(),
         Some("<redacted>")
     );
-    for secret in ["admin-secret", "db-password", "pd-routing-key"] {
+    for secret in ["admin-secret-0123456789", "db-password", "pd-routing-key"] {
         assert!(
             !run.stdout.contains(secret),
             "{secret} leaked: {}",
@@ -84,4 +87,26 @@ async fn sighup_reloads_the_file_and_the_host_keeps_running() {
         .expect("answers");
     assert!(health.status().is_success());
     serve.stop();
+}
+
+#[test]
+fn completions_and_the_man_page_generate() {
+    let cli = Cli::new();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef vigil"),
+        ("fish", "complete -c vigil"),
+    ] {
+        let out = cli.ok(["completions", shell]);
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(out.contains("serve") && out.contains("config"), "{shell}");
+    }
+    let man = cli.ok(["man"]);
+    assert!(man.contains(".TH vigil 1"), "{man}");
+    assert!(
+        man.contains("Exit codes"),
+        "the exit codes are in the man page"
+    );
+    let help = cli.ok(["--help"]);
+    assert!(help.contains("Exit codes:"), "{help}");
 }

@@ -21,7 +21,12 @@ use clap::{Args, Parser, Subcommand};
 
 /// Vigil: signed heartbeats scored by WebAssembly policies.
 #[derive(Debug, Parser)]
-#[command(name = "vigil", version, about)]
+#[command(
+    name = "vigil",
+    version,
+    about,
+    after_help = "Exit codes:\n  0  success\n  1  failure (the error is printed; `vigil config check`: a file has errors)\n  2  usage error (unknown subcommand or flag, bad argument)"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -56,6 +61,13 @@ pub enum Command {
     /// Check configuration files, show the effective configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Print a shell completion script (`vigil completions bash > /etc/bash_completion.d/vigil`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `vigil man > vigil.1 && man ./vigil.1`.
+    Man,
 }
 
 /// The whole `vigil` program: logging to stderr (`VIGIL_LOG`, default `info`), parse the
@@ -113,6 +125,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(command) => policy::run(command).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Admin(command) => admin::run(command).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "vigil", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Config(command) => {
             if config::run(command)? {
                 Ok(())

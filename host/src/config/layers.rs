@@ -352,7 +352,7 @@ mod tests {
                 ("VIGIL_POLICY__MAX_FAILURE_SHARE", "0.25"),
                 ("VIGIL_POLICY__PARAMS__GRACE_SECONDS", "120"),
                 ("VIGIL_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
-                ("VIGIL_ADMIN__TOKEN", "12345"),
+                ("VIGIL_ADMIN__TOKEN", "12345678901234567890123456789012"),
                 (
                     "VIGIL_ALERTS__SINKS",
                     "[{name = \"ops\", kind = \"slack\", url = \"https://h/x\"}]",
@@ -372,7 +372,10 @@ mod tests {
             toml::Value::Integer(120)
         );
         assert_eq!(config.server.trusted_proxies.len(), 1);
-        assert_eq!(config.admin.token.as_deref(), Some("12345"));
+        assert_eq!(
+            config.admin.token.as_deref(),
+            Some("12345678901234567890123456789012")
+        );
         assert_eq!(config.alerts.sinks[0].name, "ops");
     }
 
@@ -433,7 +436,7 @@ mod tests {
     #[test]
     fn show_redacts_secrets() {
         let mut config = Config::default();
-        config.admin.token = Some("s3cret".into());
+        config.admin.token = Some("s3cret-s3cret-s3cret-s3cret-s3cret".into());
         config.storage.url = "postgres://vigil:hunter2@db:5432/vigil".into();
         let text = show(&config).expect("shows");
         assert!(
