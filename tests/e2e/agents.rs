@@ -181,3 +181,179 @@ fn vigil_run_reports_start_and_end_and_exits_with_the_commands_status() {
     let ok_offline = wrap(&["true"]);
     assert_eq!(ok_offline.status.code(), Some(0));
 }
+
+/// A `vigil agent` child; SIGKILLed when dropped if still running (a failed test).
+struct AgentProcess(std::process::Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Newest-first stored heartbeat bodies of `id` once `done` holds for them (30 s at most).
+async fn heartbeats_until(
+    url: &str,
+    id: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let client = reqwest::Client::new();
+    let probe = async || -> Vec<serde_json::Value> {
+        let answer: serde_json::Value = match client
+            .get(format!("{url}/v1/servers/{id}/heartbeats?limit=500"))
+            .send()
+            .await
+        {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        answer["heartbeats"]
+            .as_array()
+            .map(|list| list.iter().map(|h| h["body"].clone()).collect())
+            .unwrap_or_default()
+    };
+    vigil_tests::wait_until(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(100),
+        probe,
+        |bodies| done(bodies),
+    )
+    .await
+    .unwrap_or_else(|last| panic!("not reached; last heartbeats: {last:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_beats_with_metrics_runs_allowed_commands_rotates_and_says_goodbye() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vigil = Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token");
+    vigil.ok(["keygen", "--out", "agent.key"]);
+    vigil.ok(["keygen", "--out", "next.key", "--format", "pem"]);
+    let host = serve(&vigil);
+    let url = host.url();
+    vigil.ok([
+        "server",
+        "add",
+        "box-1",
+        "--key",
+        "agent.key",
+        "--url",
+        &url,
+    ]);
+    std::fs::write(
+        dir.path().join("game.json"),
+        r#"{"players_current": 3, "players_capacity": 10, "map_name": "Isle", "tickrate": 64}"#,
+    )
+    .expect("game file");
+    std::fs::write(
+        dir.path().join("agent.toml"),
+        format!(
+            "url = \"{url}\"\nserver_id = \"box-1\"\ninterval_seconds = 1\n\
+             [game]\nfile = \"game.json\"\n\
+             [commands]\nhello = [\"sh\", \"-c\", \"echo hello from the agent\"]\n"
+        ),
+    )
+    .expect("agent config");
+    let mut agent = AgentProcess(
+        vigil
+            .command(["agent", "--config", "agent.toml"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("agent starts"),
+    );
+
+    let beats = heartbeats_until(&url, "box-1", |b| !b.is_empty()).await;
+    let beat = &beats[0];
+    for metric in [
+        "cpu_percent",
+        "memory_percent",
+        "memory_total_mb",
+        "memory_used_mb",
+        "disk_percent",
+        "network_rx_bytes",
+        "load_1m",
+        "uptime_seconds",
+        "tickrate",
+    ] {
+        assert!(beat["metrics"][metric].is_number(), "{metric}: {beat}");
+    }
+    for member in ["distribution", "version", "kernel", "architecture"] {
+        assert!(beat["os_info"][member].is_string(), "{member}: {beat}");
+    }
+    assert_eq!(beat["players_current"], 3);
+    assert_eq!(beat["map_name"], "Isle");
+    assert_eq!(beat["status"], "online");
+
+    // One command in the allow-list, one not: both answered, signed, and stored.
+    vigil.ok(["server", "command", "box-1", "hello", "--url", &url]);
+    vigil.ok(["server", "command", "box-1", "format-disk", "--url", &url]);
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("agents.db").display()
+    ))
+    .await
+    .expect("the host's database");
+    let results = vigil_tests::wait_until(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(100),
+        async || -> Vec<(String, String, String)> {
+            sqlx::query_as(
+                "SELECT command, result_status, result_body FROM commands \
+                 WHERE result_status IS NOT NULL ORDER BY command",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default()
+        },
+        |rows| rows.len() == 2,
+    )
+    .await
+    .expect("both results recorded");
+    assert_eq!(results[0].0, "format-disk");
+    assert_eq!(results[0].1, "refused");
+    assert_eq!(results[1].0, "hello");
+    assert_eq!(results[1].1, "ok");
+    assert!(
+        results[1].2.contains("hello from the agent"),
+        "{}",
+        results[1].2
+    );
+
+    // Rotation mid-run: the agent's next beats use key version 2 and are accepted.
+    let rotated = vigil.ok([
+        "agent",
+        "rotate",
+        "--config",
+        "agent.toml",
+        "--next-key",
+        "next.key",
+    ]);
+    assert!(rotated.contains("\"key_version\": 2"), "{rotated}");
+    heartbeats_until(&url, "box-1", |b| b[0]["key_version"] == 2).await;
+
+    // SIGTERM: a signed goodbye claiming offline, exit 0.
+    let pid = agent.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = agent.0.wait().expect("agent exits");
+    assert!(status.success(), "{status}");
+    let beats = heartbeats_until(&url, "box-1", |b| b[0]["status"] == "offline").await;
+    assert_eq!(beats[0]["key_version"], 2);
+    let server: serde_json::Value = reqwest::get(format!("{url}/v1/servers/box-1"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(server["effective_status"], "offline", "{server}");
+    host.stop();
+}

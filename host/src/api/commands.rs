@@ -105,7 +105,8 @@ pub async fn queue(
 /// `POST /v1/agent/commands/{id}/result`: the agent's result, signed with its current key
 /// over `vigil-command-result-v1\n` + JCS(body without `signature`). Body members:
 /// `command_id` (must equal the path), `server_id`, `key_version`, `timestamp` (RFC 3339),
-/// `status` (`ok` | `failed`), optional `output`, `signature`.
+/// `status` (`ok` | `failed` | `refused`: not in the agent's allow-list), optional `output`,
+/// `signature`.
 pub async fn result(
     State(state): State<AppState>,
     Path(command_id): Path<String>,
@@ -136,10 +137,10 @@ pub async fn result(
             "command_id differs from the path",
         ));
     }
-    if !matches!(status, "ok" | "failed") || parse_rfc3339_ms(timestamp).is_none() {
+    if !matches!(status, "ok" | "failed" | "refused") || parse_rfc3339_ms(timestamp).is_none() {
         return Err(ApiError::invalid(
             "invalid_field",
-            "status must be ok or failed, timestamp RFC 3339",
+            "status must be ok, failed or refused, timestamp RFC 3339",
         ));
     }
     let Some(identity) = state.engine.identity(server_id) else {

@@ -6,6 +6,7 @@
 //! `read_response`. It never decides what a subcommand does.
 
 pub mod admin;
+pub mod agent;
 pub mod bench;
 pub mod config;
 pub mod keys;
@@ -42,6 +43,8 @@ pub enum Command {
     Keygen(keys::KeygenArgs),
     /// Sign and post one heartbeat.
     Send(send::SendArgs),
+    /// The agent daemon: heartbeats with system metrics, allow-listed commands, key rotation.
+    Agent(agent::AgentArgs),
     /// Run a job between a signed `start` and a signed `success`/`fail` report (cron wrapper);
     /// exits with the job's status.
     Run(run::RunArgs),
@@ -120,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(args) => keys::run(args),
         Command::Send(args) => send::run(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
         Command::RotateKey(args) => rotate::run(args).await,
         Command::Server(command) => server::run(command).await,
         Command::Policy(command) => policy::run(command).await,
