@@ -3,7 +3,7 @@
 
 use vigil_tests::{Cli, ServeProcess};
 
-/// A served host on SQLite in `dir` with admin token `agents-token`.
+/// A served host on SQLite in `dir` with admin token `agents-token-0123456789abcdef012345`.
 fn serve(vigil: &Cli) -> ServeProcess {
     ServeProcess::start(
         vigil,
@@ -18,7 +18,8 @@ fn json(text: &str) -> serde_json::Value {
 #[test]
 fn pem_keys_from_keygen_and_openssl_sign_and_the_host_suggests_the_interval() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let vigil = Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token");
+    let vigil =
+        Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token-0123456789abcdef012345");
     let written = vigil.ok(["keygen", "--out", "agent.pem", "--format", "pem"]);
     assert!(written.contains("fingerprint: SHA256:"), "{written}");
     let pem = std::fs::read_to_string(dir.path().join("agent.pem")).expect("written");
@@ -107,7 +108,8 @@ fn runs(url: &str, id: &str) -> Vec<serde_json::Value> {
 #[test]
 fn vigil_run_reports_start_and_end_and_exits_with_the_commands_status() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let vigil = Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token");
+    let vigil =
+        Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token-0123456789abcdef012345");
     vigil.ok(["keygen", "--out", "agent.key"]);
     let host = serve(&vigil);
     let url = host.url();
@@ -228,7 +230,8 @@ async fn heartbeats_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_beats_with_metrics_runs_allowed_commands_rotates_and_says_goodbye() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let vigil = Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token");
+    let vigil =
+        Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token-0123456789abcdef012345");
     vigil.ok(["keygen", "--out", "agent.key"]);
     vigil.ok(["keygen", "--out", "next.key", "--format", "pem"]);
     let host = serve(&vigil);
