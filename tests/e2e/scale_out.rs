@@ -469,7 +469,7 @@ async fn a_key_rotated_on_one_host_is_enforced_by_the_other_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_command_queued_on_one_host_is_delivered_once_through_the_other() {
+async fn a_command_queued_on_one_host_is_delivered_through_the_other_until_answered() {
     let Some((a, b, _pool)) = two_hosts("commands", "").await else {
         return;
     };
@@ -501,7 +501,34 @@ async fn a_command_queued_on_one_host_is_delivered_once_through_the_other() {
         });
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0]["command_id"], queued["command_id"]);
-    // Delivered once: neither host hands it out again.
+    // At least once: until the agent's signed result (sent to A), both keep offering it.
+    let command_id = queued["command_id"].as_str().expect("an id");
+    let (_, again) = a.heartbeat(&agent.heartbeat(json!({}))).await;
+    assert_eq!(
+        again["pending_commands"][0]["command_id"], command_id,
+        "{again}"
+    );
+    let mut result = serde_json::Map::new();
+    result.insert("command_id".into(), json!(command_id));
+    result.insert("server_id".into(), json!("cmd-shared"));
+    result.insert("key_version".into(), json!(1));
+    result.insert(
+        "timestamp".into(),
+        json!(vigil::clock::format_rfc3339_ms(vigil_tests::now_ms())),
+    );
+    result.insert("status".into(), json!("ok"));
+    let signature =
+        vigil::commands::sign(vigil::commands::RESULT_PREFIX, &agent.key, &result).expect("signs");
+    result.insert("signature".into(), json!(signature));
+    let (status, recorded) = a
+        .post(
+            &format!("/v1/agent/commands/{command_id}/result"),
+            &Value::Object(result),
+            false,
+        )
+        .await;
+    assert_eq!(status, 200, "{recorded}");
+    // Answered: neither host hands it out again.
     for host in [&a, &b] {
         let (_, answer) = host.heartbeat(&agent.heartbeat(json!({}))).await;
         assert!(
