@@ -89,7 +89,14 @@ impl ConfigWatcher {
         tracing::info!(path = %path.display(), "watching the config file for changes");
         let counts = Arc::new(ReloadCounts::default());
         let loop_counts = counts.clone();
+        // Registered here, before `start` returns (and the host says it listens): a stream made
+        // later in the task would miss a SIGHUP sent in between.
+        #[cfg(unix)]
+        let hangup_signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let task = tokio::spawn(async move {
+            #[cfg(unix)]
+            let hangup = forward_hangups(hangups, hangup_signal);
+            #[cfg(not(unix))]
             let hangup = forward_hangups(hangups);
             tokio::select! {
                 () = reload_loop(path, handle, rx, last_text, loop_counts) => {},
@@ -124,11 +131,13 @@ enum Trigger {
 }
 
 /// Sends a [`Trigger::Hangup`] for every SIGHUP (never returns while the channel is open).
-async fn forward_hangups(tx: mpsc::UnboundedSender<Trigger>) {
-    #[cfg(unix)]
+#[cfg(unix)]
+async fn forward_hangups(
+    tx: mpsc::UnboundedSender<Trigger>,
+    signal: std::io::Result<tokio::signal::unix::Signal>,
+) {
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::hangup()) {
+        match signal {
             Ok(mut hangups) => {
                 while hangups.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading the config file");
@@ -140,6 +149,13 @@ async fn forward_hangups(tx: mpsc::UnboundedSender<Trigger>) {
             Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
         }
     }
+    drop(tx);
+    std::future::pending::<()>().await;
+}
+
+/// Elsewhere there is no SIGHUP: nothing to forward.
+#[cfg(not(unix))]
+async fn forward_hangups(tx: mpsc::UnboundedSender<Trigger>) {
     drop(tx);
     std::future::pending::<()>().await;
 }
