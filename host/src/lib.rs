@@ -55,12 +55,12 @@ pub mod engine;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod net;
 pub mod policy;
 pub mod store;
 pub mod web;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -241,14 +241,8 @@ pub async fn serve(
         live.close();
     };
     let store = state.store.clone();
-    let router = api::app(state);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("serving HTTP")?;
+    let limits = net::Limits::from(&state.config.current().server);
+    net::serve(listener, api::app(state), limits, shutdown).await;
     drop(config_watcher);
     writer.await.context("engine writer")?;
     dispatcher.await.context("alert dispatcher")?;

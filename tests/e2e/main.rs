@@ -8,6 +8,7 @@ mod bench_cli;
 mod cli;
 mod commands;
 mod config_cli;
+mod connections;
 mod containment;
 mod dashboard;
 mod deadlines;

@@ -126,6 +126,25 @@ pub async fn directory_guard(
     next.run(request).await
 }
 
+/// Middleware: every admin request (`/v1/admin/…`) and every command result
+/// (`/v1/agent/commands/{id}/result`) spends its source's budget (`[rate_limit] per_ip_*`, the
+/// bucket agent requests spend) before its credential or signature is looked at. A guessed
+/// token or a forged result costs only the guessing address's budget: 429 `rate_limited` with
+/// `Retry-After` once it is spent, and no key lookup, hash or signature check past that.
+pub async fn source_budget(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let charged = path.starts_with("/v1/admin/")
+        || (path.starts_with("/v1/agent/commands/") && path.ends_with("/result"));
+    if charged && let Err(refusal) = state.gate.charge_source(&request) {
+        return ApiError::from(refusal).into_response();
+    }
+    next.run(request).await
+}
+
 /// Every key starts with this, so a leaked one is recognisable (secret scanners).
 pub const KEY_PREFIX: &str = "vgl_";
 

@@ -161,7 +161,7 @@ pub async fn result(
         ));
     }
     if let Err(e) = verify(RESULT_PREFIX, &identity.public_key, object) {
-        tracing::warn!(%server_id, %command_id, error = %e, "command result with a bad signature");
+        tracing::warn!(?server_id, ?command_id, error = %e, "command result with a bad signature");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_signature",

@@ -140,6 +140,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/host-key", get(commands::host_key))
         .fallback(|| async { ApiError::not_found("this route") })
         .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::source_budget,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             ops::track_latency,
         ))

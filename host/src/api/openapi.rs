@@ -125,6 +125,7 @@ pub async fn serve() -> axum::Json<utoipa::openapi::OpenApi> {
         (status = 403, description = "`server_unverified`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`key_version_mismatch`, `replay`", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "`body_timeout`: the body did not arrive within `[server] body_read_timeout_seconds`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`malformed_json`, `missing_field`, `invalid_field`, `unknown_field`, `number_out_of_range`, `clock_skew`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`overloaded`, `storage_unavailable`, `shutting_down`", body = Problem, content_type = "application/problem+json"),

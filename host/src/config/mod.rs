@@ -58,6 +58,20 @@ pub struct ServerConfig {
         serialize_with = "access::serialize_networks"
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Seconds a connection has to send a whole request head (also the most a kept-alive
+    /// connection waits idle for its next request). Default 10. Read at start-up.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a request has to send its whole body, from the first read. Default 30. Read at
+    /// start-up.
+    pub body_read_timeout_seconds: u64,
+    /// Open connections at most; past it a new one gets 503 `too_many_connections`. Default
+    /// 4096. Read at start-up.
+    pub max_connections: usize,
+    /// Open connections per client address at most (the TCP peer; `trusted_proxies` are
+    /// exempt). Default 256. Read at start-up.
+    pub max_connections_per_ip: usize,
+    /// Seconds open connections get to finish once shutdown begins. Default 10.
+    pub shutdown_grace_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +79,11 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             trusted_proxies: Vec::new(),
+            header_read_timeout_seconds: 10,
+            body_read_timeout_seconds: 30,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            shutdown_grace_seconds: 10,
         }
     }
 }
@@ -272,6 +291,15 @@ impl Config {
             self.storage.url
         );
         self.rate_limit.validate()?;
+        let server = &self.server;
+        anyhow::ensure!(
+            server.header_read_timeout_seconds >= 1
+                && server.body_read_timeout_seconds >= 1
+                && server.max_connections >= 1
+                && server.max_connections_per_ip >= 1,
+            "[server] header_read_timeout_seconds, body_read_timeout_seconds, max_connections and \
+             max_connections_per_ip must be at least 1"
+        );
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.policy.max_failure_share),
             "[policy] max_failure_share must be from 0 to 1"

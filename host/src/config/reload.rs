@@ -29,7 +29,16 @@ use super::{Config, ConfigHandle};
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Keys read once at start-up: a change is put in the handle but needs a restart to act.
-const RESTART_KEYS: &[&str] = &["server.listen", "storage.", "ingest."];
+const RESTART_KEYS: &[&str] = &[
+    "server.listen",
+    "server.header_read_timeout_seconds",
+    "server.body_read_timeout_seconds",
+    "server.max_connections",
+    "server.max_connections_per_ip",
+    "server.shutdown_grace_seconds",
+    "storage.",
+    "ingest.",
+];
 
 /// A running watch on a configuration file. Dropping it stops the watch.
 #[derive(Debug)]

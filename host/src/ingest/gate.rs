@@ -114,6 +114,13 @@ impl Gate {
         }
     }
 
+    /// Charges one request to its source's budget (the per-IP bucket), nothing else: the
+    /// admin routes and the command-result route call this before they look at a credential,
+    /// so a request that proves nothing costs only its own address's budget.
+    pub fn charge_source(&self, request: &Request) -> Result<(), Refusal> {
+        self.source(request, 0).map(drop)
+    }
+
     /// Admits one `POST /v1/agent/heartbeat` request at the host clock's now.
     pub async fn admit(&self, request: Request) -> Result<Admitted, Refusal> {
         self.admit_at(request, now_ms()).await
@@ -364,9 +371,14 @@ impl Gate {
     async fn body(&self, request: Request, cap: usize, source: &Source) -> Result<Bytes, Refusal> {
         match axum::body::to_bytes(request.into_body(), cap).await {
             Ok(bytes) => Ok(bytes),
-            Err(_) => {
+            Err(e) if too_large(&e) => {
                 let detail = format!("body exceeds {cap} bytes");
                 let refusal = Refusal::new(413, "payload_too_large", detail, None);
+                Err(self.refused(refusal, source, None).await)
+            }
+            // The listener's body deadline passed (or the client went away mid-body).
+            Err(e) => {
+                let refusal = Refusal::new(408, "body_timeout", e.to_string(), None);
                 Err(self.refused(refusal, source, None).await)
             }
         }
@@ -466,6 +478,18 @@ fn refusal(decoded: &DecodedHeartbeat, status: u16, code: &'static str, detail: 
 }
 
 /// 429 with `Retry-After`; logged at debug and never stored (a flood must not become writes).
+/// Whether reading a body stopped at its length cap (anywhere in the error's source chain).
+fn too_large(error: &axum::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 fn limited(limited: Limited, server_id: Option<&str>, ip: Option<IpAddr>) -> Refusal {
     tracing::debug!(?limited, server_id = server_id.unwrap_or("-"), source_ip = ?ip, "rate limited");
     let which = match limited {
