@@ -51,6 +51,14 @@ async fn a_request_head_that_never_ends_is_closed_at_the_header_timeout() {
     // A connection that sends nothing at all is closed the same way.
     let mut silent = TcpStream::connect(host.address()).await.expect("connects");
     read_to_close(&mut silent).await;
+    // Nor does a kept-alive connection idle past it after a whole request.
+    let mut kept = TcpStream::connect(host.address()).await.expect("connects");
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: vigil\r\n\r\n")
+        .await
+        .expect("writes");
+    let answer = read_to_close(&mut kept).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("connection: close"), "kept alive: {answer}");
     // And the host still serves everyone else.
     let health = reqwest::get(format!("{}/healthz", host.url()))
         .await
