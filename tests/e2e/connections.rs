@@ -58,7 +58,10 @@ async fn a_request_head_that_never_ends_is_closed_at_the_header_timeout() {
         .expect("writes");
     let answer = read_to_close(&mut kept).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(!answer.contains("connection: close"), "kept alive: {answer}");
+    assert!(
+        !answer.contains("connection: close"),
+        "kept alive: {answer}"
+    );
     // And the host still serves everyone else.
     let health = reqwest::get(format!("{}/healthz", host.url()))
         .await

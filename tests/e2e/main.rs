@@ -18,6 +18,7 @@ mod edge_limits;
 mod ingest;
 mod lifecycle;
 mod live;
+mod logs;
 mod management;
 mod metrics;
 mod openapi;

@@ -191,10 +191,15 @@ impl ServeProcess {
                 panic!("serve ended before it listened: {:?}", log.lock());
             };
             let line = line.expect("utf-8 log");
+            // `address=…` in text logs, `"address":"…"` in JSON ones.
             let address = line
                 .split("address=")
                 .nth(1)
                 .and_then(|rest| rest.split_whitespace().next())
+                .or_else(|| {
+                    let rest = line.split("\"address\":\"").nth(1)?;
+                    rest.split('"').next()
+                })
                 .map(|a| a.parse::<SocketAddr>().expect("a socket address"));
             log.lock().expect("not poisoned").push(line);
             if let Some(address) = address {

@@ -144,8 +144,8 @@ pub fn app(state: AppState) -> Router {
             auth::source_budget,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            ops::track_latency,
+            state.clone(),
+            ops::observe,
         ))
         .with_state(state)
 }

@@ -2,17 +2,17 @@
 //! answers), `GET /metrics` (Prometheus, OpenMetrics text) and the request-latency layer that
 //! feeds it. These routes only report; they never change state.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::RequestLabels;
 
 /// The content type Prometheus negotiates for OpenMetrics.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -70,24 +70,103 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
-/// Middleware: observes each request's latency by method, matched route and status.
-pub async fn track_latency(
-    State(metrics): State<Arc<Metrics>>,
+/// The request id header: taken from the request when it is a plain token (at most 64 of
+/// `[A-Za-z0-9._:-]`, as a proxy sets it), otherwise made here; echoed on the response.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Middleware around every request: gives it a request id (echoed in the `x-request-id`
+/// header and as `request_id` in every problem+json body), observes its latency by method,
+/// matched route and status, and with `[log] access` writes one `vigil::access` event.
+pub async fn observe(
+    State(state): State<AppState>,
     matched: Option<MatchedPath>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = method_label(request.method()).to_owned();
-    let response = next.run(request).await;
-    let labels = RequestLabels {
-        method,
-        route: matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned()),
-        status: response.status().as_u16(),
-    };
-    metrics
+    let method = method_label(request.method());
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| plain_token(v))
+        .map_or_else(fresh_request_id, str::to_owned);
+    let header_value = HeaderValue::from_str(&id).expect("a plain token is a header value");
+    request
+        .headers_mut()
+        .insert(REQUEST_ID, header_value.clone());
+    let client = state.config.current().log.access.then(|| {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let trusted = &state.config.current().server.trusted_proxies;
+        crate::ingest::client_ip::client_ip(peer, request.headers(), trusted)
+    });
+    let mut response = next.run(request).await;
+    let route = matched.as_ref().map_or("unmatched", |m| m.as_str());
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state
+        .metrics
         .request_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
+        .get_or_create(&RequestLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+        })
+        .observe(elapsed.as_secs_f64());
+    if let Some(client) = client {
+        tracing::info!(
+            target: "vigil::access",
+            method,
+            route,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            client = ?client,
+            request_id = %id,
+        );
+    }
+    response.headers_mut().insert(REQUEST_ID, header_value);
+    if is_problem(&response) {
+        response = with_request_id(response, &id).await;
+    }
     response
+}
+
+/// Whether `text` is a request id we keep as sent.
+fn plain_token(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+/// 16 random hex digits.
+fn fresh_request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn is_problem(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
+}
+
+/// A problem+json body with `request_id` added (problem bodies are small and made here).
+async fn with_request_id(response: Response, id: &str) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut problem)) => {
+            problem.insert("request_id".into(), id.into());
+            parts.headers.remove(header::CONTENT_LENGTH);
+            serde_json::to_vec(&problem).unwrap_or_else(|_| bytes.to_vec())
+        }
+        _ => bytes.to_vec(),
+    };
+    Response::from_parts(parts, axum::body::Body::from(body))
 }

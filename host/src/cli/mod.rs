@@ -17,6 +17,7 @@ pub mod send;
 pub mod serve;
 pub mod server;
 
+use crate::config::LogFormat;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
@@ -73,18 +74,41 @@ pub enum Command {
     Man,
 }
 
-/// The whole `vigil` program: logging to stderr (`VIGIL_LOG`, default `info`), parse the
-/// command line, run it on a multi-threaded runtime, report an error as one line.
+/// The log format: `VIGIL_LOG_FORMAT` (`json` or `text`) when set, else `[log] format` of the
+/// configuration `vigil serve` will load (file and `VIGIL_…` overrides; an invalid one is
+/// reported by `serve` itself), else text.
+fn log_format(cli: &Cli) -> LogFormat {
+    match std::env::var("VIGIL_LOG_FORMAT").as_deref() {
+        Ok("json") => return LogFormat::Json,
+        Ok("text") => return LogFormat::Text,
+        _ => {}
+    }
+    match &cli.command {
+        Command::Serve(args) => match &args.config {
+            Some(path) => crate::config::Config::load(path).ok(),
+            None => crate::config::Config::from_toml("").ok(),
+        }
+        .map_or(LogFormat::Text, |c| c.log.format),
+        _ => LogFormat::Text,
+    }
+}
+
+/// The whole `vigil` program: parse the command line, log to stderr (`VIGIL_LOG`, default
+/// `info`; format from [`log_format`]), run it on a multi-threaded runtime, report an error
+/// as one line.
 pub fn main() -> std::process::ExitCode {
     use tracing_subscriber::EnvFilter;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log_format(&cli) {
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -43,6 +43,32 @@ pub struct Config {
     pub rate_limit: access::RateLimitConfig,
     /// `[directory]`: who may read the public directory.
     pub directory: access::DirectoryConfig,
+    /// `[log]`: the log format and the access log.
+    pub log: LogConfig,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (default) or `json`: one JSON object per line (`timestamp`, `level`, `target`,
+    /// `fields` with `message` and the event's fields, `spans`). `VIGIL_LOG_FORMAT` overrides
+    /// it. Read at start-up.
+    pub format: LogFormat,
+    /// One `vigil::access` event per HTTP request (method, route template, status,
+    /// duration_ms, client address, request_id). Default false. Reloadable.
+    pub access: bool,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[server]`

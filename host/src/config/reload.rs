@@ -36,6 +36,7 @@ const RESTART_KEYS: &[&str] = &[
     "server.max_connections",
     "server.max_connections_per_ip",
     "server.shutdown_grace_seconds",
+    "log.format",
     "storage.",
     "ingest.",
 ];
