@@ -40,6 +40,7 @@ pub fn facts_of(server: &ServerRecord) -> ServerFacts {
         is_verified: server.is_verified,
         key_version: server.key_version,
         registered_at_ms: server.registered_at_ms,
+        schedule: None,
     }
 }
 
