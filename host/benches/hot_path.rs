@@ -18,8 +18,7 @@ use vigil::engine::replay::{replay, replay_onto_in_runs};
 use vigil::ingest::decode::{DecodedHeartbeat, decode, decode_stored};
 use vigil::ingest::signature::{parse_signature, public_key_of, sign_body, signed_message};
 use vigil::policy::{
-    DEFAULT_POLICY, LoadedPolicy, PolicyAbi, PolicyEvent, PolicyLimits, PolicyRuntime, ServerFacts,
-    TimedEvent,
+    DEFAULT_POLICY, LoadedPolicy, PolicyEvent, PolicyLimits, PolicyRuntime, ServerFacts, TimedEvent,
 };
 use vigil::store::{
     HeartbeatRow, HistoryEvent, NewServer, ServerRecord, Snapshot, SnapshotRow, Store, WriteBatch,
@@ -297,7 +296,7 @@ fn replay_rate(c: &mut Criterion) {
 /// difference is what copying a heartbeat into the guest costs.
 fn policy_run(c: &mut Criterion) {
     let policy = policy();
-    if policy.abi() != PolicyAbi::Runs {
+    if !policy.abi().folds_runs() {
         eprintln!("policy-run: the policy predates vigil:policy@1.2 (no evaluate-run); skipped");
         return;
     }
@@ -329,6 +328,7 @@ fn policy_run(c: &mut Criterion) {
         is_verified: true,
         key_version: 1,
         registered_at_ms: T0 - 86_400_000,
+        schedule: None,
     };
     let mut group = c.benchmark_group("policy-run");
     group.throughput(Throughput::Elements(256));

@@ -529,4 +529,95 @@ vigil_tests::on_both_backends!(
     each_action_is_applied_and_audited_with_the_acting_key,
     read_scoped_keys_are_refused_every_change,
     a_list_registers_a_fleet_with_one_answer_per_row,
+    schedules_are_checked_stored_audited_and_survive_a_restart,
 );
+
+/// Schedules (issue 16): set through the admin API, checked, audited, kept across a restart,
+/// cleared; the CLI sets one with durations.
+async fn schedules_are_checked_stored_audited_and_survive_a_restart() {
+    let app = TestApp::spawn().await;
+    app.register(&Agent::new("nightly")).await;
+    let path = "/v1/admin/servers/nightly/schedule";
+    let daily = json!({"cron": "0 3 * * *", "tz": "Europe/Berlin", "grace_seconds": 3600, "max_run_seconds": 7200});
+    let answer = call(&app, Method::PUT, path, daily.clone(), ADMIN_TOKEN).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.body["schedule"], daily);
+    // Bad schedules change nothing.
+    for bad in [
+        json!({"cron": "0 3 * *", "grace_seconds": 60}),
+        json!({"cron": "61 3 * * *", "grace_seconds": 60}),
+        json!({"cron": "0 3 * * *", "tz": "Mars/Olympus", "grace_seconds": 60}),
+        json!({"period_seconds": 0, "grace_seconds": 60}),
+        json!({"period_seconds": 2_592_001, "grace_seconds": 60}),
+        json!({"period_seconds": 60, "cron": "* * * * *", "grace_seconds": 60}),
+        json!({"period_seconds": 60, "tz": "UTC", "grace_seconds": 60}),
+        json!({"grace_seconds": 60}),
+        json!({"period_seconds": 60, "grace_seconds": 60, "max_run_seconds": 0}),
+        json!({"period_seconds": 60, "grace_seconds": 60, "extra": 1}),
+    ] {
+        let answer = call(&app, Method::PUT, path, bad.clone(), ADMIN_TOKEN).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schedule"),
+            "{bad}: {:?}",
+            answer.body
+        );
+    }
+    let unknown = call(
+        &app,
+        Method::PUT,
+        "/v1/admin/servers/nope/schedule",
+        daily.clone(),
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert_eq!(unknown.code(), "unknown_server");
+    let rows = audit(&app, "nightly").await;
+    assert_eq!(rows[0]["action"], "schedule", "{rows:?}");
+    // Stored: a host restarted on the same data shows it.
+    let dir = app.stop().await;
+    let app = TestApp::spawn_in(dir, |_| {}).await;
+    assert_eq!(app.server("nightly").await["schedule"], daily);
+    let weekly = json!({"period_seconds": 604_800, "grace_seconds": 0});
+    let answer = call(&app, Method::PUT, path, weekly.clone(), ADMIN_TOKEN).await;
+    assert_eq!(answer.body["schedule"], weekly, "{:?}", answer.body);
+    let cleared = call(&app, Method::DELETE, path, Value::Null, ADMIN_TOKEN).await;
+    assert_eq!(cleared.status, StatusCode::OK, "{:?}", cleared.body);
+    assert_eq!(cleared.body["schedule"], Value::Null);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vigil_server_schedule_sets_a_cron_schedule_with_durations() {
+    let mut app = TestApp::spawn().await;
+    app.register(&Agent::new("backup")).await;
+    let address = app.serve().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cli = Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN);
+    let url = format!("http://{address}");
+    let run = tokio::task::spawn_blocking(move || {
+        cli.run([
+            "server",
+            "schedule",
+            "backup",
+            "--cron",
+            "0 3 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--grace",
+            "1h",
+            "--max-run",
+            "2h",
+            "--url",
+            &url,
+        ])
+    })
+    .await
+    .expect("runs");
+    assert!(run.success(), "{}", run.stderr);
+    assert_eq!(
+        app.server("backup").await["schedule"],
+        json!({"cron": "0 3 * * *", "tz": "Europe/Berlin", "grace_seconds": 3600, "max_run_seconds": 7200})
+    );
+    app.stop().await;
+}

@@ -117,8 +117,8 @@ fn the_default_policy_folds_in_runs_exactly_as_one_event_at_a_time() {
     let policy = load(DEFAULT_POLICY, &[]);
     assert_eq!(
         policy.abi(),
-        PolicyAbi::Runs,
-        "a vigil:policy@1.2 component"
+        PolicyAbi::Extended,
+        "a vigil:policy@1.3 component"
     );
     let history = history(&Agent::new("runs"), 1_500);
     let (one_by_one, effects, evaluations) = replayed(&policy, &history, 1);
@@ -168,6 +168,7 @@ fn a_run_folds_up_to_the_next_due_tick_and_matches_single_evaluations() {
         is_verified: true,
         key_version: 1,
         registered_at_ms: T0,
+        schedule: None,
     };
     let run = policy
         .evaluate_run(&facts, None, &events)
@@ -207,7 +208,7 @@ fn policy_fuel() -> u64 {
 fn failures_inside_a_run_are_reported_as_single_evaluations_report_them() {
     let bytes = std::fs::read(misbehaving_policy()).expect("built");
     let policy = load(&bytes, &[("behaviour", "flaky")]);
-    assert_eq!(policy.abi(), PolicyAbi::Runs);
+    assert_eq!(policy.abi(), PolicyAbi::Extended);
     let history = history(&Agent::new("runs"), 600);
     let (one_by_one, effects, evaluations) = replayed(&policy, &history, 1);
     for kind in ["Guest", "Trap", "InvalidOutput"] {
@@ -257,6 +258,7 @@ fn instance_reuse_counts_every_event_a_run_folds() {
         is_verified: true,
         key_version: 1,
         registered_at_ms: T0,
+        schedule: None,
     };
     let made = |verdict: &vigil::policy::Verdict| verdict.scores["instance-evaluations"];
     let mut now_ms = T0;

@@ -1,7 +1,8 @@
 //! The policy ABI across the minors of `vigil:policy@1`: the host loads components built
 //! against 1.0.0 (parameters with every `evaluate`), 1.1 ones (`configure` once per instance,
-//! then `evaluate-configured`) and 1.2 ones (also `evaluate-run`, used by replay), and
-//! configures every fresh instance of a 1.1 or later component before use.
+//! then `evaluate-configured`), 1.2 ones (also `evaluate-run`, used by replay) and 1.3 ones
+//! (`evaluate-ext` and `evaluate-run-ext`, which see the schedule, the kind of authentication
+//! and the job run), and configures every fresh instance of a 1.1 or later component before use.
 //! (A `@2` component is refused at load: `lifecycle::broken_modules_change_nothing_and_are_reported`.)
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ fn facts(server_id: &str) -> ServerFacts {
         is_verified: true,
         key_version: 1,
         registered_at_ms: 0,
+        schedule: None,
     }
 }
 
@@ -85,13 +87,61 @@ fn a_component_built_against_1_0_0_loads_and_gets_its_params_on_every_call() {
 }
 
 #[test]
-fn the_bundled_policies_are_1_2_components() {
-    assert!(names(DEFAULT_POLICY, "vigil:policy/types@1.2.0"));
+fn the_bundled_policies_are_1_3_components() {
+    assert!(names(DEFAULT_POLICY, "vigil:policy/types@1.3.0"));
     let runtime = runtime(256);
-    assert_eq!(load(&runtime, DEFAULT_POLICY, &[]).abi(), PolicyAbi::Runs);
+    assert_eq!(
+        load(&runtime, DEFAULT_POLICY, &[]).abi(),
+        PolicyAbi::Extended
+    );
     let reputation = policy_variant("vigil-policy-reputation", &[]);
-    assert!(names(&reputation, "vigil:policy/types@1.2.0"));
-    assert_eq!(load(&runtime, &reputation, &[]).abi(), PolicyAbi::Runs);
+    assert!(names(&reputation, "vigil:policy/types@1.3.0"));
+    assert_eq!(load(&runtime, &reputation, &[]).abi(), PolicyAbi::Extended);
+}
+
+#[test]
+fn a_component_built_against_1_2_0_loads_and_folds_runs_with_the_1_2_records() {
+    let bytes = policy_variant("vigil-test-policy-world-1-2", &[]);
+    assert!(
+        names(&bytes, "vigil:policy/types@1.2.0"),
+        "a 1.2.0 component"
+    );
+    assert!(names(&bytes, "evaluate-run"), "with the 1.2 export");
+    assert!(!names(&bytes, "evaluate-ext"), "without the 1.3 ones");
+    // A scheduled server: the 1.2 records carry no schedule, and the component still folds.
+    let scheduled = ServerFacts {
+        schedule: Some(vigil::policy::Schedule {
+            cadence: vigil::policy::Cadence::Period(86_400),
+            grace_seconds: 3_600,
+            max_run_seconds: Some(600),
+        }),
+        ..facts("a")
+    };
+    for reuse in [1, 256] {
+        let policy = load(
+            &runtime(reuse),
+            &bytes,
+            &[("quality", toml::Value::Float(55.0))],
+        );
+        assert_eq!(policy.abi(), PolicyAbi::Runs);
+        assert_eq!(policy.description().name, "frozen-1-2");
+        let single = policy
+            .evaluate(&scheduled, None, 1_000, PolicyEvent::Tick)
+            .expect("a 1.2 component evaluates");
+        assert_eq!(single.verdict.quality_score, 55.0, "configured");
+        assert_eq!(single.verdict.scores["events"], 1.0);
+        let events: Vec<vigil::policy::TimedEvent> = (1..=4)
+            .map(|i| vigil::policy::TimedEvent {
+                now_ms: 1_000 + i * 1_000,
+                event: PolicyEvent::Tick,
+            })
+            .collect();
+        let run = policy
+            .evaluate_run(&scheduled, Some(&single.state), &events)
+            .expect("a 1.2 component folds runs");
+        assert_eq!(run.verdicts.len(), 4, "every event folded");
+        assert_eq!(run.verdicts[3].scores["events"], 5.0);
+    }
 }
 
 #[test]
@@ -152,7 +202,7 @@ fn a_fresh_1_1_instance_is_configured_before_it_evaluates() {
         &bytes,
         &[("behaviour", toml::Value::String("trap-live".into()))],
     );
-    assert_eq!(policy.abi(), PolicyAbi::Runs);
+    assert_eq!(policy.abi(), PolicyAbi::Extended);
     for round in 0..3 {
         let outcome = policy
             .evaluate(&facts("vigil-smoke-test"), None, 1_000, PolicyEvent::Tick)

@@ -78,6 +78,8 @@ pub struct ServerView {
     pub paused_at: Option<String>,
     /// RFC 3339 time the server was retired, if it is.
     pub retired_at: Option<String>,
+    /// The operator's schedule for the server, if any.
+    pub schedule: Option<crate::store::StoredSchedule>,
 }
 
 impl From<ServerRecord> for ServerView {
@@ -115,6 +117,7 @@ impl From<ServerRecord> for ServerView {
             labels: r.admin.labels,
             paused_at: r.admin.paused_at_ms.map(format_rfc3339_ms),
             retired_at: r.admin.retired_at_ms.map(format_rfc3339_ms),
+            schedule: r.admin.schedule,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Server management under `/v1/admin/…`: edit a server's display name, cluster and labels,
-//! pause and resume it, retire it, read its audit trail, and set or cancel maintenance
-//! windows. Every change is recorded with the acting credential (`admin` or `key:<name>`).
+//! pause and resume it, retire it, set or clear its schedule, read its audit trail, and set or
+//! cancel maintenance windows. Every change is recorded with the acting credential (`admin` or `key:<name>`).
 //!
 //! Writes need an `admin`-scoped credential; the audit trail and the window list also open to
 //! `read` keys. The changes themselves go through the engine's writer (which owns the working
@@ -19,7 +19,9 @@ use super::directory::ServerView;
 use super::{ApiError, AppState};
 use crate::clock::{format_rfc3339_ms, now_ms, parse_rfc3339_ms};
 use crate::engine::{ServerAction, ServerEdit};
-use crate::store::{MaintenanceRow, StoredAudit};
+use std::str::FromStr as _;
+
+use crate::store::{MaintenanceRow, StoredAudit, StoredSchedule};
 
 /// At most this many labels per server.
 const MAX_LABELS: usize = 32;
@@ -147,6 +149,85 @@ pub async fn edit(
         labels: edit.labels,
     };
     apply(&state, &headers, id, action).await
+}
+
+/// The longest schedule period and the longest grace or run time, seconds (thirty days).
+const MAX_SCHEDULE_SECONDS: u32 = 30 * 86_400;
+
+/// Checks a schedule: exactly one of a period (1 s to 30 days) and a five-field cron expression
+/// that parses, read in a known IANA zone (`UTC` when none is named); grace and longest run
+/// at most 30 days.
+fn check_schedule(s: &StoredSchedule) -> Result<(), ApiError> {
+    let bad = |msg: &str| ApiError::invalid("invalid_schedule", msg.to_owned());
+    match (&s.period_seconds, &s.cron) {
+        (Some(p), None) => {
+            if !(1..=MAX_SCHEDULE_SECONDS).contains(p) {
+                return Err(bad("period_seconds must be 1 to 2592000 (30 days)"));
+            }
+            if s.tz.is_some() {
+                return Err(bad("tz goes with cron only"));
+            }
+        }
+        (None, Some(expr)) => {
+            if expr.len() > 128
+                || expr.split_whitespace().count() != 5
+                || croner::Cron::from_str(expr).is_err()
+            {
+                return Err(bad(
+                    "cron must be a five-field expression (minute hour day month weekday)",
+                ));
+            }
+            if let Some(tz) = &s.tz
+                && tz.parse::<chrono_tz::Tz>().is_err()
+            {
+                return Err(bad("tz must be an IANA time zone, e.g. Europe/Berlin"));
+            }
+        }
+        _ => return Err(bad("a schedule has exactly one of period_seconds and cron")),
+    }
+    if s.grace_seconds > MAX_SCHEDULE_SECONDS
+        || s.max_run_seconds
+            .is_some_and(|m| m == 0 || m > MAX_SCHEDULE_SECONDS)
+    {
+        return Err(bad(
+            "grace_seconds must be at most 30 days, max_run_seconds 1 s to 30 days",
+        ));
+    }
+    Ok(())
+}
+
+/// `PUT /v1/admin/servers/{id}/schedule` `{"period_seconds" | "cron" + "tz"?, "grace_seconds",
+/// "max_run_seconds"?}` → the server, with its schedule (audited; the policy sees it from the
+/// server's next event on).
+pub async fn set_schedule(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers).await?;
+    let schedule: StoredSchedule = serde_json::from_slice(&body).map_err(|e| {
+        let msg: String = e.to_string().chars().take(200).collect();
+        ApiError::invalid("invalid_schedule", msg)
+    })?;
+    check_schedule(&schedule)?;
+    let schedule = Some(schedule);
+    apply(&state, &headers, id, ServerAction::Schedule { schedule }).await
+}
+
+/// `DELETE /v1/admin/servers/{id}/schedule` → the server, unscheduled again (audited).
+pub async fn clear_schedule(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    apply(
+        &state,
+        &headers,
+        id,
+        ServerAction::Schedule { schedule: None },
+    )
+    .await
 }
 
 /// `POST /v1/admin/servers/{id}/pause` `{"reason"?}` → the server (`effective_status: paused`).

@@ -107,6 +107,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/servers/{id}/pause", post(manage::pause))
         .route("/v1/admin/servers/{id}/resume", post(manage::resume))
         .route("/v1/admin/servers/{id}/retire", post(manage::retire))
+        .route(
+            "/v1/admin/servers/{id}/schedule",
+            axum::routing::put(manage::set_schedule).delete(manage::clear_schedule),
+        )
         .route("/v1/admin/servers/{id}/audit", get(manage::audit))
         .route(
             "/v1/admin/maintenance",

@@ -87,6 +87,8 @@ pub struct HeartbeatAccepted {
         rejections,
         edit_server,
         pause_server,
+        set_schedule,
+        clear_schedule,
         resume_server,
         retire_server,
         server_audit,
@@ -459,6 +461,34 @@ fn edit_server() {}
         (status = 409, description = "`server_retired`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn pause_server() {}
+
+/// Set a server's schedule: exactly one of `period_seconds` (1 s to 30 days) and `cron` (five
+/// fields, read in `tz`, an IANA zone, default UTC), `grace_seconds`, `max_run_seconds`
+/// (optional). Audited; the policy sees it in the server's facts from its next event on.
+#[utoipa::path(put, path = "/v1/admin/servers/{id}/schedule", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    request_body(content = String, content_type = "application/json", description = "`{period_seconds | cron + tz?, grace_seconds, max_run_seconds?}`"),
+    responses(
+        (status = 200, description = "The server, with its schedule"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`server_retired`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_schedule`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn set_schedule() {}
+
+/// Clear a server's schedule (audited).
+#[utoipa::path(delete, path = "/v1/admin/servers/{id}/schedule", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    responses(
+        (status = 200, description = "The server, unscheduled"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`server_retired`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn clear_schedule() {}
 
 /// Resume a paused server (its deadline is back in force).
 #[utoipa::path(post, path = "/v1/admin/servers/{id}/resume", tag = "admin",

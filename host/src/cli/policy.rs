@@ -389,7 +389,7 @@ fn test_vectors(file: &Path, vectors: &Path) -> anyhow::Result<()> {
 }
 
 /// Parses `90s`, `30m`, `12h`, `7d` into milliseconds.
-fn parse_duration_ms(text: &str) -> anyhow::Result<i64> {
+pub(crate) fn parse_duration_ms(text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

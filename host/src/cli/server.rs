@@ -1,5 +1,5 @@
-//! `vigil server …`: register (one or a fleet from a file), verify, edit, pause, resume, retire
-//! and list servers, set maintenance windows, queue commands and manage keys
+//! `vigil server …`: register (one or a fleet from a file), verify, edit, schedule, pause,
+//! resume, retire and list servers, set maintenance windows, queue commands and manage keys
 //! through the admin API. It never opens the database (`vigil admin` does).
 
 use std::path::PathBuf;
@@ -111,6 +111,34 @@ pub enum ServerCommand {
         /// Why (audited).
         #[arg(long)]
         reason: Option<String>,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Set when a server is expected to report (a cron job, a backup): a period or a cron
+    /// expression in an IANA zone, a grace, and the longest a run may take; `--clear` removes
+    /// it. The policy sees it from the server's next event on.
+    Schedule {
+        /// The server's identifier.
+        server_id: String,
+        /// A five-field cron expression, e.g. "0 3 * * *".
+        #[arg(long, conflicts_with_all = ["period", "clear"], required_unless_present_any = ["period", "clear"])]
+        cron: Option<String>,
+        /// The IANA time zone the cron expression is read in (default UTC).
+        #[arg(long, requires = "cron")]
+        tz: Option<String>,
+        /// Every this long instead of a cron expression: 90s, 30m, 12h, 7d (up to 30 days).
+        #[arg(long, conflicts_with = "clear")]
+        period: Option<String>,
+        /// How late a report may be: 90s, 30m, 1h, ... (default 0).
+        #[arg(long, default_value = "0s", conflicts_with = "clear")]
+        grace: String,
+        /// The longest a run may take from its start, e.g. 2h.
+        #[arg(long, conflicts_with = "clear")]
+        max_run: Option<String>,
+        /// Remove the schedule.
+        #[arg(long)]
+        clear: bool,
         /// Admin API.
         #[command(flatten)]
         target: AdminTarget,
@@ -302,6 +330,40 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
             let path = format!("/v1/admin/servers/{server_id}/pause");
             let body = serde_json::json!({ "reason": reason });
             super::read_response(target.client()?.post(&path).json(&body).send().await?).await?
+        }
+        ServerCommand::Schedule {
+            server_id,
+            cron,
+            tz,
+            period,
+            grace,
+            max_run,
+            clear,
+            target,
+        } => {
+            let path = format!("/v1/admin/servers/{server_id}/schedule");
+            let client = target.client()?;
+            if clear {
+                super::read_response(client.delete(&path).send().await?).await?
+            } else {
+                let seconds = |text: &str| -> anyhow::Result<u64> {
+                    Ok(u64::try_from(super::policy::parse_duration_ms(text)?).unwrap_or(0) / 1_000)
+                };
+                let mut body = serde_json::json!({ "grace_seconds": seconds(&grace)? });
+                if let Some(cron) = cron {
+                    body["cron"] = serde_json::json!(cron);
+                    if let Some(tz) = tz {
+                        body["tz"] = serde_json::json!(tz);
+                    }
+                }
+                if let Some(period) = period {
+                    body["period_seconds"] = serde_json::json!(seconds(&period)?);
+                }
+                if let Some(max_run) = max_run {
+                    body["max_run_seconds"] = serde_json::json!(seconds(&max_run)?);
+                }
+                super::read_response(client.put(&path).json(&body).send().await?).await?
+            }
         }
         ServerCommand::Resume { server_id, target } => {
             let path = format!("/v1/admin/servers/{server_id}/resume");

@@ -40,7 +40,27 @@ pub fn facts_of(server: &ServerRecord) -> ServerFacts {
         is_verified: server.is_verified,
         key_version: server.key_version,
         registered_at_ms: server.registered_at_ms,
+        schedule: server.admin.schedule.as_ref().and_then(schedule_of),
     }
+}
+
+/// A stored schedule as the policy sees it (`None` for a row that names neither a period nor
+/// a cron expression, which the admin API never writes).
+fn schedule_of(s: &crate::store::StoredSchedule) -> Option<crate::policy::Schedule> {
+    use crate::policy::Cadence;
+    let cadence = match (&s.period_seconds, &s.cron) {
+        (Some(seconds), None) => Cadence::Period(*seconds),
+        (None, Some(expression)) => Cadence::Cron {
+            expression: expression.clone(),
+            time_zone: s.tz.clone().unwrap_or_else(|| "UTC".to_owned()),
+        },
+        _ => return None,
+    };
+    Some(crate::policy::Schedule {
+        cadence,
+        grace_seconds: s.grace_seconds,
+        max_run_seconds: s.max_run_seconds,
+    })
 }
 
 /// The policy reference recorded in snapshots.

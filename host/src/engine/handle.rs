@@ -84,6 +84,12 @@ pub enum ServerAction {
     },
     /// Ends a pause; the deadline is back in force (a server silent meanwhile turns offline).
     Resume,
+    /// Sets (`Some`, checked by the caller) or clears (`None`) the server's schedule; the
+    /// policy sees it from the server's next event on.
+    Schedule {
+        /// The new schedule.
+        schedule: Option<crate::store::StoredSchedule>,
+    },
     /// Hidden from the directory and rankings for good; history kept, the id stays taken.
     Retire {
         /// Why (audited).
@@ -98,6 +104,7 @@ impl ServerAction {
             ServerAction::Edit { .. } => "edit",
             ServerAction::Pause { .. } => "pause",
             ServerAction::Resume => "resume",
+            ServerAction::Schedule { .. } => "schedule",
             ServerAction::Retire { .. } => "retire",
         }
     }

@@ -9,7 +9,7 @@ use super::fold::{
     set_state, state_for,
 };
 use crate::ingest::decode::{DecodedHeartbeat, decode_stored};
-use crate::policy::{LoadedPolicy, PolicyAbi, PolicyEvent, TimedEvent};
+use crate::policy::{LoadedPolicy, PolicyEvent, TimedEvent};
 use crate::store::{HistoryEvent, ServerRecord, Snapshot};
 
 /// Why a replay could not run.
@@ -77,7 +77,7 @@ pub fn replay_onto_in_runs(
     effects: &mut FoldEffects,
     max_run: usize,
 ) -> Result<(), ReplayError> {
-    let runs = policy.abi() == PolicyAbi::Runs && max_run > 1;
+    let runs = policy.abi().folds_runs() && max_run > 1;
     for chunk in history.chunks(if runs { max_run } else { 1 }) {
         // Decode up to the first undecodable event; fold what decoded, then report it.
         let mut steps = Vec::with_capacity(chunk.len());

@@ -103,6 +103,10 @@ impl Writer {
                 admin.paused_at_ms = admin.paused_at_ms.or(Some(edit.at_ms));
             }
             ServerAction::Resume => admin.paused_at_ms = None,
+            ServerAction::Schedule { schedule } => {
+                detail.insert("schedule".into(), serde_json::json!(schedule));
+                admin.schedule.clone_from(schedule);
+            }
             ServerAction::Retire { reason } => {
                 detail.insert("reason".into(), serde_json::json!(reason));
                 admin.retired_at_ms = Some(edit.at_ms);

@@ -1,8 +1,10 @@
 //! The generated bindings for `vigil:policy@1.x` — the only `bindgen!`s in the host.
 //!
-//! Three worlds of the one `@1.2.0` package, sharing one set of types: `policy` (what a 1.2
-//! component exports: `describe`, `evaluate`, `configure`, `evaluate-configured` and
-//! `evaluate-run`), [`configured`] (what a 1.1.x component exports: all but `evaluate-run`) and
+//! Four worlds of the one `@1.3.0` package, sharing one set of types: `policy` (what a 1.3
+//! component exports: `describe`, `evaluate`, `configure`, `evaluate-configured`,
+//! `evaluate-run`, `evaluate-ext` and `evaluate-run-ext`), [`runs`] (what a 1.2.x component
+//! exports: all but the two `-ext` calls), [`configured`] (what a 1.1.x component exports:
+//! `describe`, `evaluate`, `configure` and `evaluate-configured`) and
 //! [`base`] (what a 1.0.x component exports: `describe` and `evaluate`). A host built from these
 //! bindings loads any `@1.y` guest (wasmtime matches the `types` import by semver and each
 //! function by its structure); a `@2` guest is refused at load (a new major needs its own
@@ -12,6 +14,17 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "policy",
 });
+
+/// The `runs-policy` world: the exports of a component built against `vigil:policy@1.2.x`.
+pub mod runs {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "runs-policy",
+        with: {
+            "vigil:policy/types": crate::policy::bindings::vigil::policy::types,
+        },
+    });
+}
 
 /// The `configured-policy` world: the exports of a component built against
 /// `vigil:policy@1.1.x`.

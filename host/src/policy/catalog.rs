@@ -365,6 +365,7 @@ fn smoke(policy: &LoadedPolicy) -> Result<(), String> {
         is_verified: true,
         key_version: 1,
         registered_at_ms: T0,
+        schedule: None,
     };
     let heartbeat = |at: i64, players: u32| {
         let mut body = Map::new();

@@ -1,5 +1,5 @@
 //! Loaded policy versions: one compiled component ([`LoadedPolicy`], an `InstancePre` in one of
-//! the three ABI shapes) and the instances it evaluates on.
+//! the four ABI shapes) and the instances it evaluates on.
 //!
 //! Evaluations run on an instance kept warm for up to `[policy] reuse_instance_calls`
 //! evaluations (a fresh `Store` and instance costs ≈ 30 µs with the pooling allocator:
@@ -8,7 +8,8 @@
 //! output fails that evaluation only, and the instance is dropped. A 1.0 guest gets the
 //! parameters with every `evaluate` call; a 1.1 guest once per instance (`configure`) and is then
 //! called with `evaluate-configured`; a 1.2 guest can also fold a run of events about one server
-//! in one call ([`LoadedPolicy::evaluate_run`]).
+//! in one call ([`LoadedPolicy::evaluate_run`]); a 1.3 guest is called with `evaluate-ext` and
+//! `evaluate-run-ext`, which add the schedule, the kind of authentication and the job run.
 //!
 //! This module never builds the wasmtime engine or compiles bytes (`runtime.rs`), and never
 //! touches storage or HTTP.
@@ -21,8 +22,11 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::base::BasePolicyPre;
 use super::bindings::configured::ConfiguredPolicyPre;
+use super::bindings::runs::RunsPolicyPre;
 use super::bindings::{self, PolicyPre, vigil::policy::types as wit};
-use super::convert::{describe_param, resolve_params, wit_event, wit_facts};
+use super::convert::{
+    describe_param, resolve_params, wit_event, wit_event_ext, wit_facts, wit_facts_ext,
+};
 use super::validate;
 use super::{
     Outcome, PolicyAbi, PolicyDescription, PolicyError, PolicyEvent, PolicyLimits, RunOutcome,
@@ -34,24 +38,32 @@ pub(super) struct GuestCtx {
     limits: StoreLimits,
 }
 
-/// A compiled component with its exports looked up, in one of the three shapes.
+/// A compiled component with its exports looked up, in one of the four shapes.
 pub(super) enum Pre {
     ParamsPerCall(BasePolicyPre<GuestCtx>),
     Configured(ConfiguredPolicyPre<GuestCtx>),
-    Runs(PolicyPre<GuestCtx>),
+    Runs(RunsPolicyPre<GuestCtx>),
+    Extended(PolicyPre<GuestCtx>),
 }
 
 impl Pre {
-    /// Looks the exports up: a component that exports `evaluate-run` is a 1.2 guest and must
-    /// have all of the 1.2 world; one that exports `evaluate-configured` is held to the 1.1
+    /// Looks the exports up: a component that exports `evaluate-ext` is a 1.3 guest and must
+    /// have all of the 1.3 world; one that exports `evaluate-run` is held to the 1.2 world; one that exports `evaluate-configured` is held to the 1.1
     /// world, anything else to the 1.0 exports.
     pub(super) fn of(
         component: &Component,
         instance_pre: InstancePre<GuestCtx>,
     ) -> Result<Self, PolicyError> {
         let exports = |name: &str| component.get_export_index(None, name).is_some();
-        Ok(if exports("evaluate-run") {
-            Pre::Runs(PolicyPre::new(instance_pre).map_err(|e| {
+        Ok(if exports("evaluate-ext") {
+            Pre::Extended(PolicyPre::new(instance_pre).map_err(|e| {
+                PolicyError::Load(format!(
+                    "component exports evaluate-ext but does not implement \
+                     vigil:policy@1.3: {e:#}"
+                ))
+            })?)
+        } else if exports("evaluate-run") {
+            Pre::Runs(RunsPolicyPre::new(instance_pre).map_err(|e| {
                 PolicyError::Load(format!(
                     "component exports evaluate-run but does not implement \
                      vigil:policy@1.2: {e:#}"
@@ -78,6 +90,7 @@ impl Pre {
             Pre::ParamsPerCall(pre) => pre.engine(),
             Pre::Configured(pre) => pre.engine(),
             Pre::Runs(pre) => pre.engine(),
+            Pre::Extended(pre) => pre.engine(),
         }
     }
 }
@@ -87,7 +100,8 @@ impl Pre {
 enum Instance {
     ParamsPerCall(bindings::base::BasePolicy),
     Configured(bindings::configured::ConfiguredPolicy),
-    Runs(bindings::Policy),
+    Runs(bindings::runs::RunsPolicy),
+    Extended(bindings::Policy),
 }
 
 /// An instance kept between calls, with its store.
@@ -180,12 +194,13 @@ impl LoadedPolicy {
     }
 
     /// Whether the component takes its parameters per call (1.0) or once per instance (1.1),
-    /// and whether it folds runs (1.2).
+    /// whether it folds runs (1.2), and whether it sees the 1.3 facts and events.
     pub fn abi(&self) -> PolicyAbi {
         match self.pre {
             Pre::ParamsPerCall(_) => PolicyAbi::ParamsPerCall,
             Pre::Configured(_) => PolicyAbi::Configured,
             Pre::Runs(_) => PolicyAbi::Runs,
+            Pre::Extended(_) => PolicyAbi::Extended,
         }
     }
 
@@ -217,6 +232,9 @@ impl LoadedPolicy {
             Pre::Runs(pre) => pre
                 .instantiate(&mut store)
                 .and_then(|instance| instance.call_describe(&mut store)),
+            Pre::Extended(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|instance| instance.call_describe(&mut store)),
         }
         .map_err(classify)?;
         validate::description(info)
@@ -245,6 +263,14 @@ impl LoadedPolicy {
                     .map_err(classify)?
                     .map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
                 Instance::Runs(instance)
+            }
+            Pre::Extended(pre) => {
+                let instance = pre.instantiate(&mut store).map_err(classify)?;
+                instance
+                    .call_configure(&mut store, &self.params)
+                    .map_err(classify)?
+                    .map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
+                Instance::Extended(instance)
             }
         };
         Ok(WarmInstance {
@@ -293,31 +319,36 @@ impl LoadedPolicy {
         now_ms: i64,
         event: PolicyEvent<'_>,
     ) -> Result<Outcome, PolicyError> {
-        let wit_facts = wit_facts(facts);
-        let wit_event = wit_event(event);
         let (mut outcome, fuel_used) = self.with_instance(|warm| {
             let result = match &warm.instance {
+                Instance::Extended(instance) => instance.call_evaluate_ext(
+                    &mut warm.store,
+                    &wit_facts_ext(facts),
+                    state,
+                    now_ms,
+                    &wit_event_ext(event),
+                ),
                 Instance::ParamsPerCall(instance) => instance.call_evaluate(
                     &mut warm.store,
                     &self.params,
-                    &wit_facts,
+                    &wit_facts(facts),
                     state,
                     now_ms,
-                    &wit_event,
+                    &wit_event(event),
                 ),
                 Instance::Configured(instance) => instance.call_evaluate_configured(
                     &mut warm.store,
-                    &wit_facts,
+                    &wit_facts(facts),
                     state,
                     now_ms,
-                    &wit_event,
+                    &wit_event(event),
                 ),
                 Instance::Runs(instance) => instance.call_evaluate_configured(
                     &mut warm.store,
-                    &wit_facts,
+                    &wit_facts(facts),
                     state,
                     now_ms,
-                    &wit_event,
+                    &wit_event(event),
                 ),
             }
             .map_err(classify)?;
@@ -328,8 +359,8 @@ impl LoadedPolicy {
         Ok(outcome)
     }
 
-    /// Folds a run of events about one server in one call (`evaluate-run`, a 1.2 component
-    /// only: see [`LoadedPolicy::abi`]). The policy folds a prefix of the run: it stops after
+    /// Folds a run of events about one server in one call (`evaluate-run-ext` for a 1.3
+    /// component, `evaluate-run` for a 1.2 one; not older ones: see [`LoadedPolicy::abi`]). The policy folds a prefix of the run: it stops after
     /// an event whose next check is due at or before the next event (the caller folds that
     /// tick first) and before an event that fails (the caller evaluates it alone). The whole
     /// call gets the fuel of one evaluation; every assessment is validated as a single
@@ -342,26 +373,46 @@ impl LoadedPolicy {
         state: Option<&[u8]>,
         events: &[TimedEvent<'_>],
     ) -> Result<RunOutcome, PolicyError> {
-        if !matches!(self.pre, Pre::Runs(_)) {
+        if !self.abi().folds_runs() {
             return Err(PolicyError::Load(
-                "evaluate-run needs a component built against vigil:policy@1.2".into(),
+                "evaluate-run needs a component built against vigil:policy@1.2 or later".into(),
             ));
         }
-        let wit_facts = wit_facts(facts);
-        let wit_events: Vec<wit::TimedEvent> = events
-            .iter()
-            .map(|e| wit::TimedEvent {
-                now_ms: e.now_ms,
-                event: wit_event(e.event),
-            })
-            .collect();
         let (mut outcome, fuel_used) = self.with_instance(|warm| {
-            let Instance::Runs(instance) = &warm.instance else {
-                return Err(PolicyError::Load("not a vigil:policy@1.2 instance".into()));
-            };
-            let run = instance
-                .call_evaluate_run(&mut warm.store, &wit_facts, state, &wit_events)
-                .map_err(classify)?;
+            let run = match &warm.instance {
+                Instance::Extended(instance) => {
+                    let wit_events: Vec<wit::TimedEventExt> = events
+                        .iter()
+                        .map(|e| wit::TimedEventExt {
+                            now_ms: e.now_ms,
+                            event: wit_event_ext(e.event),
+                        })
+                        .collect();
+                    instance.call_evaluate_run_ext(
+                        &mut warm.store,
+                        &wit_facts_ext(facts),
+                        state,
+                        &wit_events,
+                    )
+                }
+                Instance::Runs(instance) => {
+                    let wit_events: Vec<wit::TimedEvent> = events
+                        .iter()
+                        .map(|e| wit::TimedEvent {
+                            now_ms: e.now_ms,
+                            event: wit_event(e.event),
+                        })
+                        .collect();
+                    instance.call_evaluate_run(
+                        &mut warm.store,
+                        &wit_facts(facts),
+                        state,
+                        &wit_events,
+                    )
+                }
+                _ => return Err(PolicyError::Load("not a vigil:policy@1.2 instance".into())),
+            }
+            .map_err(classify)?;
             let outcome = validate::run(&self.limits, run, events)?;
             let folded = u32::try_from(outcome.verdicts.len()).unwrap_or(u32::MAX);
             Ok((outcome, folded.max(1)))

@@ -33,8 +33,8 @@ pub mod watch;
 pub use loaded::LoadedPolicy;
 pub use runtime::{PolicyRuntime, WORLD_MAJOR};
 pub use types::{
-    Outcome, ParamDescription, PolicyAbi, PolicyDescription, PolicyError, PolicyEvent,
-    PolicyLimits, RunOutcome, ServerFacts, TimedEvent, Verdict, digest_of,
+    AuthKind, Cadence, Outcome, ParamDescription, PolicyAbi, PolicyDescription, PolicyError,
+    PolicyEvent, PolicyLimits, RunOutcome, Schedule, ServerFacts, TimedEvent, Verdict, digest_of,
 };
 
 /// The bundled default policy component, built from `policies/default` by the build script.

@@ -159,6 +159,7 @@ mod tests {
             is_verified: false,
             key_version: 1,
             registered_at_ms: 0,
+            schedule: None,
         };
         let first = policy
             .evaluate(&facts, None, 1_000, PolicyEvent::Tick)
@@ -192,7 +193,7 @@ mod tests {
             .load(DEFAULT_POLICY, &BTreeMap::new())
             .expect("default loads");
         assert_eq!(policy.description().name, "default");
-        assert_eq!(policy.abi(), PolicyAbi::Runs);
+        assert_eq!(policy.abi(), PolicyAbi::Extended);
         let mut bad = BTreeMap::new();
         bad.insert("no_such_param".to_owned(), toml::Value::Integer(1));
         assert_eq!(

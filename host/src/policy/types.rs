@@ -103,7 +103,7 @@ pub struct PolicyDescription {
 }
 
 /// What the host knows about a server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServerFacts {
     /// Identifier.
     pub server_id: String,
@@ -113,6 +113,58 @@ pub struct ServerFacts {
     pub key_version: u32,
     /// Registration time.
     pub registered_at_ms: i64,
+    /// The schedule an operator set (a 1.3 policy sees it; older ones do not).
+    pub schedule: Option<Schedule>,
+}
+
+/// When a scheduled server is expected to report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cadence {
+    /// Every this many seconds (1 to 30 days).
+    Period(u32),
+    /// At every time a five-field cron expression names, read in an IANA time zone.
+    Cron {
+        /// The expression, e.g. `0 3 * * *`.
+        expression: String,
+        /// The zone, e.g. `Europe/Berlin`.
+        time_zone: String,
+    },
+}
+
+/// An operator-set schedule: cadence, grace and the longest a run may take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Schedule {
+    /// When reports are expected.
+    pub cadence: Cadence,
+    /// How late a report may be, seconds.
+    pub grace_seconds: u32,
+    /// The longest a run may take from `start` to its end, seconds; `None` for no limit.
+    pub max_run_seconds: Option<u32>,
+}
+
+/// How the host authenticated a heartbeat (the WIT `auth-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    /// A verified Ed25519 signature.
+    Signature,
+    /// A per-server token.
+    Token,
+    /// An operator's API key.
+    ApiKey,
+    /// Nothing but the network.
+    Network,
+}
+
+impl AuthKind {
+    /// What the host knows today: a verified signature, or nothing but the network.
+    pub fn of_signed(signed: bool) -> Self {
+        if signed {
+            AuthKind::Signature
+        } else {
+            AuthKind::Network
+        }
+    }
 }
 
 /// An event to fold.
@@ -214,10 +266,21 @@ pub enum PolicyAbi {
     /// Built against `vigil:policy@1.1`: `configure` once per instance, then
     /// `evaluate-configured` without the parameters.
     Configured,
-    /// Built against `vigil:policy@1.2` or later: as [`PolicyAbi::Configured`], and a run of
+    /// Built against `vigil:policy@1.2`: as [`PolicyAbi::Configured`], and a run of
     /// events about one server folds in one call
     /// ([`LoadedPolicy::evaluate_run`](super::LoadedPolicy::evaluate_run)).
     Runs,
+    /// Built against `vigil:policy@1.3` or later: as [`PolicyAbi::Runs`], with the 1.3 facts
+    /// and events (`evaluate-ext`, `evaluate-run-ext`): the schedule, the kind of
+    /// authentication and the job run reach the policy.
+    Extended,
+}
+
+impl PolicyAbi {
+    /// Whether a run of events folds in one call (1.2 or later).
+    pub fn folds_runs(self) -> bool {
+        matches!(self, PolicyAbi::Runs | PolicyAbi::Extended)
+    }
 }
 
 pub use crate::crypto::digest_of;

@@ -106,6 +106,7 @@ pub fn run(policy: &LoadedPolicy, file: &VectorFile) -> Vec<Mismatch> {
             is_verified: case.facts.as_ref().is_some_and(|f| f.is_verified),
             key_version: 1,
             registered_at_ms: case.facts.as_ref().map_or(0, |f| f.registered_at_ms),
+            schedule: None,
         };
         let mut state: Option<Vec<u8>> = None;
         let mut last = None;

@@ -45,13 +45,19 @@ impl Store {
             let mut tx = pool.begin().await?;
             let done = sqlx::query(
                 "UPDATE servers SET display_name = $1, cluster_id = $2, labels = $3, \
-                 paused_at_ms = $4, retired_at_ms = $5 WHERE server_id = $6",
+                 paused_at_ms = $4, retired_at_ms = $5, schedule = $6 WHERE server_id = $7",
             )
             .bind(&u.display_name)
             .bind(&u.cluster_id)
             .bind(labels_text(&u.admin.labels))
             .bind(u.admin.paused_at_ms)
             .bind(u.admin.retired_at_ms)
+            .bind(
+                u.admin
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| serde_json::to_string(s).ok()),
+            )
             .bind(&u.server_id)
             .execute(&mut *tx)
             .await?;

@@ -21,7 +21,7 @@ pub(super) const SERVER_COLUMNS: &str = "server_id, display_name, cluster_id, pu
     scores, badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
     players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, policy_name, \
     policy_version, policy_digest, policy_state, next_check_at_ms, policy_errors, labels, \
-    paused_at_ms, retired_at_ms";
+    paused_at_ms, retired_at_ms, schedule";
 
 /// The columns [`heartbeat_row!`] reads.
 pub(super) const HEARTBEAT_COLUMNS: &str =
@@ -54,6 +54,7 @@ macro_rules! server_row {
             |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
         let scores: String = $row.try_get("scores")?;
         let labels: String = $row.try_get("labels")?;
+        let schedule: Option<String> = $row.try_get("schedule")?;
         let badges: String = $row.try_get("badges")?;
         let policy_digest: Option<String> = $row.try_get("policy_digest")?;
         let policy = match policy_digest {
@@ -86,6 +87,12 @@ macro_rules! server_row {
                 labels: serde_json::from_str(&labels).map_err(|e| corrupt("labels", &e))?,
                 paused_at_ms: $row.try_get("paused_at_ms")?,
                 retired_at_ms: $row.try_get("retired_at_ms")?,
+                schedule: match schedule {
+                    Some(text) => {
+                        Some(serde_json::from_str(&text).map_err(|e| corrupt("schedule", &e))?)
+                    }
+                    None => None,
+                },
             },
             snapshot: Snapshot {
                 status: $row.try_get("status")?,

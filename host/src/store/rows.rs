@@ -191,6 +191,30 @@ pub struct ServerAdmin {
     pub paused_at_ms: Option<i64>,
     /// Set once the server is retired (hidden from the directory and rankings, for good).
     pub retired_at_ms: Option<i64>,
+    /// When the operator expects the server to report (`servers.schedule`); unlike the other
+    /// fields, the policy sees it (in its facts).
+    pub schedule: Option<StoredSchedule>,
+}
+
+/// A server's schedule as stored and as the admin API takes and shows it: exactly one of
+/// `period_seconds` and `cron` (with `tz`), a grace, and optionally the longest run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredSchedule {
+    /// Every this many seconds (1 to 2,592,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<u32>,
+    /// A five-field cron expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// The IANA time zone `cron` is read in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+    /// How late a report may be, seconds.
+    pub grace_seconds: u32,
+    /// The longest a run may take, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_run_seconds: Option<u32>,
 }
 
 impl ServerAdmin {

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use vigil_policy_default::DefaultPolicy;
-use vigil_policy_sdk::{Event, Facts, Heartbeat, Metric, Params, Policy};
+use vigil_policy_sdk::{AuthKind, Event, Facts, Heartbeat, Metric, Params, Policy};
 
 const T0: i64 = 1_790_000_000_000;
 
@@ -18,6 +18,7 @@ fn heartbeat(now_ms: i64, i: u64) -> Event {
         received_at_ms: now_ms,
         sent_at_ms: now_ms,
         signed: true,
+        auth: AuthKind::Signature,
         status: Some("online".into()),
         mode: Some("idle".into()),
         interval_seconds: Some(30),
@@ -35,6 +36,7 @@ fn heartbeat(now_ms: i64, i: u64) -> Event {
                 value: 67.2,
             },
         ],
+        run: None,
     })
 }
 
@@ -49,6 +51,7 @@ fn main() {
         is_verified: true,
         key_version: 1,
         registered_at_ms: T0 - 2 * 86_400_000,
+        schedule: None,
     };
     let warm_up = 2 * 2880;
     let events: Vec<(i64, Event)> = (0..warm_up + n)

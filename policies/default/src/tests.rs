@@ -30,6 +30,7 @@ impl Server {
                 is_verified: true,
                 key_version: 1,
                 registered_at_ms,
+                schedule: None,
             },
             state: None,
         }

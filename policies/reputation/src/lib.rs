@@ -310,6 +310,7 @@ mod tests {
             is_verified: true,
             key_version: 1,
             registered_at_ms: 0,
+            schedule: None,
         };
         let t0 = 40 * DAY_MS;
         let hb = |at: i64| {

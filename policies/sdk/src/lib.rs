@@ -45,8 +45,9 @@
 //!
 //! # Layout
 //!
-//! The plain types in this file mirror the WIT package `vigil:policy@1.2.0` (`wit/policy.wit`
-//! at the repository root) one to one, so policy logic can be unit-tested natively with
+//! The plain types in this file mirror the WIT package `vigil:policy@1.3.0` (`wit/policy.wit`
+//! at the repository root) one to one (the 1.3 records: [`Facts`] is `facts-ext`,
+//! [`Heartbeat`] is `heartbeat-ext`), so policy logic can be unit-tested natively with
 //! `cargo test`. The raw bindings (`wit_bindgen::generate!`) live only in a hidden module that
 //! exists on `wasm32` targets; [`export_policy!`] converts between them and these types. On
 //! native targets [`export_policy!`] expands to nothing.
@@ -319,6 +320,74 @@ pub struct Facts {
     pub key_version: u32,
     /// When the server was registered, milliseconds since the Unix epoch (UTC).
     pub registered_at_ms: i64,
+    /// The schedule an operator set for the server; `None` for an unscheduled server (and
+    /// always with a host older than 1.3, which does not send it).
+    pub schedule: Option<Schedule>,
+}
+
+/// When a scheduled server is expected to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cadence {
+    /// Once every this many seconds (1 to 2,592,000, thirty days), counted from the previous
+    /// report.
+    Period(u32),
+    /// At every time the cron expression names.
+    Cron {
+        /// A five-field cron expression, e.g. `0 3 * * *` (the host checked that it parses).
+        expression: String,
+        /// The IANA time zone it is read in, e.g. `Europe/Berlin`.
+        time_zone: String,
+    },
+}
+
+/// The schedule an operator set for a server (a cron job, a backup, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// When the server is expected to report.
+    pub cadence: Cadence,
+    /// How late, in seconds, a report may be before the server counts as late.
+    pub grace_seconds: u32,
+    /// The longest a run may take, in seconds, from its `start` to its end; `None` means no
+    /// limit.
+    pub max_run_seconds: Option<u32>,
+}
+
+/// How the host authenticated a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthKind {
+    /// An Ed25519 signature by the server's key, verified by the host.
+    Signature,
+    /// A per-server token the host issued.
+    Token,
+    /// An API key of the operator's.
+    ApiKey,
+    /// Nothing but the network: an unsigned heartbeat accepted as it came.
+    #[default]
+    Network,
+}
+
+/// Where a job run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPhase {
+    /// The job started.
+    Start,
+    /// The job ended with success (exit code 0).
+    Success,
+    /// The job ended with a failure.
+    Fail,
+}
+
+/// A job run's report (the heartbeat's `run` member).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// Where the run is.
+    pub phase: RunPhase,
+    /// The job's exit status, if sent (ends only).
+    pub exit_code: Option<i32>,
+    /// How long the job ran, in milliseconds, if sent (ends only).
+    pub duration_ms: Option<u64>,
+    /// The agent's identifier of the run, tying its start to its end, if any.
+    pub run_id: Option<String>,
 }
 
 /// A named metric an agent reported, e.g. `cpu_percent`.
@@ -339,6 +408,9 @@ pub struct Heartbeat {
     pub sent_at_ms: i64,
     /// Whether the heartbeat carried a signature the host verified.
     pub signed: bool,
+    /// How the host authenticated it (a host older than 1.3 does not say: the SDK then
+    /// answers `Signature` for a signed heartbeat and `Network` otherwise).
+    pub auth: AuthKind,
     /// The status the agent claims (`online`, `maintenance`, ...), if any.
     pub status: Option<String>,
     /// The agent's mode (`emergency`, `idle`, `sleep`, ...), if any.
@@ -355,6 +427,8 @@ pub struct Heartbeat {
     pub agent_version: Option<String>,
     /// Numeric metrics the agent reported (numbers only, sorted by name).
     pub metrics: Vec<Metric>,
+    /// The job run this heartbeat reports, if any (always `None` with a host older than 1.3).
+    pub run: Option<RunReport>,
 }
 
 /// A request that named this server but was refused by the host.
@@ -536,13 +610,15 @@ pub trait Policy {
     ) -> Result<Evaluation, String>;
 }
 
-/// Exports a type implementing [`Policy`] as a `vigil:policy@1.2.0` component: `describe`,
-/// `configure`, `evaluate-configured`, `evaluate-run` and the 1.0 `evaluate`.
+/// Exports a type implementing [`Policy`] as a `vigil:policy@1.3.0` component: `describe`,
+/// `configure`, `evaluate-ext`, `evaluate-run-ext`, and for older hosts `evaluate-configured`,
+/// `evaluate-run` and the 1.0 `evaluate` (given the older records, [`Policy::evaluate`] sees
+/// no schedule and no run).
 ///
 /// `configure` keeps the parameters for the life of the instance (after [`Policy::configure`]
 /// accepted them) and `evaluate-configured` hands them to [`Policy::evaluate`], so the host
 /// copies them into the component once per instance instead of once per event.
-/// `evaluate-run` calls [`Policy::evaluate`] for each event of the run in turn (replay folds
+/// `evaluate-run-ext` calls [`Policy::evaluate`] for each event of the run in turn (replay folds
 /// a server's history with one call per run instead of one per event). The 1.0
 /// `evaluate` (for hosts that only know 1.0) keeps them too, and reuses them while the host
 /// passes the same ones again.
@@ -595,6 +671,24 @@ macro_rules! export_policy {
                     events: ::std::vec::Vec<$crate::__bindings::raw::TimedEvent>,
                 ) -> $crate::__bindings::raw::RunResult {
                     $crate::__bindings::evaluate_run::<$policy>(facts, state, events)
+                }
+
+                fn evaluate_ext(
+                    facts: $crate::__bindings::raw::FactsExt,
+                    state: ::std::option::Option<::std::vec::Vec<u8>>,
+                    now_ms: i64,
+                    event: $crate::__bindings::raw::EventExt,
+                ) -> ::std::result::Result<$crate::__bindings::raw::Evaluation, ::std::string::String>
+                {
+                    $crate::__bindings::evaluate_ext::<$policy>(facts, state, now_ms, event)
+                }
+
+                fn evaluate_run_ext(
+                    facts: $crate::__bindings::raw::FactsExt,
+                    state: ::std::option::Option<::std::vec::Vec<u8>>,
+                    events: ::std::vec::Vec<$crate::__bindings::raw::TimedEventExt>,
+                ) -> $crate::__bindings::raw::RunResult {
+                    $crate::__bindings::evaluate_run_ext::<$policy>(facts, state, events)
                 }
             }
 
