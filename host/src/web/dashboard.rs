@@ -14,26 +14,31 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::escape;
 use super::status::{STYLE, confidence_icon, shown_status, status_icon};
+use super::{escape, when};
 use crate::api::{ApiError, AppState};
-use crate::clock::format_rfc3339_ms;
 use crate::store::{ServerQuery, ServerRecord, ServerSort};
 
 /// Rows per page.
 const PAGE: u32 = 50;
 
 /// The live-update script: on each `transition` event, the row of that server gets its new
-/// status and confidence (text, icon, colour class).
+/// status and confidence (text, icon, colour class); the `#live` line says whether the stream
+/// is connected (and `data-live="open"` on `<html>` tells tests the same).
 const LIVE_JS: &str = r#"(function(){
-if(!window.EventSource)return;
+var live=document.getElementById("live");
+function say(t){if(live)live.textContent=t;}
+if(!window.EventSource){say("Live updates: not supported by this browser; reload for news.");return;}
 var icons={online:"\u25CF",offline:"\u2716",unknown:"\u25CC",paused:"\u275A",green:"\u2714",yellow:"\u25B2",red:"\u26A0"};
-function set(cell,value){if(!cell)return;cell.className="st "+value;cell.textContent=(icons[value]||"")+" "+value;}
+function set(cell,value,extra){if(!cell)return;cell.className="st "+value+" "+extra;cell.textContent=(icons[value]||"")+" "+value;}
 var es=new EventSource("/v1/events");
+es.onopen=function(){say("\u25CF Live updates: on");document.documentElement.setAttribute("data-live","open");};
+es.onerror=function(){say("\u25CC Live updates: reconnecting\u2026");document.documentElement.setAttribute("data-live","closed");};
 es.addEventListener("transition",function(e){
 var t=JSON.parse(e.data);var row=document.querySelector('tr[data-server-id="'+CSS.escape(t.server_id)+'"]');
-if(!row)return;if(row.getAttribute("data-paused")!=="1")set(row.querySelector(".status"),t.to_status);
-set(row.querySelector(".confidence"),t.to_confidence);row.setAttribute("data-live","1");
+if(!row)return;if(row.getAttribute("data-paused")!=="1")set(row.querySelector(".status"),t.to_status,"status");
+set(row.querySelector(".confidence"),t.to_confidence,"confidence");row.setAttribute("data-live","1");
+var seen=row.querySelector(".seen"),at=new Date(t.at_ms);if(seen&&!isNaN(at)){var iso=at.toISOString();seen.innerHTML="";var el=document.createElement("time");el.setAttribute("datetime",iso);el.textContent=iso.slice(0,10)+" "+iso.slice(11,19)+"\u00a0UTC";seen.appendChild(el);}
 });})();"#;
 
 fn page(title: &str, body: &str, script: bool) -> Response {
@@ -48,7 +53,10 @@ fn page(title: &str, body: &str, script: bool) -> Response {
          <title>{title} · Vigil</title><style>{STYLE}\
          form.filters{{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end}}\
          label{{display:flex;flex-direction:column;font-size:.9rem}}\
-         input,select,button{{font:inherit;padding:.3rem;min-height:2.2rem}}\
+         input,select,button{{font:inherit;padding:.3rem;min-height:2.4rem;box-sizing:border-box}}\
+         input{{border:1px solid #767676;border-radius:3px;appearance:none}}\
+         dl{{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1.5rem}}dd{{margin:0}}\
+         #live{{color:#4a4a4a;margin:0 0 .5rem}}main p{{overflow-wrap:anywhere}}\
          a{{color:#0645ad}}:focus{{outline:3px solid #0645ad;outline-offset:2px}}\
          pre{{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:.5rem}}\
          nav{{margin-bottom:1rem}}</style></head><body><nav><a href=\"/\">Servers</a></nav>\
@@ -137,8 +145,10 @@ pub async fn servers(
         after,
     };
     let rows = state.store.list_servers(&query).await?;
-    let mut body =
-        String::from("<h1>Servers</h1><form class=\"filters\" method=\"get\" action=\"/\">");
+    let mut body = String::from(
+        "<h1>Servers</h1><p id=\"live\" role=\"status\"></p>\
+         <form class=\"filters\" method=\"get\" action=\"/\">",
+    );
     body.push_str(&format!(
         "<label>Search id or name<input type=\"search\" name=\"q\" value=\"{}\"></label>",
         escape(search.map_or("", String::as_str))
@@ -191,7 +201,7 @@ pub async fn servers(
     body.push_str("<button type=\"submit\">Apply</button></form>");
     body.push_str(
         "<table><thead><tr><th scope=\"col\">Server</th><th scope=\"col\">Status</th>\
-         <th scope=\"col\">Confidence</th><th scope=\"col\">Uptime (24 h)</th>\
+         <th scope=\"col\">Confidence</th><th scope=\"col\">Uptime (24\u{a0}h)</th>\
          <th scope=\"col\">Quality</th><th scope=\"col\">Players</th><th scope=\"col\">Verified</th>\
          <th scope=\"col\">Last seen</th></tr></thead><tbody>",
     );
@@ -206,15 +216,17 @@ pub async fn servers(
         };
         body.push_str(&format!(
             "<tr data-server-id=\"{id}\" data-paused=\"{paused}\"><td><a href=\"/servers/{id}\">{name}</a></td>\
-             <td class=\"st {shown} status\">{} {shown}</td>\
-             <td class=\"st {c} confidence\">{} {c}</td><td>{:.1}%</td><td>{:.1}</td><td>{players}</td>\
-             <td>{}</td><td>{}</td></tr>",
+             <td class=\"st {shown} status\" data-label=\"Status\">{} {shown}</td>\
+             <td class=\"st {c} confidence\" data-label=\"Confidence\">{} {c}</td>\
+             <td data-label=\"Uptime (24\u{a0}h)\">{:.1}%</td><td data-label=\"Quality\">{:.1}</td>\
+             <td data-label=\"Players\">{players}</td><td data-label=\"Verified\">{}</td>\
+             <td class=\"seen\" data-label=\"Last seen\">{}</td></tr>",
             status_icon(shown),
             confidence_icon(&s.confidence),
             s.uptime_percent,
             s.quality_score,
             if r.is_verified { "\u{2714} yes" } else { "no" },
-            s.last_seen_at_ms.map_or_else(|| "never".to_owned(), format_rfc3339_ms),
+            s.last_seen_at_ms.map_or_else(|| "never".to_owned(), when),
             id = escape(&r.server_id),
             paused = u8::from(r.admin.paused_at_ms.is_some()),
             name = escape(name),
@@ -284,7 +296,7 @@ pub async fn server(
         "<h1>{name}</h1><p><code>{}</code>{}</p><dl>\
          <dt>Status</dt><dd class=\"st {shown}\">{} {shown}</dd>\
          <dt>Confidence</dt><dd class=\"st {c}\">{} {c}</dd>\
-         <dt>Uptime (24 h)</dt><dd>{:.1}%</dd><dt>Quality</dt><dd>{:.1}</dd>\
+         <dt>Uptime (24\u{a0}h)</dt><dd>{:.1}%</dd><dt>Quality</dt><dd>{:.1}</dd>\
          <dt>Players</dt><dd>{}</dd><dt>Map</dt><dd>{}</dd><dt>Verified</dt><dd>{}</dd></dl>",
         escape(&record.server_id),
         record
@@ -330,8 +342,8 @@ pub async fn server(
     for t in state.store.transitions(&id, None, 20).await? {
         let r = &t.row;
         body.push_str(&format!(
-            "<li><time>{}</time>: {} {} \u{2192} {} {}, confidence {} \u{2192} {} ({})</li>",
-            format_rfc3339_ms(r.at_ms),
+            "<li>{}: {} {} \u{2192} {} {}, confidence {} \u{2192} {} ({})</li>",
+            when(r.at_ms),
             status_icon(&r.from_status),
             escape(&r.from_status),
             status_icon(&r.to_status),
@@ -351,7 +363,7 @@ pub async fn server(
         body.push_str(&format!(
             "<details><summary>#{} received {}{}</summary><pre>{}</pre></details>",
             r.seq,
-            format_rfc3339_ms(r.received_at_ms),
+            when(r.received_at_ms),
             if r.signature.is_empty() {
                 " (unsigned)"
             } else {
