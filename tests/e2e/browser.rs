@@ -222,3 +222,163 @@ async fn wait_for_rows(browser: &Browser, ids: &[&str]) {
     .await;
     assert!(rows.is_ok(), "{rows:?}");
 }
+
+/// Sign-in by keyboard alone, a pause and a policy rollback from the forms (each through the
+/// admin API: the API shows the change, the activation log names the acting credential and
+/// the typed reason), CSRF refusals, sign-out.
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_in_pausing_and_rolling_back_in_a_real_browser() {
+    let Some(browser) = Browser::start(&screenshot_dir()).await else {
+        return;
+    };
+    let next = vigil_tests::default_policy_version("1.9.0");
+    let mut app = TestApp::spawn().await;
+    let base = format!("http://{}", app.serve().await);
+    let agent = add(&app, "web-echo", "Echo Hardcore", "eu-west").await;
+    let sent = app.post_heartbeat(&agent.heartbeat(json!({}))).await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{:?}", sent.body);
+    let first = app.state.engine.policy().digest().to_owned();
+
+    // Signed out: no admin form.
+    browser.goto(&format!("{base}/servers/web-echo")).await;
+    assert!(
+        browser
+            .client
+            .find_all(Locator::Css("section.admin"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Keyboard only: the key field has the focus; type, Tab to the button, Enter.
+    browser.goto(&format!("{base}/sign-in")).await;
+    browser.full_page_screenshot("sign-in").await;
+    let field = browser.client.active_element().await.expect("focus");
+    assert_eq!(field.attr("name").await.unwrap().as_deref(), Some("key"));
+    field
+        .send_keys(&format!("{}\u{E004}", vigil_tests::ADMIN_TOKEN))
+        .await
+        .expect("types, Tab");
+    let button = browser.client.active_element().await.expect("focus");
+    assert_eq!(
+        button.text().await.unwrap(),
+        "Sign in",
+        "Tab reaches the button"
+    );
+    button.send_keys("\u{E007}").await.expect("Enter");
+    let signed = browser
+        .wait_for_text("nav", "Signed in as admin", SHOWN)
+        .await;
+    assert!(signed.is_ok(), "{signed:?}");
+    let cookies = browser.client.get_all_cookies().await.expect("cookies");
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "vigil_session")
+        .expect("a session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(
+        session.same_site().map(|s| format!("{s:?}")).as_deref(),
+        Some("Strict")
+    );
+    let session_cookie = format!("vigil_session={}", session.value());
+
+    // A form post without this session's CSRF token changes nothing.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let forged = http
+        .post(format!("{base}/servers/web-echo/pause"))
+        .header("cookie", &session_cookie)
+        .form(&[("csrf", "guessed"), ("reason", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(app.server("web-echo").await["effective_status"], "online");
+    let no_form = http
+        .post(format!("{base}/sign-in"))
+        .form(&[("csrf", "x"), ("key", vigil_tests::ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        no_form.status(),
+        reqwest::StatusCode::FORBIDDEN,
+        "sign-in needs the form's own token"
+    );
+
+    // Pause from the server page.
+    browser.goto(&format!("{base}/servers/web-echo")).await;
+    let form = browser
+        .client
+        .form(Locator::Css("section.admin form"))
+        .await
+        .expect("the admin form");
+    form.set_by_name("reason", "disk swap").await.unwrap();
+    form.submit().await.expect("pauses");
+    let paused = browser.wait_for_text("dd.st", "paused", SHOWN).await;
+    assert!(paused.is_ok(), "{paused:?}");
+    assert_eq!(app.server("web-echo").await["effective_status"], "paused");
+    browser.full_page_screenshot("server-admin").await;
+
+    // Roll back a policy from the policies page.
+    let uploaded = app
+        .send(
+            vigil_tests::request(
+                axum::http::Method::POST,
+                "/v1/admin/policies?activate=true",
+                Some(vigil_tests::ADMIN_TOKEN),
+            )
+            .header("content-type", "application/wasm")
+            .body(axum::body::Body::from(next))
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(uploaded.status, StatusCode::CREATED, "{:?}", uploaded.body);
+    let second = uploaded.body["digest"]
+        .as_str()
+        .or_else(|| uploaded.body["policy"]["digest"].as_str())
+        .expect("digest")
+        .to_owned();
+    vigil_tests::wait_for_active(&app, &second, SHOWN).await;
+    browser.goto(&format!("{base}/policies")).await;
+    assert!(browser.text("#active").await.contains("1.9.0"));
+    let form = browser
+        .client
+        .form(Locator::Css("section.admin form"))
+        .await
+        .expect("the rollback form");
+    form.set_by_name("reason", "1.9.0 flaps").await.unwrap();
+    form.submit().await.expect("rolls back");
+    vigil_tests::wait_for_active(&app, &first, SHOWN).await;
+    let shown = browser.wait_for_text("#active", &first, SHOWN).await;
+    assert!(shown.is_ok(), "{shown:?}");
+    assert_eq!(browser.text("#activations tr .who").await, "admin");
+    assert_eq!(browser.text("#activations tr .why").await, "1.9.0 flaps");
+    browser.full_page_screenshot("policies").await;
+
+    // Sign out: the session is gone, for the browser and for a replay of its cookie.
+    browser
+        .client
+        .find(Locator::Css("nav button"))
+        .await
+        .expect("sign-out button")
+        .click()
+        .await
+        .unwrap();
+    let out = browser.wait_for_text("nav", "Sign in", SHOWN).await;
+    assert!(out.is_ok(), "{out:?}");
+    let replayed = http
+        .post(format!("{base}/servers/web-echo/resume"))
+        .header("cookie", &session_cookie)
+        .form(&[("csrf", "any")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(app.server("web-echo").await["effective_status"], "paused");
+
+    browser.quit().await;
+    app.stop().await;
+}

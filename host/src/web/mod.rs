@@ -5,6 +5,7 @@
 
 pub mod badge;
 pub mod dashboard;
+pub mod session;
 pub mod status;
 
 /// A time for people: `<time datetime="RFC 3339">YYYY-MM-DD HH:MM:SS UTC</time>` (the date
