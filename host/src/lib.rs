@@ -177,6 +177,7 @@ pub async fn build_with(
         metrics,
         live,
         commands,
+        sessions: Default::default(),
     });
     let config_watcher = config_path
         .map(|path| config::reload::ConfigWatcher::start(path, state.config.clone()))

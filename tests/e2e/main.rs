@@ -5,6 +5,7 @@ mod agents;
 mod alerts;
 mod backtest;
 mod bench_cli;
+mod browser;
 mod cli;
 mod commands;
 mod config_cli;

@@ -21,6 +21,7 @@ macro_rules! with_pool {
         }
     };
 }
+pub mod browser;
 pub mod process;
 pub mod tls;
 pub mod wait;

@@ -98,8 +98,9 @@ async fn authenticate(
 }
 
 /// Middleware: with `[directory] require_key`, directory reads (`/v1/servers…`,
-/// `/v1/policies`, rankings, the leaderboard, badges, status pages) and both live streams (`/v1/events`, `/v1/servers/{id}/observe`) need the
-/// bootstrap token or an API key of either scope.
+/// `/v1/policies`, rankings, the leaderboard, badges, status pages, the dashboard's pages) and
+/// both live streams (`/v1/events`, `/v1/servers/{id}/observe`) need the bootstrap token or an
+/// API key of either scope, or a dashboard session signed in with one.
 pub async fn directory_guard(
     State(state): State<AppState>,
     request: Request,
@@ -114,11 +115,13 @@ pub async fn directory_guard(
         || path.starts_with("/status/")
         || path == "/"
         || path.starts_with("/servers/")
+        || path == "/policies"
         || path == "/v1/events"
         || path == "/v1/policies"
         || path.starts_with("/v1/policies/");
     if directory
         && state.config.current().directory.require_key
+        && state.sessions.viewer(request.headers()).is_none()
         && let Err(e) = authorize_read(&state, request.headers()).await
     {
         return e.into_response();

@@ -69,6 +69,8 @@ pub struct Services {
     pub live: crate::live::LiveHub,
     /// Pending commands and the host's signing key.
     pub commands: crate::commands::Commands,
+    /// The dashboard's signed-in sessions (this process's memory).
+    pub sessions: crate::web::session::Sessions,
 }
 
 impl std::fmt::Debug for AppState {
@@ -131,6 +133,20 @@ pub fn app(state: AppState) -> Router {
         .route("/status/{cluster}", get(crate::web::status::page))
         .route("/", get(crate::web::dashboard::servers))
         .route("/servers/{id}", get(crate::web::dashboard::server))
+        .route(
+            "/servers/{id}/{action}",
+            post(crate::web::session::server_action),
+        )
+        .route("/policies", get(crate::web::dashboard::policies))
+        .route(
+            "/policies/rollback",
+            post(crate::web::session::policy_rollback),
+        )
+        .route(
+            "/sign-in",
+            get(crate::web::session::sign_in_page).post(crate::web::session::sign_in),
+        )
+        .route("/sign-out", post(crate::web::session::sign_out))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::directory_guard,

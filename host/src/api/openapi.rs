@@ -102,6 +102,12 @@ pub struct HeartbeatAccepted {
         status_page,
         dashboard,
         dashboard_server,
+        dashboard_policies,
+        dashboard_rollback,
+        dashboard_server_action,
+        sign_in_page,
+        sign_in,
+        sign_out,
     ),
     components(schemas(Problem, HeartbeatAccepted))
 )]
@@ -643,3 +649,39 @@ fn dashboard() {}
         (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn dashboard_server() {}
+
+/// The dashboard's policies page (HTML): versions, the active one, the activation log; the
+/// rollback form for an admin session.
+#[utoipa::path(get, path = "/policies", tag = "dashboard",
+    responses((status = 200, description = "`text/html`")))]
+fn dashboard_policies() {}
+
+/// Form (`csrf`, `reason`): the admin API's rollback with the session's credential. Refusals
+/// (no session 401, wrong CSRF token 403, the API's own) are HTML pages with that status.
+#[utoipa::path(post, path = "/policies/rollback", tag = "dashboard",
+    responses((status = 303, description = "done: back to `/policies`")))]
+fn dashboard_rollback() {}
+
+/// Form (`csrf`, `reason`): `pause` or `resume` through the admin API with the session's
+/// credential. Refusals are HTML pages with their status.
+#[utoipa::path(post, path = "/servers/{id}/{action}", tag = "dashboard",
+    params(("id" = String, Path, description = "server id"),
+        ("action" = String, Path, description = "`pause` or `resume`")),
+    responses((status = 303, description = "done: back to the server's page")))]
+fn dashboard_server_action() {}
+
+/// The sign-in form (HTML; sets the pre-session cookie `vigil_signin`).
+#[utoipa::path(get, path = "/sign-in", tag = "dashboard",
+    responses((status = 200, description = "`text/html`")))]
+fn sign_in_page() {}
+
+/// Form (`key`, `csrf`): opens a session (cookie `vigil_session`, `HttpOnly`,
+/// `SameSite=Strict`). Refusals are HTML pages with their status.
+#[utoipa::path(post, path = "/sign-in", tag = "dashboard",
+    responses((status = 303, description = "signed in: to `/`")))]
+fn sign_in() {}
+
+/// Form (`csrf`): ends the session.
+#[utoipa::path(post, path = "/sign-out", tag = "dashboard",
+    responses((status = 303, description = "signed out: to `/`")))]
+fn sign_out() {}

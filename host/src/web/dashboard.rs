@@ -9,34 +9,42 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::escape;
+use super::session::{Viewer, csrf_field};
 use super::status::{STYLE, confidence_icon, shown_status, status_icon};
+use super::{escape, when};
 use crate::api::{ApiError, AppState};
-use crate::clock::format_rfc3339_ms;
 use crate::store::{ServerQuery, ServerRecord, ServerSort};
 
 /// Rows per page.
 const PAGE: u32 = 50;
 
 /// The live-update script: on each `transition` event, the row of that server gets its new
-/// status and confidence (text, icon, colour class).
+/// status and confidence (text, icon, colour class); the `#live` line says whether the stream
+/// is connected (and `data-live="open"` on `<html>` tells tests the same).
 const LIVE_JS: &str = r#"(function(){
-if(!window.EventSource)return;
+var live=document.getElementById("live");
+function say(t){if(live)live.textContent=t;}
+if(!window.EventSource){say("Live updates: not supported by this browser; reload for news.");return;}
 var icons={online:"\u25CF",offline:"\u2716",unknown:"\u25CC",paused:"\u275A",green:"\u2714",yellow:"\u25B2",red:"\u26A0"};
-function set(cell,value){if(!cell)return;cell.className="st "+value;cell.textContent=(icons[value]||"")+" "+value;}
+function set(cell,value,extra){if(!cell)return;cell.className="st "+value+" "+extra;cell.textContent=(icons[value]||"")+" "+value;}
 var es=new EventSource("/v1/events");
+es.onopen=function(){say("\u25CF Live updates: on");document.documentElement.setAttribute("data-live","open");};
+es.onerror=function(){say("\u25CC Live updates: reconnecting\u2026");document.documentElement.setAttribute("data-live","closed");};
 es.addEventListener("transition",function(e){
 var t=JSON.parse(e.data);var row=document.querySelector('tr[data-server-id="'+CSS.escape(t.server_id)+'"]');
-if(!row)return;if(row.getAttribute("data-paused")!=="1")set(row.querySelector(".status"),t.to_status);
-set(row.querySelector(".confidence"),t.to_confidence);row.setAttribute("data-live","1");
+if(!row)return;if(row.getAttribute("data-paused")!=="1")set(row.querySelector(".status"),t.to_status,"status");
+set(row.querySelector(".confidence"),t.to_confidence,"confidence");row.setAttribute("data-live","1");
+var seen=row.querySelector(".seen"),at=new Date(t.at_ms);if(seen&&!isNaN(at)){var iso=at.toISOString();seen.innerHTML="";var el=document.createElement("time");el.setAttribute("datetime",iso);el.textContent=iso.slice(0,10)+" "+iso.slice(11,19)+"\u00a0UTC";seen.appendChild(el);}
 });})();"#;
 
-fn page(title: &str, body: &str, script: bool) -> Response {
+/// A dashboard page: the shared style, the navigation (who is signed in), `body`, and the
+/// live-update script when `script`.
+pub(crate) fn page(title: &str, body: &str, script: bool, viewer: Option<&Viewer>) -> Response {
     let script = if script {
         format!("<script>{LIVE_JS}</script>")
     } else {
@@ -48,11 +56,17 @@ fn page(title: &str, body: &str, script: bool) -> Response {
          <title>{title} · Vigil</title><style>{STYLE}\
          form.filters{{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end}}\
          label{{display:flex;flex-direction:column;font-size:.9rem}}\
-         input,select,button{{font:inherit;padding:.3rem;min-height:2.2rem}}\
+         input,select,button{{font:inherit;padding:.3rem;min-height:2.4rem;box-sizing:border-box}}\
+         input{{border:1px solid #767676;border-radius:3px;appearance:none}}\
+         dl{{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1.5rem}}dd{{margin:0}}\
+         #live{{color:#4a4a4a;margin:0 0 .5rem}}main p{{overflow-wrap:anywhere}}\
          a{{color:#0645ad}}:focus{{outline:3px solid #0645ad;outline-offset:2px}}\
          pre{{white-space:pre-wrap;word-break:break-all;background:#f4f4f4;padding:.5rem}}\
-         nav{{margin-bottom:1rem}}</style></head><body><nav><a href=\"/\">Servers</a></nav>\
-         <main>{body}</main>{script}</body></html>"
+         nav{{margin-bottom:1rem}}form.inline{{display:inline}}\
+         form.stack{{display:flex;flex-direction:column;gap:.5rem;max-width:30rem}}\
+         .admin{{border:2px solid #0645ad;padding:.5rem 1rem;margin:1rem 0}}.admin h2{{margin-top:.5rem}}</style></head><body>{nav}\
+         <main>{body}</main>{script}</body></html>",
+        nav = super::session::nav(viewer),
     );
     (
         StatusCode::OK,
@@ -109,8 +123,10 @@ fn allowed<'a>(value: Option<&'a String>, values: &[&str]) -> Option<&'a str> {
 /// `GET /?status=&confidence=&verified=&cluster=&q=&sort=&cursor=`: the server list.
 pub async fn servers(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let viewer = state.sessions.viewer(&headers);
     let status = allowed(q.get("status"), &["online", "offline", "unknown", "paused"]);
     let confidence = allowed(q.get("confidence"), &["green", "yellow", "red"]);
     let verified = allowed(q.get("verified"), &["true", "false"]);
@@ -137,8 +153,10 @@ pub async fn servers(
         after,
     };
     let rows = state.store.list_servers(&query).await?;
-    let mut body =
-        String::from("<h1>Servers</h1><form class=\"filters\" method=\"get\" action=\"/\">");
+    let mut body = String::from(
+        "<h1>Servers</h1><p id=\"live\" role=\"status\"></p>\
+         <form class=\"filters\" method=\"get\" action=\"/\">",
+    );
     body.push_str(&format!(
         "<label>Search id or name<input type=\"search\" name=\"q\" value=\"{}\"></label>",
         escape(search.map_or("", String::as_str))
@@ -191,7 +209,7 @@ pub async fn servers(
     body.push_str("<button type=\"submit\">Apply</button></form>");
     body.push_str(
         "<table><thead><tr><th scope=\"col\">Server</th><th scope=\"col\">Status</th>\
-         <th scope=\"col\">Confidence</th><th scope=\"col\">Uptime (24 h)</th>\
+         <th scope=\"col\">Confidence</th><th scope=\"col\">Uptime (24\u{a0}h)</th>\
          <th scope=\"col\">Quality</th><th scope=\"col\">Players</th><th scope=\"col\">Verified</th>\
          <th scope=\"col\">Last seen</th></tr></thead><tbody>",
     );
@@ -206,15 +224,17 @@ pub async fn servers(
         };
         body.push_str(&format!(
             "<tr data-server-id=\"{id}\" data-paused=\"{paused}\"><td><a href=\"/servers/{id}\">{name}</a></td>\
-             <td class=\"st {shown} status\">{} {shown}</td>\
-             <td class=\"st {c} confidence\">{} {c}</td><td>{:.1}%</td><td>{:.1}</td><td>{players}</td>\
-             <td>{}</td><td>{}</td></tr>",
+             <td class=\"st {shown} status\" data-label=\"Status\">{} {shown}</td>\
+             <td class=\"st {c} confidence\" data-label=\"Confidence\">{} {c}</td>\
+             <td data-label=\"Uptime (24\u{a0}h)\">{:.1}%</td><td data-label=\"Quality\">{:.1}</td>\
+             <td data-label=\"Players\">{players}</td><td data-label=\"Verified\">{}</td>\
+             <td class=\"seen\" data-label=\"Last seen\">{}</td></tr>",
             status_icon(shown),
             confidence_icon(&s.confidence),
             s.uptime_percent,
             s.quality_score,
             if r.is_verified { "\u{2714} yes" } else { "no" },
-            s.last_seen_at_ms.map_or_else(|| "never".to_owned(), format_rfc3339_ms),
+            s.last_seen_at_ms.map_or_else(|| "never".to_owned(), when),
             id = escape(&r.server_id),
             paused = u8::from(r.admin.paused_at_ms.is_some()),
             name = escape(name),
@@ -247,11 +267,11 @@ pub async fn servers(
             query.join("&amp;")
         ));
     }
-    Ok(page("Servers", &body, true))
+    Ok(page("Servers", &body, true, viewer.as_ref()))
 }
 
 /// Percent-encodes a query value.
-fn percent(text: &str) -> String {
+pub(crate) fn percent(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -265,8 +285,10 @@ fn percent(text: &str) -> String {
 /// `GET /servers/{id}`: one server's page.
 pub async fn server(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let viewer = state.sessions.viewer(&headers);
     let record = match state.store.get_server(&id).await? {
         Some(r) if r.admin.retired_at_ms.is_none() => r,
         _ => {
@@ -284,7 +306,7 @@ pub async fn server(
         "<h1>{name}</h1><p><code>{}</code>{}</p><dl>\
          <dt>Status</dt><dd class=\"st {shown}\">{} {shown}</dd>\
          <dt>Confidence</dt><dd class=\"st {c}\">{} {c}</dd>\
-         <dt>Uptime (24 h)</dt><dd>{:.1}%</dd><dt>Quality</dt><dd>{:.1}</dd>\
+         <dt>Uptime (24\u{a0}h)</dt><dd>{:.1}%</dd><dt>Quality</dt><dd>{:.1}</dd>\
          <dt>Players</dt><dd>{}</dd><dt>Map</dt><dd>{}</dd><dt>Verified</dt><dd>{}</dd></dl>",
         escape(&record.server_id),
         record
@@ -306,6 +328,25 @@ pub async fn server(
         },
         c = escape(&s.confidence),
     );
+    if let Some(v) = viewer.as_ref().filter(|v| v.admin) {
+        let action = format!("/servers/{}/", escape(&percent(&record.server_id)));
+        if record.admin.paused_at_ms.is_some() {
+            body.push_str(&format!(
+                "<section class=\"admin\" aria-label=\"Admin\"><h2>Admin</h2>\
+                 <form method=\"post\" action=\"{action}resume\">{}\
+                 <button type=\"submit\">Resume</button></form></section>",
+                csrf_field(v)
+            ));
+        } else {
+            body.push_str(&format!(
+                "<section class=\"admin\" aria-label=\"Admin\"><h2>Admin</h2>\
+                 <form method=\"post\" action=\"{action}pause\" class=\"stack\">{}\
+                 <label>Reason (recorded in the audit trail)<input name=\"reason\" maxlength=\"256\"></label>\
+                 <button type=\"submit\">Pause (no alerts, deadlines off)</button></form></section>",
+                csrf_field(v)
+            ));
+        }
+    }
     let by = s.policy.as_deref().map_or_else(
         || "no policy yet".to_owned(),
         |p| {
@@ -330,8 +371,8 @@ pub async fn server(
     for t in state.store.transitions(&id, None, 20).await? {
         let r = &t.row;
         body.push_str(&format!(
-            "<li><time>{}</time>: {} {} \u{2192} {} {}, confidence {} \u{2192} {} ({})</li>",
-            format_rfc3339_ms(r.at_ms),
+            "<li>{}: {} {} \u{2192} {} {}, confidence {} \u{2192} {} ({})</li>",
+            when(r.at_ms),
             status_icon(&r.from_status),
             escape(&r.from_status),
             status_icon(&r.to_status),
@@ -351,7 +392,7 @@ pub async fn server(
         body.push_str(&format!(
             "<details><summary>#{} received {}{}</summary><pre>{}</pre></details>",
             r.seq,
-            format_rfc3339_ms(r.received_at_ms),
+            when(r.received_at_ms),
             if r.signature.is_empty() {
                 " (unsigned)"
             } else {
@@ -360,5 +401,74 @@ pub async fn server(
             escape(&pretty),
         ));
     }
-    Ok(page(&name, &body, false))
+    Ok(page(&name, &body, false, viewer.as_ref()))
+}
+
+/// `GET /policies`: the stored versions, the active one, the activation log (who and why) and,
+/// for an admin session, the rollback form.
+pub async fn policies(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let viewer = state.sessions.viewer(&headers);
+    let active = state.engine.policy().description().clone();
+    let versions = state.store.list_policies().await?;
+    let log = state.store.activations(50).await?;
+    let mut body = format!(
+        "<h1>Policies</h1><p id=\"active\">Active: <strong>{}@{}</strong> <code>{}</code></p>",
+        escape(&active.name),
+        escape(&active.version),
+        escape(&active.digest),
+    );
+    if let Some(v) = viewer.as_ref().filter(|v| v.admin) {
+        body.push_str(&format!(
+            "<section class=\"admin\" aria-label=\"Admin\"><h2>Roll back</h2>\
+             <form method=\"post\" action=\"/policies/rollback\" class=\"stack\">{}\
+             <label>Reason (recorded in the activation log)<input name=\"reason\" maxlength=\"256\"></label>\
+             <button type=\"submit\">Roll back to the previous version</button></form></section>",
+            csrf_field(v)
+        ));
+    }
+    body.push_str(
+        "<h2>Versions</h2><table><thead><tr><th scope=\"col\">Version</th>\
+         <th scope=\"col\">Digest</th><th scope=\"col\">Uploaded</th><th scope=\"col\">By</th>\
+         <th scope=\"col\">Signed</th></tr></thead><tbody>",
+    );
+    for p in &versions {
+        let is_active = p.digest == active.digest;
+        body.push_str(&format!(
+            "<tr data-digest=\"{d}\"><td>{}@{}{}</td><td data-label=\"Digest\"><code title=\"{d}\">{}\u{2026}</code></td>\
+             <td data-label=\"Uploaded\">{}</td><td data-label=\"By\">{}</td><td data-label=\"Signed\">{}</td></tr>",
+            escape(&p.name),
+            escape(&p.version),
+            if is_active { " <strong>\u{2714} active</strong>" } else { "" },
+            escape(p.digest.get(..23).unwrap_or(&p.digest)),
+            when(p.uploaded_at_ms),
+            escape(&p.uploaded_by),
+            p.signer.as_deref().map_or_else(|| "no".to_owned(), |s| format!("\u{2714} {}", escape(s))),
+            d = escape(&p.digest),
+        ));
+    }
+    body.push_str(
+        "</tbody></table><h2>Activation log</h2><table><thead><tr><th scope=\"col\">When</th>\
+         <th scope=\"col\">Who</th><th scope=\"col\">From \u{2192} to</th><th scope=\"col\">Why</th>\
+         </tr></thead><tbody id=\"activations\">",
+    );
+    let short = |d: &str| escape(d.get(..19).unwrap_or(d));
+    for a in &log {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td data-label=\"Who\" class=\"who\">{}</td>\
+             <td data-label=\"From \u{2192} to\"><code>{}</code> \u{2192} <code>{}</code></td>\
+             <td data-label=\"Why\" class=\"why\">{}</td></tr>",
+            when(a.at_ms),
+            escape(&a.who),
+            a.from_digest
+                .as_deref()
+                .map_or_else(|| "none".to_owned(), short),
+            short(&a.to_digest),
+            escape(&a.reason),
+        ));
+    }
+    body.push_str("</tbody></table>");
+    Ok(page("Policies", &body, false, viewer.as_ref()))
 }

@@ -5,7 +5,19 @@
 
 pub mod badge;
 pub mod dashboard;
+pub mod session;
 pub mod status;
+
+/// A time for people: `<time datetime="RFC 3339">YYYY-MM-DD HH:MM:SS UTC</time>` (the date
+/// and the time wrap apart on narrow screens, never inside either).
+pub fn when(at_ms: i64) -> String {
+    let rfc = crate::clock::format_rfc3339_ms(at_ms);
+    let shown = match (rfc.get(..10), rfc.get(11..19)) {
+        (Some(date), Some(time)) => format!("{date} {time}\u{a0}UTC"),
+        _ => rfc.clone(),
+    };
+    format!("<time datetime=\"{rfc}\">{shown}</time>")
+}
 
 /// Escapes text for HTML and XML (element content and double-quoted attributes).
 pub fn escape(text: &str) -> String {
@@ -25,6 +37,14 @@ pub fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_are_shown_in_utc_with_the_machine_form_kept() {
+        assert_eq!(
+            super::when(1_764_606_123_456),
+            "<time datetime=\"2025-12-01T16:22:03.456Z\">2025-12-01 16:22:03\u{a0}UTC</time>"
+        );
+    }
+
     #[test]
     fn escapes_markup() {
         assert_eq!(

@@ -8,9 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::escape;
+use super::{escape, when};
 use crate::api::{ApiError, AppState};
-use crate::clock::format_rfc3339_ms;
 use crate::store::{ServerQuery, ServerRecord, ServerSort, StoredTransition};
 
 /// How long a status page may be cached.
@@ -30,7 +29,8 @@ padding:.4rem .5rem;border-bottom:1px solid #d0d0d0;vertical-align:top}\
 .unknown,.paused{color:#4a4a4a}.green{color:#0b6b1d}.yellow{color:#7a5b00}.red{color:#b00020}\
 .ok{padding:.6rem;border:2px solid #0b6b1d;color:#0b6b1d}.bad{padding:.6rem;\
 border:2px solid #b00020;color:#b00020}@media(max-width:40rem){td,th{display:block;\
-border:0}tr{display:block;border-bottom:1px solid #d0d0d0;padding:.4rem 0}thead{display:none}}";
+border:0;padding:.1rem .5rem}td[data-label]::before{content:attr(data-label) \": \";font-weight:400;\
+color:#4a4a4a}tr{display:block;border-bottom:1px solid #d0d0d0;padding:.4rem 0}thead{display:none}}";
 
 /// The icon shown beside a status (so it is never told by colour alone).
 pub fn status_icon(status: &str) -> &'static str {
@@ -94,7 +94,7 @@ pub fn render(cluster: &str, servers: &[ServerRecord], timeline: &[StoredTransit
             let since = r
                 .snapshot
                 .last_seen_at_ms
-                .map(|at| format!(", last seen {}", format_rfc3339_ms(at)))
+                .map(|at| format!(", last seen {}", when(at)))
                 .unwrap_or_default();
             html.push_str(&format!("<li>\u{26A0} {}: {what}{since}</li>", name(r)));
         }
@@ -103,18 +103,19 @@ pub fn render(cluster: &str, servers: &[ServerRecord], timeline: &[StoredTransit
     html.push_str(
         "<h2>Servers</h2><table><thead><tr><th scope=\"col\">Server</th>\
          <th scope=\"col\">Status</th><th scope=\"col\">Confidence</th>\
-         <th scope=\"col\">Uptime (24 h)</th><th scope=\"col\">Last seen</th></tr></thead><tbody>",
+         <th scope=\"col\">Uptime (24\u{a0}h)</th><th scope=\"col\">Last seen</th></tr></thead><tbody>",
     );
     for r in servers {
         let s = &r.snapshot;
         let status = shown_status(r);
         let seen = s
             .last_seen_at_ms
-            .map(format_rfc3339_ms)
+            .map(when)
             .unwrap_or_else(|| "never".into());
         html.push_str(&format!(
-            "<tr><td>{}</td><td class=\"st {status}\">{} {status}</td>\
-             <td class=\"st {c}\">{} {c}</td><td>{:.1}%</td><td>{seen}</td></tr>",
+            "<tr><td>{}</td><td class=\"st {status}\" data-label=\"Status\">{} {status}</td>\
+             <td class=\"st {c}\" data-label=\"Confidence\">{} {c}</td>\
+             <td data-label=\"Uptime (24\u{a0}h)\">{:.1}%</td><td data-label=\"Last seen\">{seen}</td></tr>",
             name(r),
             status_icon(status),
             confidence_icon(&s.confidence),
@@ -134,13 +135,13 @@ pub fn render(cluster: &str, servers: &[ServerRecord], timeline: &[StoredTransit
                 .find(|s| s.server_id == r.server_id)
                 .map_or_else(|| escape(&r.server_id), name);
             html.push_str(&format!(
-                "<li><time datetime=\"{at}\">{at}</time> {shown}: {} {from} \u{2192} {} {to}, \
+                "<li>{at} {shown}: {} {from} \u{2192} {} {to}, \
                  confidence {} \u{2192} {}</li>",
                 status_icon(&r.from_status),
                 status_icon(&r.to_status),
                 escape(&r.from_confidence),
                 escape(&r.to_confidence),
-                at = format_rfc3339_ms(r.at_ms),
+                at = when(r.at_ms),
                 from = escape(&r.from_status),
                 to = escape(&r.to_status),
             ));
