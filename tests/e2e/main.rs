@@ -7,6 +7,7 @@ mod backtest;
 mod bench_cli;
 mod cli;
 mod commands;
+mod compat;
 mod config_cli;
 mod containment;
 mod dashboard;

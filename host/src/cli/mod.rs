@@ -217,6 +217,11 @@ impl AdminClient {
         self.request(reqwest::Method::PATCH, path)
     }
 
+    /// An authenticated `DELETE` of `path` (which starts with `/`).
+    pub(crate) fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::DELETE, path)
+    }
+
     /// An authenticated `GET` of `path` (which starts with `/`).
     pub(crate) fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.request(reqwest::Method::GET, path)
