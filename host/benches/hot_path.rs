@@ -209,6 +209,8 @@ fn batch_write(c: &mut Criterion) {
                         signature: "x".repeat(88),
                         body: text.clone(),
                         policy_digest: policy.digest().to_owned(),
+                        auth: vigil::store::AuthKind::Signature,
+                        original_body: None,
                     });
                     batch.snapshots.push(SnapshotRow {
                         server_id: format!("s{i}"),
@@ -241,6 +243,8 @@ fn replay_rate(c: &mut Criterion) {
                 signature: d.signature.expect("signed"),
                 body: String::from_utf8(raw).expect("utf-8"),
                 policy_digest: String::new(),
+                auth: vigil::store::AuthKind::Signature,
+                original_body: None,
             })
         })
         .collect();

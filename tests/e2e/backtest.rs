@@ -19,6 +19,8 @@ fn rows(agent: &Agent, last_ms: i64) -> Vec<HeartbeatRow> {
                 signature: body["signature"].as_str().unwrap_or_default().into(),
                 body: body.to_string(),
                 policy_digest: "sha256:history".into(),
+                auth: vigil::store::AuthKind::Signature,
+                original_body: None,
             }
         })
         .collect()

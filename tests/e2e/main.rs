@@ -8,6 +8,7 @@ mod bench_cli;
 mod browser;
 mod cli;
 mod commands;
+mod compat;
 mod config_cli;
 mod connections;
 mod containment;

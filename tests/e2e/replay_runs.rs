@@ -91,6 +91,8 @@ fn history(agent: &Agent, events: i64) -> Vec<HistoryEvent> {
                 signature: decoded.signature.expect("signed"),
                 body: text,
                 policy_digest: String::new(),
+                auth: vigil::store::AuthKind::Signature,
+                original_body: None,
             })
         })
         .collect()

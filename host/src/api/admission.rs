@@ -10,7 +10,7 @@ use super::ApiError;
 use crate::engine::{EngineHandle, WriteError};
 use crate::ingest::verified::{Identity, RejectionNotice};
 use crate::ingest::{Refusal, Servers};
-use crate::store::{NewServer, Store};
+use crate::store::{NewServer, Store, TokenKind};
 
 /// The engine and store, as the gate sees them.
 pub struct EngineServers {
@@ -58,6 +58,20 @@ impl Servers for EngineServers {
                 })
             }
         }
+    }
+
+    async fn token_owner(
+        &self,
+        kind: TokenKind,
+        token_sha256: &str,
+    ) -> Result<Option<String>, Refusal> {
+        self.store
+            .ingest_token_owner(kind, token_sha256)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot look up an ingest token");
+                Refusal::new(503, "unavailable", "the token store is unavailable", None)
+            })
     }
 
     async fn record_rejection(&self, notice: RejectionNotice) {

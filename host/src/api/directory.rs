@@ -303,6 +303,7 @@ pub async fn heartbeats(
                 "sent_at": format_rfc3339_ms(h.row.sent_at_ms),
                 "key_version": h.row.key_version,
                 "signed": !h.row.signature.is_empty(),
+                "auth": h.row.auth,
                 "policy_digest": h.row.policy_digest,
                 "body": body,
             })

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod agent;
 pub mod auth;
 pub mod commands;
+pub mod compat;
 pub mod directory;
 pub mod error;
 pub mod manage;
@@ -17,6 +18,7 @@ pub mod ops;
 pub mod policies;
 pub mod rankings;
 pub mod stream;
+pub mod tokens;
 pub mod trust;
 
 use std::sync::Arc;
@@ -124,6 +126,14 @@ pub fn app(state: AppState) -> Router {
             "/v1/admin/servers/{id}/keys",
             get(trust::list_keys).post(trust::add_key),
         )
+        .route(
+            "/v1/admin/servers/{id}/tokens",
+            get(tokens::list).post(tokens::add),
+        )
+        .route(
+            "/v1/admin/servers/{id}/tokens/{token_id}",
+            delete(tokens::revoke),
+        )
         .route("/v1/admin/rejections", get(trust::rejections))
         // The live streams read what the directory shows: the same guard covers them.
         .route("/v1/events", get(stream::events))
@@ -158,6 +168,21 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/servers/{id}/commands", post(commands::queue))
         .route("/v1/agent/commands/{id}/result", post(commands::result))
         .route("/v1/host-key", get(commands::host_key))
+        // Clients of other tools, each off by default ([compat.*]); outside the directory
+        // guard: they are agent routes, each with its own credential.
+        .route(
+            "/ping/{uuid}",
+            get(compat::healthchecks::ping).post(compat::healthchecks::ping),
+        )
+        .route(
+            "/ping/{uuid}/{action}",
+            get(compat::healthchecks::ping_action).post(compat::healthchecks::ping_action),
+        )
+        .route(
+            "/api/push/{token}",
+            get(compat::uptime_kuma::push).post(compat::uptime_kuma::push),
+        )
+        .route("/agent/heartbeat", post(compat::sprint4::heartbeat))
         .fallback(|| async { ApiError::not_found("this route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

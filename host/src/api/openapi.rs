@@ -84,6 +84,9 @@ pub struct HeartbeatAccepted {
         rotate_key_agent,
         rotate_key_admin,
         server_keys,
+        add_token,
+        list_tokens,
+        revoke_token,
         rejections,
         edit_server,
         pause_server,
@@ -421,6 +424,44 @@ fn rotate_key_admin() {}
         (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn server_keys() {}
+
+/// Mint a per-server ingest token (`ping`: a Healthchecks ping UUID, `push`: an Uptime Kuma
+/// push token, `agent`: a HomelabCmd agent token). The token is in this answer only; the host
+/// stores its SHA-256.
+#[utoipa::path(post, path = "/v1/admin/servers/{id}/tokens", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    request_body(content = String, content_type = "application/json",
+        description = "`{kind: ping|push|agent}`"),
+    responses(
+        (status = 201, description = "`{server_id, id, kind, token, prefix, created_at, created_by}`"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_body`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn add_token() {}
+
+/// A server's ingest tokens, oldest first, without their secrets.
+#[utoipa::path(get, path = "/v1/admin/servers/{id}/tokens", tag = "admin",
+    params(("id" = String, Path, description = "server id")),
+    responses(
+        (status = 200, description = "`{server_id, tokens: [{id, kind, prefix, created_at, created_by, revoked_at, revoked_by}]}`"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn list_tokens() {}
+
+/// Revoke an ingest token: refused from the next request on (the row is kept).
+#[utoipa::path(delete, path = "/v1/admin/servers/{id}/tokens/{token_id}", tag = "admin",
+    params(("id" = String, Path, description = "server id"),
+           ("token_id" = i64, Path, description = "token id")),
+    responses(
+        (status = 200, description = "`{server_id, id, revoked: true}`"),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn revoke_token() {}
 
 /// The audit trail of refused requests, newest first.
 #[utoipa::path(get, path = "/v1/admin/rejections", tag = "admin",

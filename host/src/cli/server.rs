@@ -1,5 +1,6 @@
 //! `vigil server …`: register (one or a fleet from a file), verify, edit, schedule, pause,
 //! resume, retire and list servers, set maintenance windows, queue commands and manage keys
+//! and ingest tokens
 //! through the admin API. It never opens the database (`vigil admin` does).
 
 use std::path::PathBuf;
@@ -202,11 +203,50 @@ pub enum ServerCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Mint, list or revoke a server's ingest tokens (credentials for clients that cannot
+    /// sign: Healthchecks pings, Uptime Kuma pushes, HomelabCmd agents).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// List servers (public directory).
     List {
         /// The host's base URL.
         #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
+    },
+}
+
+/// `vigil server token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token and print it once (only its hash is stored).
+    Add {
+        /// The server's identifier.
+        server_id: String,
+        /// `ping` (a Healthchecks ping UUID), `push` (an Uptime Kuma push token) or `agent` (a
+        /// HomelabCmd agent token).
+        #[arg(long, value_enum)]
+        kind: crate::store::TokenKind,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List a server's tokens (kinds, prefixes, revocation; never secrets).
+    List {
+        /// The server's identifier.
+        server_id: String,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Revoke a token by its id (from `list`); refused from the next request on.
+    Revoke {
+        /// The server's identifier.
+        server_id: String,
+        /// The token's id.
+        token_id: i64,
+        /// Admin API.
+        #[command(flatten)]
+        target: AdminTarget,
     },
 }
 
@@ -405,6 +445,27 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
             .await?
         }
         ServerCommand::Import { file, target } => return import(&file, &target).await,
+        ServerCommand::Token(TokenCommand::Add {
+            server_id,
+            kind,
+            target,
+        }) => {
+            let path = format!("/v1/admin/servers/{server_id}/tokens");
+            let body = serde_json::json!({ "kind": kind });
+            super::read_response(target.client()?.post(&path).json(&body).send().await?).await?
+        }
+        ServerCommand::Token(TokenCommand::List { server_id, target }) => {
+            let path = format!("/v1/admin/servers/{server_id}/tokens");
+            super::read_response(target.client()?.get(&path).send().await?).await?
+        }
+        ServerCommand::Token(TokenCommand::Revoke {
+            server_id,
+            token_id,
+            target,
+        }) => {
+            let path = format!("/v1/admin/servers/{server_id}/tokens/{token_id}");
+            super::read_response(target.client()?.delete(&path).send().await?).await?
+        }
         ServerCommand::List { url } => {
             super::read_response(reqwest::get(super::endpoint(&url, "/v1/servers")).await?).await?
         }

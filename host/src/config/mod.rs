@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod compat;
 pub mod layers;
 pub mod reload;
 
@@ -43,6 +44,8 @@ pub struct Config {
     pub rate_limit: access::RateLimitConfig,
     /// `[directory]`: who may read the public directory.
     pub directory: access::DirectoryConfig,
+    /// `[compat]`: routes for clients of other tools (Healthchecks, Uptime Kuma, Sprint-4).
+    pub compat: compat::CompatConfig,
     /// `[log]`: the log format and the access log.
     pub log: LogConfig,
 }

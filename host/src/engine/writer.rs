@@ -380,6 +380,8 @@ impl Writer {
             },
             body: hb.body_text.clone(),
             policy_digest: policy.digest().to_owned(),
+            auth: hb.auth,
+            original_body: hb.original_body.clone(),
         });
         pending.accepted += 1;
         let answer = ack(&server.snapshot, false);

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request};
+use sha2::Digest as _;
 
 use super::client_ip::client_ip;
 use super::decode::{DecodedHeartbeat, MAX_BODY_BYTES, decode};
@@ -45,8 +46,8 @@ use super::{Refusal, TrustRules, registration, rotation};
 use crate::clock::now_ms;
 use crate::config::ConfigHandle;
 use crate::config::access::Registration;
-use crate::store::KeyRotation;
 use crate::store::NewServer;
+use crate::store::{AuthKind, KeyRotation, TokenKind};
 
 /// What the gate asks of the engine about servers. Implemented by the engine (and by tests
 /// with a fixed set of servers).
@@ -59,6 +60,22 @@ pub trait Servers: Send + Sync + 'static {
     async fn register(&self, server: NewServer) -> Result<bool, Refusal>;
     /// Appends a refusal to the audit trail (and folds it, when it names a known server).
     async fn record_rejection(&self, notice: RejectionNotice);
+    /// The server an active ingest token of `kind` with this hex SHA-256 speaks for; `None`
+    /// when no active token matches (unknown or revoked).
+    async fn token_owner(
+        &self,
+        kind: TokenKind,
+        token_sha256: &str,
+    ) -> Result<Option<String>, Refusal>;
+}
+
+/// A compat request's credential: a per-server ingest token of one kind.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenClaim<'t> {
+    /// Which route family the token belongs to (a ping token opens no push route).
+    pub kind: TokenKind,
+    /// The token as presented.
+    pub token: &'t str,
 }
 
 /// A heartbeat the gate let through, for the writer.
@@ -224,9 +241,122 @@ impl Gate {
                 decoded,
                 received_at_ms: source.received_at_ms,
                 signed,
+                auth: if signed {
+                    AuthKind::Signature
+                } else {
+                    AuthKind::Network
+                },
+                original_body: None,
                 source_ip: source.text(),
             },
             server_registered,
+        })
+    }
+
+    /// Admits one compat request that proves itself with an ingest token (a Healthchecks
+    /// ping, an Uptime Kuma push). The credential is checked first: the source's bucket, then
+    /// the token (an unknown or revoked one is refused 404 `unknown_token` and recorded
+    /// without the token or the body, so it costs the source's bucket and one bounded row);
+    /// only then the server's bucket and the body (at most `cap` bytes). `map` turns the body
+    /// into the v1 members the policy reads (`status`, `run`, `metrics`, `payload`); the gate
+    /// adds `server_id`, the server's `key_version` and the receive time as `timestamp`, and
+    /// the result passes the v1 decode like any heartbeat (so replay reads it back). The
+    /// heartbeat is unsigned (`auth: token`): the default policy never grants it green, and
+    /// it moves no replay clock.
+    pub async fn admit_token<F>(
+        &self,
+        request: Request,
+        claim: TokenClaim<'_>,
+        cap: usize,
+        map: F,
+    ) -> Result<Admitted, Refusal>
+    where
+        F: FnOnce(&[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Refusal>,
+    {
+        self.admit_token_at(request, claim, cap, now_ms(), map)
+            .await
+    }
+
+    /// [`Gate::admit_token`] with the receive time given.
+    pub async fn admit_token_at<F>(
+        &self,
+        request: Request,
+        claim: TokenClaim<'_>,
+        cap: usize,
+        received_at_ms: i64,
+        map: F,
+    ) -> Result<Admitted, Refusal>
+    where
+        F: FnOnce(&[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Refusal>,
+    {
+        let config = self.config.current();
+        let rules = TrustRules::from(&config.trust);
+        let source = self.source(&request, received_at_ms)?;
+        let hash = hex::encode(sha2::Sha256::digest(claim.token.as_bytes()));
+        let Some(server_id) = self.servers.token_owner(claim.kind, &hash).await? else {
+            // Neither the token nor the body is kept: a mistyped token is still a secret.
+            let detail = format!("no active {} token matches", claim.kind.as_str());
+            let refusal = Refusal::new(404, "unknown_token", detail, None);
+            return Err(self.refused(refusal, &source, None).await);
+        };
+        let Some(identity) = self.servers.identity(&server_id).await else {
+            let detail = format!("server `{server_id}` is not registered");
+            let refusal = Refusal::new(404, "unknown_server", detail, Some(&server_id));
+            return Err(self.refused(refusal, &source, None).await);
+        };
+        // The token proved the request: from here it may spend the server's budget.
+        if let Err(Step::Limited(refusal) | Step::Refused(refusal)) =
+            self.server_bucket(&server_id, &source)
+        {
+            return Err(refusal);
+        }
+        let bytes = self.body(request, cap, &source).await?;
+        let refuse =
+            |refusal: Refusal| async { Err(self.refused(refusal, &source, Some(&bytes)).await) };
+        if rules.require_verified && !identity.is_verified {
+            let detail = format!("server `{server_id}` is not verified by an operator yet");
+            return refuse(Refusal::new(
+                403,
+                "server_unverified",
+                detail,
+                Some(&server_id),
+            ))
+            .await;
+        }
+        let mut body = match map(&bytes) {
+            Ok(body) => body,
+            Err(mut refusal) => {
+                refusal.claimed_server_id = Some(server_id.clone());
+                return refuse(refusal).await;
+            }
+        };
+        body.insert("server_id".into(), server_id.clone().into());
+        body.insert("key_version".into(), identity.key_version.into());
+        body.insert(
+            "timestamp".into(),
+            crate::clock::format_rfc3339_ms(received_at_ms).into(),
+        );
+        let body_text = serde_json::Value::Object(body).to_string();
+        let decoded = match decode(body_text.as_bytes()) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let mut refusal = Refusal::from(e);
+                refusal.status = 400;
+                refusal.claimed_server_id = Some(server_id.clone());
+                return refuse(refusal).await;
+            }
+        };
+        Ok(Admitted {
+            heartbeat: VerifiedHeartbeat {
+                body_text,
+                decoded,
+                received_at_ms,
+                signed: false,
+                auth: AuthKind::Token,
+                original_body: Some(String::from_utf8_lossy(&bytes).into_owned()),
+                source_ip: source.text(),
+            },
+            server_registered: false,
         })
     }
 
@@ -572,6 +702,14 @@ impl Servers for FixedServers {
         if let Ok(mut list) = self.rejections.lock() {
             list.push(notice);
         }
+    }
+
+    async fn token_owner(
+        &self,
+        _kind: TokenKind,
+        _token_sha256: &str,
+    ) -> Result<Option<String>, Refusal> {
+        Ok(None)
     }
 }
 

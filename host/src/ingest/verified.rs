@@ -4,7 +4,7 @@
 
 use crate::ingest::decode::DecodedHeartbeat;
 use crate::ingest::signature::PublicKey;
-use crate::store::ServerRecord;
+use crate::store::{AuthKind, ServerRecord};
 
 /// What a request handler needs to know about a server to verify a heartbeat.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,11 @@ pub struct VerifiedHeartbeat {
     pub received_at_ms: i64,
     /// Whether a signature was verified.
     pub signed: bool,
+    /// How the request proved itself (`signature` exactly when `signed`).
+    pub auth: AuthKind,
+    /// A compat client's request body as sent (then `body_text` is the v1 form built from
+    /// it); `None` for the v1 routes.
+    pub original_body: Option<String>,
     /// Client address, for the audit trail.
     pub source_ip: Option<String>,
 }

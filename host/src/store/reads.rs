@@ -9,9 +9,9 @@
 use sqlx::{QueryBuilder, Row};
 
 use super::{
-    ClusterTransition, HeartbeatRow, HistoryEvent, PolicyRecord, PolicySummary, RejectionQuery,
-    ServerKeyRow, ServerQuery, ServerRecord, ServerSort, Store, StoreError, StoredActivation,
-    StoredHeartbeat, StoredRejection, StoredTransition, TransitionRow,
+    AuthKind, ClusterTransition, HeartbeatRow, HistoryEvent, PolicyRecord, PolicySummary,
+    RejectionQuery, ServerKeyRow, ServerQuery, ServerRecord, ServerSort, Store, StoreError,
+    StoredActivation, StoredHeartbeat, StoredRejection, StoredTransition, TransitionRow,
 };
 use crate::store::with_pool;
 
@@ -24,8 +24,8 @@ pub(super) const SERVER_COLUMNS: &str = "server_id, display_name, cluster_id, pu
     paused_at_ms, retired_at_ms, schedule";
 
 /// The columns [`heartbeat_row!`] reads.
-pub(super) const HEARTBEAT_COLUMNS: &str =
-    "server_id, seq, received_at_ms, sent_at_ms, key_version, signature, body, policy_digest";
+pub(super) const HEARTBEAT_COLUMNS: &str = "server_id, seq, received_at_ms, sent_at_ms, key_version, signature, body, policy_digest, \
+     auth, original_body";
 
 /// A [`HeartbeatRow`] from a row of either backend.
 macro_rules! heartbeat_row {
@@ -37,9 +37,14 @@ macro_rules! heartbeat_row {
             sent_at_ms: $r.try_get("sent_at_ms")?,
             key_version: u32::try_from($r.try_get::<i64, _>("key_version")?)
                 .map_err(|e| StoreError::Corrupt(format!("key_version: {e}")))?,
+            auth: AuthKind::parse(
+                $r.try_get::<Option<String>, _>("auth")?.as_deref(),
+                !$r.try_get::<String, _>("signature")?.is_empty(),
+            )?,
             signature: $r.try_get("signature")?,
             body: $r.try_get("body")?,
             policy_digest: $r.try_get("policy_digest")?,
+            original_body: $r.try_get("original_body")?,
         }
     };
 }

@@ -317,10 +317,56 @@ pub struct HeartbeatRow {
     pub key_version: u32,
     /// Base64 signature.
     pub signature: String,
-    /// The body exactly as received (JSON text).
+    /// The body exactly as received (JSON text); for a compat route, the v1 form the policy
+    /// folded (what the client sent is [`HeartbeatRow::original_body`]).
     pub body: String,
     /// The policy that folded it.
     pub policy_digest: String,
+    /// How the heartbeat was authenticated.
+    pub auth: AuthKind,
+    /// A compat client's request body exactly as sent; `None` for the v1 routes.
+    pub original_body: Option<String>,
+}
+
+/// How a heartbeat proved where it came from (stored with it, shown in the directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// An ed25519 signature by the server's key (the v1 routes).
+    Signature,
+    /// A per-server ingest token (a Healthchecks ping UUID, an Uptime Kuma push token, a
+    /// HomelabCmd agent token).
+    Token,
+    /// A shared admin-issued key with the `ingest` scope (HomelabCmd's `X-API-Key`).
+    ApiKey,
+    /// Nothing but where it came from (an unsigned v1 body; a PAP agent on an allowed network).
+    Network,
+}
+
+impl AuthKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::Signature => "signature",
+            AuthKind::Token => "token",
+            AuthKind::ApiKey => "api_key",
+            AuthKind::Network => "network",
+        }
+    }
+
+    /// The kind a stored row names; `None` (rows stored before migration 0008) means
+    /// `signature` when the row has a signature, else `network`.
+    pub fn parse(text: Option<&str>, signed: bool) -> Result<Self, StoreError> {
+        match text {
+            Some("signature") => Ok(AuthKind::Signature),
+            Some("token") => Ok(AuthKind::Token),
+            Some("api_key") => Ok(AuthKind::ApiKey),
+            Some("network") => Ok(AuthKind::Network),
+            None if signed => Ok(AuthKind::Signature),
+            None => Ok(AuthKind::Network),
+            Some(other) => Err(StoreError::Corrupt(format!("heartbeat auth {other:?}"))),
+        }
+    }
 }
 
 /// A refused request to append.
@@ -738,6 +784,79 @@ pub struct NewAdminKey {
     pub prefix: String,
     /// Created, ms since the epoch.
     pub created_at_ms: i64,
+}
+
+// --- Per-server ingest tokens (compat clients that cannot sign). ---
+
+/// What an ingest token is for: which compat route family accepts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// A Healthchecks ping UUID (`/ping/{uuid}`).
+    Ping,
+    /// An Uptime Kuma push token (`/api/push/{token}`).
+    Push,
+    /// A HomelabCmd per-agent token (`X-Agent-Token`).
+    Agent,
+}
+
+impl TokenKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Ping => "ping",
+            TokenKind::Push => "push",
+            TokenKind::Agent => "agent",
+        }
+    }
+
+    /// The kind of a stored name.
+    pub(super) fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "ping" => Ok(TokenKind::Ping),
+            "push" => Ok(TokenKind::Push),
+            "agent" => Ok(TokenKind::Agent),
+            other => Err(StoreError::Corrupt(format!("ingest token kind {other:?}"))),
+        }
+    }
+}
+
+/// One stored ingest token (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngestToken {
+    /// The token's row id (what revocation names).
+    pub id: i64,
+    /// The server it speaks for.
+    pub server_id: String,
+    /// Which route family accepts it.
+    pub kind: TokenKind,
+    /// The token's first characters.
+    pub prefix: String,
+    /// Created, ms since the epoch.
+    pub created_at_ms: i64,
+    /// Who minted it (`admin` or `key:<name>`).
+    pub created_by: String,
+    /// Revoked, ms since the epoch.
+    pub revoked_at_ms: Option<i64>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+}
+
+/// An ingest token to store: only its hash and first characters, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIngestToken {
+    /// The server it speaks for.
+    pub server_id: String,
+    /// Which route family accepts it.
+    pub kind: TokenKind,
+    /// Hex SHA-256 of the token.
+    pub token_sha256: String,
+    /// The token's first characters.
+    pub prefix: String,
+    /// Created, ms since the epoch.
+    pub created_at_ms: i64,
+    /// Who minted it.
+    pub created_by: String,
 }
 
 // --- The host's command-signing key and pending commands. ---

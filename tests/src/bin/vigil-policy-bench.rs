@@ -31,6 +31,8 @@ fn heartbeat_row(server_id: &str, seq: i64, at_ms: i64, agent: &Agent) -> Heartb
         signature: body["signature"].as_str().unwrap_or_default().into(),
         body: body.to_string(),
         policy_digest: "sha256:bench".into(),
+        auth: vigil::store::AuthKind::Signature,
+        original_body: None,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The operations tables: admin API keys, the host key, pending commands and the alert outbox.
+//! The operations tables: admin API keys, ingest tokens, the host key, pending commands and the alert outbox.
 //!
 //! They are not history (rows are updated as work progresses), and their few statements are
 //! written once in SQL both backends accept, as [`Store`](super::Store) methods. The domain
@@ -8,4 +8,5 @@
 mod admin_keys;
 mod commands;
 mod host_key;
+mod ingest_tokens;
 mod outbox;

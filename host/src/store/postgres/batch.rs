@@ -43,8 +43,9 @@ pub(super) async fn write(tx: &mut Tx, batch: &WriteBatch) -> Result<CommitRecei
 async fn insert_heartbeats(tx: &mut Tx, h: &[HeartbeatRow]) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO heartbeats (server_id, seq, received_at_ms, sent_at_ms, key_version, \
-             signature, body, policy_digest) SELECT * FROM UNNEST($1::text[], $2::int8[], \
-             $3::int8[], $4::int8[], $5::int8[], $6::text[], $7::text[], $8::text[])",
+             signature, body, policy_digest, auth, original_body) SELECT * FROM UNNEST($1::text[], \
+             $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::text[], $7::text[], $8::text[], \
+             $9::text[], $10::text[])",
     )
     .bind(h.iter().map(|r| r.server_id.clone()).collect::<Vec<_>>())
     .bind(h.iter().map(|r| r.seq).collect::<Vec<_>>())
@@ -60,6 +61,12 @@ async fn insert_heartbeats(tx: &mut Tx, h: &[HeartbeatRow]) -> Result<(), StoreE
     .bind(
         h.iter()
             .map(|r| r.policy_digest.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(h.iter().map(|r| r.auth.as_str()).collect::<Vec<_>>())
+    .bind(
+        h.iter()
+            .map(|r| r.original_body.clone())
             .collect::<Vec<_>>(),
     )
     .execute(&mut **tx)

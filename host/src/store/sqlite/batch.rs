@@ -169,7 +169,7 @@ mod json_rows {
     }
 
     fields_row!(HeartbeatRow: server_id, seq, received_at_ms, sent_at_ms, key_version, signature,
-        body, policy_digest);
+        body, policy_digest, auth, original_body);
     fields_row!(RejectionRow: received_at_ms, code, http_status, detail, claimed_server_id, seq,
         source_ip, body_sha256);
     fields_row!(TransitionRow: server_id, at_ms, cause, from_status, to_status, from_confidence,
@@ -260,7 +260,7 @@ fn values_batch(batch: &WriteBatch) -> QueryBuilder<Sqlite> {
     for chunk in batch.heartbeats.chunks(ROWS_PER_STATEMENT) {
         q.push(
                 "INSERT OR ROLLBACK INTO heartbeats (server_id, seq, received_at_ms, sent_at_ms, key_version, \
-                 signature, body, policy_digest) ",
+                 signature, body, policy_digest, auth, original_body) ",
             );
         q.push_values(chunk, |mut b, h| {
             b.push_bind(&h.server_id)
@@ -270,7 +270,9 @@ fn values_batch(batch: &WriteBatch) -> QueryBuilder<Sqlite> {
                 .push_bind(i64::from(h.key_version))
                 .push_bind(&h.signature)
                 .push_bind(&h.body)
-                .push_bind(&h.policy_digest);
+                .push_bind(&h.policy_digest)
+                .push_bind(h.auth.as_str())
+                .push_bind(&h.original_body);
         });
         q.push("; ");
     }

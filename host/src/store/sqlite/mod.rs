@@ -268,6 +268,8 @@ mod tests {
             signature: String::new(),
             body: "{}".into(),
             policy_digest: "sha256:test".into(),
+            auth: crate::store::AuthKind::Network,
+            original_body: None,
         }
     }
 

@@ -1,0 +1,25 @@
+//! `[compat]`: route families for clients already deployed that speak another tool's protocol
+//! (see `docs/migrating.md`). Each is off by default; each table holds its source's options.
+
+use serde::{Deserialize, Serialize};
+
+/// `[compat]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatConfig {
+    /// `[compat.healthchecks]`: Healthchecks-style pings (`/ping/{uuid}…`).
+    pub healthchecks: Toggle,
+    /// `[compat.uptime_kuma]`: Uptime Kuma push monitors (`/api/push/{token}`).
+    pub uptime_kuma: Toggle,
+    /// `[compat.sprint4]`: the Sprint-4 directory agents' `POST /agent/heartbeat` (the v1
+    /// signed body at its old path).
+    pub sprint4: Toggle,
+}
+
+/// A compat source with no option but whether it is on.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Toggle {
+    /// Serve this source's routes. Default false: they answer 404 like any unknown route.
+    pub enabled: bool,
+}
