@@ -86,6 +86,31 @@ async fn sighup_reloads_the_file_and_the_host_keeps_running() {
         .await
         .expect("answers");
     assert!(health.status().is_success());
+
+    // A broken file on SIGHUP is refused, the host keeps running, and the metric says so.
+    let reload_ok = async || {
+        let text = reqwest::get(format!("{}/metrics", serve.url()))
+            .await
+            .expect("answers")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("vigil_config_last_reload_successful "))
+            .map(str::to_owned)
+    };
+    assert_eq!(reload_ok().await.as_deref(), Some("1"));
+    std::fs::write(dir.path().join("vigil.toml"), "[storage\nurl = 1\n").expect("write");
+    serve.signal("HUP");
+    wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        reload_ok,
+        |v| v.as_deref() == Some("0"),
+    )
+    .await
+    .unwrap_or_else(|v| panic!("the refused reload is not in the metric: {v:?}"));
+    assert!(serve.running(), "a refused reload must not end the host");
     serve.stop();
 }
 

@@ -47,6 +47,35 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics
         .set_queue_depth("writer", state.engine.queue_depth());
+    let (reload_ok, reload_at) = state.config.reload_status();
+    state.metrics.set_config_reload(reload_ok, reload_at);
+    if state.config.current().metrics.per_server {
+        match state.store.load_servers().await {
+            Ok(servers) => {
+                let now = crate::clock::now_ms();
+                state.metrics.set_servers(
+                    servers
+                        .iter()
+                        .filter(|s| s.admin.retired_at_ms.is_none())
+                        .map(|s| crate::metrics::ServerSample {
+                            server: &s.server_id,
+                            status: &s.snapshot.status,
+                            confidence: &s.snapshot.confidence,
+                            uptime_percent: s.snapshot.uptime_percent,
+                            last_seen_age_seconds: s
+                                .snapshot
+                                .last_seen_at_ms
+                                .map(|at| (now - at) as f64 / 1000.0),
+                        }),
+                );
+            }
+            // The aggregate families are still worth a scrape; the per-server ones keep
+            // their last values.
+            Err(e) => tracing::warn!(error = %e, "per-server metrics: reading servers failed"),
+        }
+    } else {
+        state.metrics.set_servers([]);
+    }
     let mut response = state.metrics.render().into_response();
     response
         .headers_mut()

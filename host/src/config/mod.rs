@@ -48,6 +48,19 @@ pub struct Config {
     pub compat: compat::CompatConfig,
     /// `[log]`: the log format and the access log.
     pub log: LogConfig,
+    /// `[metrics]`: what `GET /metrics` adds beyond the aggregate families.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Per-server series (`vigil_server_up`, `vigil_server_confidence`,
+    /// `vigil_server_uptime_ratio`, `vigil_server_last_seen_age_seconds`, label `server`):
+    /// four series per registered server, and each scrape reads every server from the
+    /// database, so leave it off past a few thousand servers. Default false. Reloadable.
+    pub per_server: bool,
 }
 
 /// `[log]`
@@ -369,6 +382,22 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct ConfigHandle {
     tx: std::sync::Arc<tokio::sync::watch::Sender<std::sync::Arc<Config>>>,
+    reload: std::sync::Arc<ReloadState>,
+}
+
+/// How the last reload went, for `vigil_config_last_reload_*` (atomics: written by the reload
+/// task, read at scrape time).
+#[derive(Debug)]
+struct ReloadState {
+    ok: std::sync::atomic::AtomicBool,
+    last_success_unix_seconds: std::sync::atomic::AtomicI64,
+}
+
+/// Wall-clock Unix seconds (a metric timestamp, not a domain time: no injected clock).
+fn unix_now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl ConfigHandle {
@@ -377,7 +406,28 @@ impl ConfigHandle {
         let (tx, _) = tokio::sync::watch::channel(std::sync::Arc::new(config));
         Self {
             tx: std::sync::Arc::new(tx),
+            reload: std::sync::Arc::new(ReloadState {
+                ok: std::sync::atomic::AtomicBool::new(true),
+                last_success_unix_seconds: std::sync::atomic::AtomicI64::new(unix_now_seconds()),
+            }),
         }
+    }
+
+    /// Records a reload that was refused: the configuration in force stays.
+    pub fn reload_refused(&self) {
+        self.reload
+            .ok
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the last reload was put in force, and the Unix seconds of the last that was.
+    pub fn reload_status(&self) -> (bool, i64) {
+        (
+            self.reload.ok.load(std::sync::atomic::Ordering::Relaxed),
+            self.reload
+                .last_success_unix_seconds
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The configuration in force now.
@@ -388,6 +438,12 @@ impl ConfigHandle {
     /// Puts a new (already validated) configuration in force and wakes subscribers.
     pub fn replace(&self, config: Config) {
         self.tx.send_replace(std::sync::Arc::new(config));
+        self.reload
+            .ok
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.reload
+            .last_success_unix_seconds
+            .store(unix_now_seconds(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A receiver that sees every later replacement.

@@ -204,6 +204,7 @@ async fn reload_loop(
                 tracing::warn!(path = %path.display(), error = %e,
                     "config reload refused: cannot read the file; the previous configuration stays in force");
                 counts.refused.fetch_add(1, Ordering::Relaxed);
+                handle.reload_refused();
                 continue;
             }
         };
@@ -230,6 +231,7 @@ async fn reload_loop(
             }
             Err(e) => {
                 counts.refused.fetch_add(1, Ordering::Relaxed);
+                handle.reload_refused();
                 tracing::warn!(path = %path.display(), error = %format!("{e:#}"),
                     "config reload refused: invalid configuration; the previous configuration stays in force");
             }

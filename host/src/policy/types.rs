@@ -36,6 +36,16 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
+    /// Every [`PolicyError::kind`], so counters can start at zero for each.
+    pub const KINDS: [&'static str; 6] = [
+        "load",
+        "params",
+        "trap",
+        "out_of_fuel",
+        "guest_error",
+        "invalid_output",
+    ];
+
     /// A short stable label for counters and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -284,3 +294,22 @@ impl PolicyAbi {
 }
 
 pub use crate::crypto::digest_of;
+
+#[cfg(test)]
+mod kind_tests {
+    use super::PolicyError;
+
+    #[test]
+    fn kinds_lists_every_error_kind() {
+        let all = [
+            PolicyError::Load(String::new()),
+            PolicyError::Params(String::new()),
+            PolicyError::Trap(String::new()),
+            PolicyError::OutOfFuel,
+            PolicyError::Guest(String::new()),
+            PolicyError::InvalidOutput(String::new()),
+        ];
+        let kinds: Vec<_> = all.iter().map(PolicyError::kind).collect();
+        assert_eq!(kinds, PolicyError::KINDS);
+    }
+}
