@@ -111,3 +111,79 @@ fn walkthrough(storage_url: &str) {
         }
     }
 }
+
+/// `--output table` for people, JSON for pipes; with `[directory] require_key` the list
+/// commands send the credential they are given, and say what is wrong without one.
+#[test]
+fn list_commands_print_tables_and_send_the_credential_the_directory_requires() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = "list-token-0123456789abcdef0123456789";
+    let vigil = Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", token);
+    vigil.ok(["keygen", "--out", "agent.key"]);
+    let server = ServeProcess::start(
+        &vigil,
+        "[storage]\nurl = \"sqlite://list.db\"\n[directory]\nrequire_key = true\n",
+    );
+    let url = server.url();
+    vigil.ok([
+        "server",
+        "add",
+        "table-01",
+        "--key",
+        "agent.key",
+        "--display-name",
+        "Table One",
+        "--url",
+        &url,
+    ]);
+
+    let table = vigil.ok(["server", "list", "--output", "table", "--url", &url]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("SERVER") && lines[0].contains("STATUS"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("table-01") && lines[1].contains("Table One"),
+        "{table}"
+    );
+    assert!(lines[1].contains("unknown"), "{table}");
+    // Not a terminal: JSON by default.
+    let json: serde_json::Value =
+        serde_json::from_str(&vigil.ok(["server", "list", "--url", &url])).expect("json");
+    assert_eq!(json["servers"][0]["server_id"], "table-01");
+
+    let policies = vigil.ok(["policy", "list", "-o", "table", "--url", &url]);
+    let row = policies
+        .lines()
+        .find(|l| l.contains("default"))
+        .unwrap_or_else(|| panic!("no default row: {policies}"));
+    assert!(row.contains("yes") && row.contains("sha256:"), "{policies}");
+
+    let tokens = vigil.ok([
+        "server", "token", "list", "table-01", "-o", "table", "--url", &url,
+    ]);
+    assert!(
+        tokens.starts_with("ID") && tokens.contains("(none)"),
+        "{tokens}"
+    );
+
+    // Without a credential the directory refuses, and the command says why.
+    let anonymous = Cli::in_dir(dir.path()).env_remove("VIGIL_ADMIN_TOKEN");
+    for args in [["server", "list"], ["policy", "list"]] {
+        let refused = anonymous.run([args[0], args[1], "--url", &url]);
+        assert!(!refused.success(), "{refused:?}");
+        assert!(refused.stderr.contains("401"), "{refused:?}");
+    }
+    let keys = vigil.ok([
+        "admin",
+        "key",
+        "list",
+        "--output",
+        "table",
+        "--config",
+        "vigil.toml",
+    ]);
+    assert!(keys.starts_with("NAME") && keys.contains("SCOPE"), "{keys}");
+    server.stop();
+}

@@ -50,6 +50,9 @@ pub enum KeyCommand {
         /// Database.
         #[command(flatten)]
         db: Database,
+        /// `table` or `json`.
+        #[command(flatten)]
+        output: super::output::OutputArg,
     },
     /// Revoke a key by name; it is refused from the next request on.
     Revoke {
@@ -90,10 +93,22 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             );
             println!("{token}");
         }
-        KeyCommand::List { db } => {
+        KeyCommand::List { db, output } => {
+            use super::output::col;
             let store = open(&db).await?;
-            let keys = store.admin_keys().await?;
-            println!("{}", serde_json::to_string_pretty(&keys)?);
+            let keys = serde_json::to_value(store.admin_keys().await?)?;
+            super::output::print(
+                &keys,
+                output.format(),
+                "",
+                &[
+                    col("NAME", "name"),
+                    col("SCOPE", "scope"),
+                    col("PREFIX", "prefix"),
+                    col("CREATED", "created_at_ms"),
+                    col("REVOKED", "revoked_at_ms"),
+                ],
+            )?;
         }
         KeyCommand::Revoke { name, db } => {
             let store = open(&db).await?;

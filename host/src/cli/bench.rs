@@ -239,15 +239,17 @@ async fn register(admin: &AdminClient, keys: &[(String, SigningKey)]) -> anyhow:
             .map(|(id, k)| (id.clone(), STANDARD.encode(k.verifying_key().as_bytes())))
             .collect(),
     );
+    let bar = super::output::progress(keys.len() as u64, "registering servers");
     let mut tasks = Vec::new();
     for _ in 0..32 {
-        let (admin, next, keys) = (admin.clone(), next.clone(), keys.clone());
+        let (admin, next, keys, bar) = (admin.clone(), next.clone(), keys.clone(), bar.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some((id, public_key)) = keys.get(i) else {
                     return Ok(());
                 };
+                bar.inc(1);
                 let r = admin
                     .post("/v1/admin/servers")
                     .json(&json!({"server_id": id, "public_key": public_key}))
@@ -266,6 +268,7 @@ async fn register(admin: &AdminClient, keys: &[(String, SigningKey)]) -> anyhow:
     for t in tasks {
         t.await??;
     }
+    bar.finish_and_clear();
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod bench;
 pub mod config;
 pub mod keys;
+pub mod output;
 pub mod policy;
 pub mod rotate;
 pub mod run;
@@ -27,7 +28,7 @@ use clap::{Args, Parser, Subcommand};
     name = "vigil",
     version,
     about,
-    after_help = "Exit codes:\n  0  success\n  1  failure (the error is printed; `vigil config check`: a file has errors)\n  2  usage error (unknown subcommand or flag, bad argument)"
+    after_help = "Exit codes:\n  0  success\n  1  failure (the error is printed; `vigil config check`: a file has errors)\n  2  usage error (unknown subcommand or flag, bad argument)\n  N  `vigil run`: the job's own exit status (the wrapper never adds one of its own)"
 )]
 pub struct Cli {
     /// What to do.
@@ -187,6 +188,30 @@ pub(crate) async fn read_response(
         let code = body.get("code").and_then(|c| c.as_str()).unwrap_or("?");
         let detail = body.get("detail").and_then(|c| c.as_str()).unwrap_or("");
         anyhow::bail!("{status} {code}: {detail}")
+    }
+}
+
+/// Where a directory read goes (`vigil server list`, `vigil policy list`): the host, and a
+/// credential sent when given (needed with `[directory] require_key`).
+#[derive(Debug, Args)]
+pub struct ReadTarget {
+    /// The host's base URL.
+    #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// A read or admin API key (or the bootstrap token), sent as a bearer credential; needed
+    /// when the host sets `[directory] require_key`.
+    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ReadTarget {
+    /// `GET path`, with the credential when there is one.
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let mut request = reqwest::Client::new().get(endpoint(&self.url, path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        read_response(request.send().await?).await
     }
 }
 

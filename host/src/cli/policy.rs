@@ -49,11 +49,15 @@ pub enum PolicyCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
-    /// List stored versions, the active one and recent activations (public).
+    /// List stored versions, the active one and recent activations (the directory).
     List {
-        /// The host's base URL.
-        #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
+        /// The host, and a credential for `[directory] require_key`.
+        #[command(flatten)]
+        target: super::ReadTarget,
+        /// `table` or `json` (the table shows the stored versions; JSON also has the
+        /// activations and refusals).
+        #[command(flatten)]
+        output: super::output::OutputArg,
     },
     /// Backtest: replay stored history through a candidate and diff it against the active
     /// version (nothing is written).
@@ -181,8 +185,30 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 .json(&body);
             super::read_response(request.send().await?).await?
         }
-        PolicyCommand::List { url } => {
-            super::read_response(reqwest::get(super::endpoint(&url, "/v1/policies")).await?).await?
+        PolicyCommand::List { target, output } => {
+            use super::output::col;
+            let mut answer = target.get("/v1/policies").await?;
+            let active = answer["active"]["digest"].clone();
+            if let Some(policies) = answer["policies"].as_array_mut() {
+                for p in policies {
+                    p["active"] = serde_json::Value::Bool(p["digest"] == active);
+                }
+            }
+            return super::output::print(
+                &answer,
+                output.format(),
+                "/policies",
+                &[
+                    col("NAME", "name"),
+                    col("VERSION", "version"),
+                    col("ACTIVE", "active"),
+                    col("DIGEST", "digest"),
+                    col("BYTES", "size_bytes"),
+                    col("UPLOADED", "uploaded_at_ms"),
+                    col("BY", "uploaded_by"),
+                    col("SIGNER", "signer"),
+                ],
+            );
         }
         PolicyCommand::Replay {
             policy,
@@ -477,8 +503,20 @@ async fn replay(
     let since_ms = since
         .map(|s| parse_duration_ms(&s).map(|d| now - d))
         .transpose()?;
-    let report =
-        crate::engine::backtest::backtest(&store, &active, &candidate, since_ms, now).await?;
+    let bar = super::output::progress(0, "replaying servers");
+    let report = crate::engine::backtest::backtest(
+        &store,
+        &active,
+        &candidate,
+        since_ms,
+        now,
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

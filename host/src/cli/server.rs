@@ -207,11 +207,14 @@ pub enum ServerCommand {
     /// sign: Healthchecks pings, Uptime Kuma pushes, HomelabCmd agents).
     #[command(subcommand)]
     Token(TokenCommand),
-    /// List servers (public directory).
+    /// List servers (the directory; the first page, in its default order).
     List {
-        /// The host's base URL.
-        #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
-        url: String,
+        /// The host, and a credential for `[directory] require_key`.
+        #[command(flatten)]
+        target: super::ReadTarget,
+        /// `table` or `json`.
+        #[command(flatten)]
+        output: super::output::OutputArg,
     },
 }
 
@@ -237,6 +240,9 @@ pub enum TokenCommand {
         /// Admin API.
         #[command(flatten)]
         target: AdminTarget,
+        /// `table` or `json`.
+        #[command(flatten)]
+        output: super::output::OutputArg,
     },
     /// Revoke a token by its id (from `list`); refused from the next request on.
     Revoke {
@@ -454,9 +460,27 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
             let body = serde_json::json!({ "kind": kind });
             super::read_response(target.client()?.post(&path).json(&body).send().await?).await?
         }
-        ServerCommand::Token(TokenCommand::List { server_id, target }) => {
+        ServerCommand::Token(TokenCommand::List {
+            server_id,
+            target,
+            output,
+        }) => {
+            use super::output::col;
             let path = format!("/v1/admin/servers/{server_id}/tokens");
-            super::read_response(target.client()?.get(&path).send().await?).await?
+            let answer = super::read_response(target.client()?.get(&path).send().await?).await?;
+            return super::output::print(
+                &answer,
+                output.format(),
+                "/tokens",
+                &[
+                    col("ID", "id"),
+                    col("KIND", "kind"),
+                    col("PREFIX", "prefix"),
+                    col("CREATED", "created_at"),
+                    col("BY", "created_by"),
+                    col("REVOKED", "revoked_at"),
+                ],
+            );
         }
         ServerCommand::Token(TokenCommand::Revoke {
             server_id,
@@ -466,8 +490,24 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<()> {
             let path = format!("/v1/admin/servers/{server_id}/tokens/{token_id}");
             super::read_response(target.client()?.delete(&path).send().await?).await?
         }
-        ServerCommand::List { url } => {
-            super::read_response(reqwest::get(super::endpoint(&url, "/v1/servers")).await?).await?
+        ServerCommand::List { target, output } => {
+            use super::output::col;
+            let answer = target.get("/v1/servers").await?;
+            return super::output::print(
+                &answer,
+                output.format(),
+                "/servers",
+                &[
+                    col("SERVER", "server_id"),
+                    col("NAME", "display_name"),
+                    col("STATUS", "effective_status"),
+                    col("CONFIDENCE", "confidence"),
+                    col("UPTIME %", "uptime_percent"),
+                    col("QUALITY", "quality_score"),
+                    col("LAST SEEN", "last_seen_at"),
+                    col("VERIFIED", "is_verified"),
+                ],
+            );
         }
     };
     println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -515,19 +555,22 @@ async fn import(path: &std::path::Path, target: &AdminTarget) -> anyhow::Result<
     let rows = read_import(path)?;
     let client = target.client()?;
     let (mut created, mut failed) = (0u64, 0u64);
+    let bar = super::output::progress(rows.len() as u64, "importing servers");
     for chunk in rows.chunks(crate::api::admin::MAX_IMPORT_ROWS) {
         let answer =
             super::read_response(client.post("/v1/admin/servers").json(&chunk).send().await?)
                 .await?;
+        bar.inc(chunk.len() as u64);
         for result in answer["results"].as_array().into_iter().flatten() {
             if result["status"] == 201 {
                 created += 1;
             } else {
                 failed += 1;
             }
-            println!("{result}");
+            bar.suspend(|| println!("{result}"));
         }
     }
+    bar.finish_and_clear();
     eprintln!("{created} registered, {failed} refused");
     anyhow::ensure!(failed == 0, "{failed} of {} rows were refused", rows.len());
     Ok(())

@@ -96,6 +96,7 @@ pub async fn backtest(
     candidate: &LoadedPolicy,
     since_ms: Option<i64>,
     at_ms: i64,
+    mut progress: impl FnMut(usize, usize),
 ) -> Result<Backtest, StoreError> {
     let mut servers = store.load_servers().await?;
     servers.sort_by(|a, b| a.server_id.cmp(&b.server_id));
@@ -115,7 +116,8 @@ pub async fn backtest(
         failures: Vec::new(),
     };
     let (mut quality, mut uptime) = (Vec::new(), Vec::new());
-    for server in &servers {
+    for (done, server) in servers.iter().enumerate() {
+        progress(done, servers.len());
         let history = |p: &LoadedPolicy| {
             let id = server.server_id.clone();
             let w = window(p);
