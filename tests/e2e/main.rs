@@ -4,6 +4,7 @@ mod adversarial;
 mod agents;
 mod alerts;
 mod backtest;
+mod backup;
 mod bench_cli;
 mod browser;
 mod cli;

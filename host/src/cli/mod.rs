@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod backup;
 pub mod bench;
 pub mod config;
 pub mod keys;
@@ -63,6 +64,10 @@ pub enum Command {
     /// Ship, list, roll back and sign policy versions.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Copy the SQLite database while the host runs (`VACUUM INTO`).
+    Backup(backup::BackupArgs),
+    /// Put a backup in place of the SQLite database (host stopped).
+    Restore(backup::RestoreArgs),
     /// Check configuration files, show the effective configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -154,6 +159,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(command) => policy::run(command).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Admin(command) => admin::run(command).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(shell, &mut Cli::command(), "vigil", &mut std::io::stdout());

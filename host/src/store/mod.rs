@@ -48,6 +48,20 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// This backend does not do that (the message says what to do instead).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The file a `sqlite:` URL names, or `None` for an in-memory database or a PostgreSQL URL.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr as _;
+    if crate::config::is_postgres_url(url) {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    (path != std::path::Path::new(":memory:")).then(|| path.to_path_buf())
 }
 
 /// What the two backends do differently; everything else is [`Store`]'s own SQL.
@@ -121,6 +135,30 @@ impl Store {
                 db: Db::Sqlite(backend.pool().clone()),
                 backend: Arc::new(backend),
             })
+        }
+    }
+
+    /// A consistent copy of the whole SQLite database in a new file at `path` (`VACUUM INTO`:
+    /// one read transaction, so the host keeps writing meanwhile; the copy is compacted and
+    /// has no WAL). Returns its size in bytes. PostgreSQL is backed up with `pg_dump` (see
+    /// the README) and answers [`StoreError::Unsupported`].
+    pub async fn backup_into(&self, path: &std::path::Path) -> Result<u64, StoreError> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let target = path.to_str().ok_or_else(|| {
+                    StoreError::Unsupported(format!("{} is not a UTF-8 path", path.display()))
+                })?;
+                sqlx::query("VACUUM INTO $1")
+                    .bind(target)
+                    .execute(pool)
+                    .await?;
+                Ok(std::fs::metadata(path)
+                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?
+                    .len())
+            }
+            Db::Postgres(_) => Err(StoreError::Unsupported(
+                "a PostgreSQL database is backed up with pg_dump (README: Operations)".into(),
+            )),
         }
     }
 
