@@ -621,3 +621,28 @@ async fn vigil_server_schedule_sets_a_cron_schedule_with_durations() {
     );
     app.stop().await;
 }
+
+/// A path segment that does not parse (an id past `i64`, a token id that is not a number)
+/// is a problem+json 422 `invalid_path`, not axum's plain-text 400.
+#[tokio::test]
+async fn an_unparsable_path_id_is_a_problem_not_plain_text() {
+    let app = TestApp::spawn().await;
+    let agent = Agent::new("path-ids");
+    app.register(&agent).await;
+    for (method, path) in [
+        (Method::DELETE, "/v1/admin/maintenance/9223372036854775808"),
+        (
+            Method::DELETE,
+            "/v1/admin/servers/path-ids/tokens/not-a-number",
+        ),
+    ] {
+        let answer = call(&app, method, path, Value::Null, ADMIN_TOKEN).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        assert!(
+            answer.content_type.starts_with("application/problem+json"),
+            "{path}: {}",
+            answer.content_type
+        );
+        assert_eq!(answer.code(), "invalid_path", "{path}: {:?}", answer.body);
+    }
+}

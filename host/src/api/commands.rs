@@ -2,9 +2,10 @@
 //! `POST /v1/agent/commands/{id}/result` (the agent's signed result) and `GET /v1/host-key`
 //! (the key agents verify commands with). Delivery itself rides on the heartbeat's 202.
 
+use super::error::ApiPath;
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -61,7 +62,7 @@ fn valid_command(name: &str) -> bool {
 /// `POST /v1/admin/servers/{id}/commands` → 201 with the signed envelope.
 pub async fn queue(
     State(state): State<AppState>,
-    Path(server_id): Path<String>,
+    ApiPath(server_id): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Json<QueueCommand>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -109,7 +110,7 @@ pub async fn queue(
 /// `signature`.
 pub async fn result(
     State(state): State<AppState>,
-    Path(command_id): Path<String>,
+    ApiPath(command_id): ApiPath<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::invalid("malformed_json", e.body_text()))?;

@@ -6,9 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::error::ApiPath;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -251,7 +252,7 @@ pub async fn list_servers(
 /// `GET /v1/servers/{id}`
 pub async fn get_server(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ServerView>, ApiError> {
     let record = state
         .store
@@ -281,7 +282,7 @@ fn before(map: &HashMap<String, String>) -> Result<Option<i64>, ApiError> {
 /// `GET /v1/servers/{id}/heartbeats?limit=&before=` — newest first; `before` is a `seq`.
 pub async fn heartbeats(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: Params,
 ) -> Result<Response, ApiError> {
     let map = params(query, &["limit", "before"])?;
@@ -318,7 +319,7 @@ pub async fn heartbeats(
 /// `GET /v1/servers/{id}/transitions?limit=&before=` — newest first; `before` is an `id`.
 pub async fn transitions(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: Params,
 ) -> Result<Response, ApiError> {
     let map = params(query, &["limit", "before"])?;

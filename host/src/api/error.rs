@@ -164,3 +164,30 @@ impl From<WriteError> for ApiError {
         }
     }
 }
+
+/// `axum::extract::Path` whose refusal is a problem+json 422 `invalid_path` (an id that is not
+/// a number, or out of range, or not UTF-8 once decoded) instead of axum's plain-text 400.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(e) => {
+                let detail: String = e.body_text().chars().take(200).collect();
+                tracing::debug!(detail = ?detail, "path refused");
+                Err(ApiError::invalid("invalid_path", detail))
+            }
+        }
+    }
+}

@@ -8,8 +8,9 @@
 
 use std::collections::BTreeMap;
 
+use super::error::ApiPath;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -110,7 +111,7 @@ async fn apply(
 /// `PATCH /v1/admin/servers/{id}` `{"display_name"?, "cluster_id"?, "labels"?}` → the server.
 pub async fn edit(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -201,7 +202,7 @@ fn check_schedule(s: &StoredSchedule) -> Result<(), ApiError> {
 /// server's next event on).
 pub async fn set_schedule(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -218,7 +219,7 @@ pub async fn set_schedule(
 /// `DELETE /v1/admin/servers/{id}/schedule` → the server, unscheduled again (audited).
 pub async fn clear_schedule(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     apply(
@@ -233,7 +234,7 @@ pub async fn clear_schedule(
 /// `POST /v1/admin/servers/{id}/pause` `{"reason"?}` → the server (`effective_status: paused`).
 pub async fn pause(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -246,7 +247,7 @@ pub async fn pause(
 /// `POST /v1/admin/servers/{id}/resume` → the server.
 pub async fn resume(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     apply(&state, &headers, id, ServerAction::Resume).await
@@ -255,7 +256,7 @@ pub async fn resume(
 /// `POST /v1/admin/servers/{id}/retire` `{"reason"?}` → the server (`retired_at` set).
 pub async fn retire(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -281,7 +282,7 @@ fn audit_view(a: StoredAudit) -> serde_json::Value {
 /// `GET /v1/admin/servers/{id}/audit?limit=&before=` → operator actions, newest first.
 pub async fn audit(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -413,7 +414,7 @@ pub async fn list_windows(
 /// `DELETE /v1/admin/maintenance/{id}` → the window, cancelled (kept, with who cancelled it).
 pub async fn cancel_window(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let actor = authorize(&state, &headers).await?;

@@ -460,6 +460,7 @@ fn list_tokens() {}
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_path`: the id is not a number in range", body = Problem, content_type = "application/problem+json"),
     ))]
 fn revoke_token() {}
 
@@ -607,6 +608,7 @@ fn list_maintenance() {}
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`insufficient_scope`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_path`: the id is not a number in range", body = Problem, content_type = "application/problem+json"),
     ))]
 fn cancel_maintenance() {}
 

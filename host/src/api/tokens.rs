@@ -10,8 +10,9 @@
 //! A token is weaker than a signature: it travels in a URL or a header, so whoever saw one
 //! speaks for the server. The default policy never grants green to a heartbeat it carried.
 
+use super::error::ApiPath;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -124,7 +125,7 @@ async fn known_server(state: &AppState, id: &str) -> Result<(), ApiError> {
 /// token is in this answer only.
 pub async fn add(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -163,7 +164,7 @@ pub async fn add(
 /// without secrets.
 pub async fn list(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize_read(&state, &headers).await?;
@@ -182,7 +183,7 @@ pub async fn list(
 /// server has no such active token.
 pub async fn revoke(
     State(state): State<AppState>,
-    Path((id, token_id)): Path<(String, i64)>,
+    ApiPath((id, token_id)): ApiPath<(String, i64)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let who = authorize(&state, &headers).await?;

@@ -5,9 +5,10 @@
 //! - `GET|POST /v1/admin/servers/{id}/keys` (history; operator rotation)
 //! - `GET /v1/admin/rejections?server=&code=&since=&limit=&cursor=`
 
+use super::error::ApiPath;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,7 @@ pub struct AddKey {
 /// `POST /v1/admin/servers/{id}/keys` → 201 [`Rotated`]: the operator rotates a server's key.
 pub async fn add_key(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Json<AddKey>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -120,7 +121,7 @@ pub struct KeyView {
 /// first).
 pub async fn list_keys(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     super::auth::authorize_read(&state, &headers).await?;

@@ -371,13 +371,16 @@ pub async fn server_action(
         "pause" => {
             crate::api::manage::pause(
                 State(state.clone()),
-                Path(id),
+                crate::api::error::ApiPath(id),
                 auth,
                 reason_body(form.reason),
             )
             .await
         }
-        "resume" => crate::api::manage::resume(State(state.clone()), Path(id), auth).await,
+        "resume" => {
+            crate::api::manage::resume(State(state.clone()), crate::api::error::ApiPath(id), auth)
+                .await
+        }
         _ => Err(ApiError::not_found("this action")),
     };
     match done {
