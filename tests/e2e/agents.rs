@@ -165,6 +165,14 @@ fn vigil_run_reports_start_and_end_and_exits_with_the_commands_status() {
     assert_eq!(bodies[5]["run"]["exit_code"], 0);
     assert_eq!(bodies[7]["run"]["exit_code"], 127);
     host.stop();
+    // Each failed run raised a job_failed alert (the default policy's `job-failed` signal);
+    // the successful one none.
+    let kinds = alert_kinds(dir.path(), "nightly");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "job_failed").count(),
+        3,
+        "{kinds:?}"
+    );
 
     // The host is gone: the job still runs and its status still comes through, with a
     // warning per report (after a bounded number of tries).
@@ -182,6 +190,101 @@ fn vigil_run_reports_start_and_end_and_exits_with_the_commands_status() {
     );
     let ok_offline = wrap(&["true"]);
     assert_eq!(ok_offline.status.code(), Some(0));
+}
+
+/// The kinds of the alerts raised for `id`, oldest first, from the host's SQLite file.
+fn alert_kinds(dir: &std::path::Path, id: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", dir.join("agents.db").display());
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let mut db = sqlx::SqliteConnection::connect(&url).await.expect("open");
+            sqlx::query_scalar("SELECT kind FROM alert_outbox WHERE server_id = ? ORDER BY id")
+                .bind(id)
+                .fetch_all(&mut db)
+                .await
+                .expect("alerts")
+        })
+}
+
+/// A scheduled job through the real binary and clock: `vigil server schedule` (a 1 s period,
+/// 1 s of grace, runs of at most 1 s), then `vigil run` around a command that takes longer
+/// than its longest run. The run is overdue one second after its start (`run_overdue`), and
+/// the server goes offline exactly at the close of its first unfilled slot (period + grace
+/// after the report that filled the last one). Cron slots, a weekly period and DST are
+/// covered on a paused clock by the default policy's vectors and unit tests.
+#[test]
+fn a_scheduled_job_is_overdue_then_offline_at_its_deadline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vigil =
+        Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token-0123456789abcdef012345");
+    vigil.ok(["keygen", "--out", "agent.key"]);
+    let host = serve(&vigil);
+    let url = host.url();
+    vigil.ok(["server", "add", "job", "--key", "agent.key", "--url", &url]);
+    vigil.ok([
+        "server",
+        "schedule",
+        "job",
+        "--period",
+        "1s",
+        "--grace",
+        "1s",
+        "--max-run",
+        "1s",
+        "--url",
+        &url,
+    ]);
+    let slow = vigil.run([
+        "run",
+        "--url",
+        &url,
+        "--server-id",
+        "job",
+        "--",
+        "sleep",
+        "1.3",
+    ]);
+    assert_eq!(slow.status.code(), Some(0), "{}", slow.stderr);
+    let offline = wait_for(|| {
+        let server = get(&url, "/v1/servers/job");
+        (server["effective_status"] == "offline").then_some(server)
+    });
+    let transitions = get(&url, "/v1/servers/job/transitions");
+    let to_offline: Vec<_> = transitions["transitions"]
+        .as_array()
+        .expect("transitions")
+        .iter()
+        .filter(|t| t["to_status"] == "offline")
+        .cloned()
+        .collect();
+    assert_eq!(to_offline.len(), 1, "{transitions}");
+    let last_seen = offline["last_seen_at"]
+        .as_str()
+        .and_then(vigil::clock::parse_rfc3339_ms);
+    let flipped_at = to_offline[0]["at_ms"].as_i64();
+    // The success report filled its slot: the next one is a period later, late a grace after.
+    assert_eq!(flipped_at.zip(last_seen).map(|(f, s)| f - s), Some(2_000));
+    host.stop();
+    let kinds = alert_kinds(dir.path(), "job");
+    assert_eq!(
+        kinds,
+        ["run_overdue", "server_offline", "confidence_red"],
+        "{kinds:?}"
+    );
+}
+
+/// Polls `probe` every 50 ms until it answers (10 s at most).
+fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> T {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(std::time::Instant::now() < until, "timed out");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// A `vigil agent` child; SIGKILLed when dropped if still running (a failed test).

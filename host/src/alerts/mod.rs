@@ -17,6 +17,8 @@
 //! | `emergency_mode` | warning | the policy signal `emergency-mode` |
 //! | `restart_detected` | info | the policy signal `restart-detected` |
 //! | `spoof_burst` | warning | the policy signal `spoof-burst` (forged or replayed requests naming the server reached the policy's threshold; the server is not demoted below yellow for it) |
+//! | `job_failed` | critical | the policy signal `job-failed` (a job run reported `fail`, e.g. `vigil run` around a command that exited non-zero) |
+//! | `run_overdue` | warning | the policy signal `run-overdue` (a scheduled server's run `start` had no end within the schedule's longest run) |
 
 pub mod dispatch;
 pub mod sinks;
@@ -113,6 +115,11 @@ pub fn plan(
             "spoof-burst" => (
                 "spoof_burst",
                 format!("{name}: a burst of forged or replayed requests names this server"),
+            ),
+            "job-failed" => ("job_failed", format!("{name}: a job run failed")),
+            "run-overdue" => (
+                "run_overdue",
+                format!("{name}: a job run started and has not ended within its longest run time"),
             ),
             _ => continue,
         };
@@ -214,6 +221,8 @@ mod tests {
                 "emergency-mode".into(),
                 "inconsistent".into(),
                 "spoof-burst".into(),
+                "job-failed".into(),
+                "run-overdue".into(),
             ],
             9,
             "d",
@@ -223,7 +232,9 @@ mod tests {
             [
                 ("restart_detected", "info"),
                 ("emergency_mode", "warning"),
-                ("spoof_burst", "warning")
+                ("spoof_burst", "warning"),
+                ("job_failed", "critical"),
+                ("run_overdue", "warning")
             ]
         );
         assert!(a.iter().all(|a| a.at_ms == 9));

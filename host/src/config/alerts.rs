@@ -29,13 +29,15 @@
 use serde::{Deserialize, Serialize};
 
 /// Every alert kind, with its severity (what routes may name).
-pub const KINDS: [(&str, &str); 6] = [
+pub const KINDS: [(&str, &str); 8] = [
     ("server_offline", "critical"),
     ("server_online", "recovery"),
     ("confidence_red", "warning"),
     ("emergency_mode", "warning"),
     ("restart_detected", "info"),
     ("spoof_burst", "warning"),
+    ("job_failed", "critical"),
+    ("run_overdue", "warning"),
 ];
 
 /// Every severity.

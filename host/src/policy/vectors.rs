@@ -2,7 +2,8 @@
 //!
 //! A vector file is JSON: `{"params": {..}?, "cases": [{"name", "facts"?, "events": [..],
 //! "expect": {..}}]}`. Each event is `{"at_ms", "heartbeat": {wire fields}}`,
-//! `{"at_ms", "rejected": "code"}` or `{"at_ms", "tick": true}`; the state is threaded through
+//! `{"at_ms", "rejected": "code"}` or `{"at_ms", "tick": true}`; `facts` may hold
+//! `is_verified`, `registered_at_ms` and a `schedule` (the admin API's shape); the state is threaded through
 //! the case. `expect` lists the assessment fields to check after the last event (`status`,
 //! `confidence`, `uptime_percent`, `quality_score`, `scores`, `badges`, `signals`,
 //! `next_check_at_ms`); fields not listed are not checked, and `scores` checks only the
@@ -53,6 +54,49 @@ pub struct Facts {
     /// Registration time.
     #[serde(default)]
     pub registered_at_ms: i64,
+    /// The operator's schedule, as the admin API takes it (`period_seconds`, or `cron` with
+    /// `tz`, plus `grace_seconds` and `max_run_seconds`).
+    #[serde(default)]
+    pub schedule: Option<VectorSchedule>,
+}
+
+/// A case's schedule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorSchedule {
+    /// Every this many seconds.
+    #[serde(default)]
+    pub period_seconds: Option<u32>,
+    /// A five-field cron expression.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// The IANA zone of `cron` (UTC when absent).
+    #[serde(default)]
+    pub tz: Option<String>,
+    /// How late a report may be, seconds.
+    #[serde(default)]
+    pub grace_seconds: u32,
+    /// The longest run, seconds.
+    #[serde(default)]
+    pub max_run_seconds: Option<u32>,
+}
+
+impl VectorSchedule {
+    fn to_schedule(&self) -> Result<super::Schedule, String> {
+        let cadence = match (&self.period_seconds, &self.cron) {
+            (Some(seconds), None) => super::Cadence::Period(*seconds),
+            (None, Some(expression)) => super::Cadence::Cron {
+                expression: expression.clone(),
+                time_zone: self.tz.clone().unwrap_or_else(|| "UTC".to_owned()),
+            },
+            _ => return Err("a schedule has exactly one of period_seconds and cron".into()),
+        };
+        Ok(super::Schedule {
+            cadence,
+            grace_seconds: self.grace_seconds,
+            max_run_seconds: self.max_run_seconds,
+        })
+    }
 }
 
 /// One event of a case.
@@ -101,12 +145,22 @@ pub fn run(policy: &LoadedPolicy, file: &VectorFile) -> Vec<Mismatch> {
             case: case.name.clone(),
             detail,
         };
+        let schedule = match case.facts.as_ref().and_then(|f| f.schedule.as_ref()) {
+            Some(s) => match s.to_schedule() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    mismatches.push(fail(e));
+                    continue;
+                }
+            },
+            None => None,
+        };
         let facts = ServerFacts {
             server_id: "vector".into(),
             is_verified: case.facts.as_ref().is_some_and(|f| f.is_verified),
             key_version: 1,
             registered_at_ms: case.facts.as_ref().map_or(0, |f| f.registered_at_ms),
-            schedule: None,
+            schedule,
         };
         let mut state: Option<Vec<u8>> = None;
         let mut last = None;

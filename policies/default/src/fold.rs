@@ -9,8 +9,11 @@ use vigil_policy_sdk::{
     Assessment, Confidence, Evaluation, Event, Facts, Heartbeat, Rejection, Score, Status,
 };
 
+use vigil_policy_sdk::RunPhase;
+
 use crate::config::Config;
 use crate::ring::minute_of;
+use crate::schedule::{Expected, SlotState};
 use crate::state::{LastHeartbeat, MAX_FLIPS, MAX_SPOOFS, State};
 
 /// Signal: the agent's `uptime_seconds` went down since its previous heartbeat.
@@ -30,6 +33,11 @@ pub const SIGNAL_SPOOF_BURST: &str = "spoof-burst";
 pub const BADGE_UNDER_ATTACK: &str = "under-attack";
 /// Signal: the heartbeat is inconsistent.
 pub const SIGNAL_INCONSISTENT: &str = "inconsistent";
+/// Signal: a job run ended with `fail` (the host's `job_failed` alert).
+pub const SIGNAL_JOB_FAILED: &str = "job-failed";
+/// Signal: a scheduled server's run `start` had no end within the schedule's longest run
+/// (the host's `run_overdue` alert).
+pub const SIGNAL_RUN_OVERDUE: &str = "run-overdue";
 
 /// Folds one event into `state` (`None` for the first event) and assesses the server.
 pub fn evaluate(
@@ -53,6 +61,11 @@ pub fn evaluate(
         state.ring = state.ring.resized(config.uptime_window_minutes);
     }
     let mut signals = Vec::new();
+    let expected = facts.schedule.as_ref().and_then(Expected::new);
+    if expected.is_none() {
+        // Unscheduled (again): judged by grace after each heartbeat.
+        state.slots = None;
+    }
 
     // What silence did since the previous evaluation.
     if let Some(last) = &state.last
@@ -62,13 +75,36 @@ pub fn evaluate(
         state.flips.push(last.deadline_ms);
         signals.push(SIGNAL_WENT_OFFLINE);
     }
+    if let (Some(expected), Some(slots)) = (&expected, &mut state.slots) {
+        if let Some(at) = slots.overdue_at(expected)
+            && state.last_eval_ms < at
+            && now_ms >= at
+        {
+            signals.push(SIGNAL_RUN_OVERDUE);
+            slots.run_started_ms = None;
+        }
+        slots.close_until(expected, now_ms);
+        slots.trim(now_ms);
+    }
     state.ring.advance_to(minute_of(now_ms));
     mark_coverage(&mut state, now_ms);
     state.last_eval_ms = now_ms;
 
     match event {
         Event::Heartbeat(heartbeat) => {
-            apply_heartbeat(config, facts, &mut state, now_ms, heartbeat, &mut signals);
+            let phase = heartbeat.run.as_ref().map(|run| run.phase);
+            if phase == Some(RunPhase::Fail) {
+                signals.push(SIGNAL_JOB_FAILED);
+            }
+            apply_heartbeat(
+                config,
+                facts,
+                expected.as_ref(),
+                &mut state,
+                now_ms,
+                heartbeat,
+                &mut signals,
+            );
             mark_coverage(&mut state, now_ms);
         }
         Event::Rejected(Rejection { code, .. }) => {
@@ -102,7 +138,7 @@ pub fn evaluate(
         state.first_seen_ms = None;
     }
 
-    let assessment = assess(config, facts, &state, now_ms, signals);
+    let assessment = assess(config, facts, expected.as_ref(), &state, now_ms, signals);
     Ok(Evaluation {
         state: state.encode(),
         assessment,
@@ -135,9 +171,51 @@ fn mark_coverage(state: &mut State, now_ms: i64) {
     }
 }
 
+/// A scheduled server's report at `now_ms`: fills the open slot if it is due, tracks the run,
+/// and answers the deadline (the close of the first slot not filled). `None` when the
+/// schedule names no slot at all (the heartbeat then earns the usual grace).
+fn report_slot(
+    expected: &Expected,
+    state: &mut State,
+    now_ms: i64,
+    online_before: bool,
+    heartbeat: &Heartbeat,
+) -> Option<i64> {
+    let grace = expected.grace_ms();
+    let slots = match state.slots.take() {
+        Some(slots) => slots,
+        None => SlotState {
+            slot_ms: expected.first_slot(now_ms)?,
+            filled_at: None,
+            run_started_ms: None,
+            windows: Vec::new(),
+        },
+    };
+    let mut slots = slots;
+    if expected.is_period() && !online_before {
+        // Back from offline (or first seen): a period counts from this report.
+        slots.slot_ms = now_ms;
+        slots.filled_at = None;
+    }
+    if slots.filled_at.is_none() && now_ms >= slots.slot_ms.saturating_sub(grace) {
+        slots.filled_at = Some(now_ms);
+        slots.windows.push((now_ms, true));
+    }
+    match heartbeat.run.as_ref().map(|run| run.phase) {
+        Some(RunPhase::Start) => slots.run_started_ms = Some(now_ms),
+        Some(RunPhase::Success | RunPhase::Fail) => slots.run_started_ms = None,
+        None => {}
+    }
+    slots.trim(now_ms);
+    let deadline = slots.status_deadline(expected);
+    state.slots = Some(slots);
+    deadline
+}
+
 fn apply_heartbeat(
     config: &Config,
     facts: &Facts,
+    expected: Option<&Expected>,
     state: &mut State,
     now_ms: i64,
     heartbeat: &Heartbeat,
@@ -148,7 +226,12 @@ fn apply_heartbeat(
     let online_before = previous.is_some_and(|last| now_ms < last.deadline_ms);
     let claimed = heartbeat.status.as_deref();
     let claims_offline = claimed == Some("offline");
-    let grace_ms = config.grace_ms(heartbeat.interval_seconds, heartbeat.mode.as_deref());
+    let mut grace_ms = config.grace_ms(heartbeat.interval_seconds, heartbeat.mode.as_deref());
+    let scheduled_deadline = expected.and_then(|expected| {
+        let deadline = report_slot(expected, state, now_ms, online_before, heartbeat)?;
+        grace_ms = expected.grace_ms();
+        Some(deadline)
+    });
 
     let previous_uptime = previous.and_then(|last| last.uptime_seconds);
     let restarted = matches!(
@@ -200,7 +283,7 @@ fn apply_heartbeat(
             None => signals.push(SIGNAL_CAME_ONLINE),
             Some(_) => {}
         }
-        now_ms.saturating_add(grace_ms)
+        scheduled_deadline.unwrap_or_else(|| now_ms.saturating_add(grace_ms))
     };
 
     if state.first_seen_ms.is_none()
@@ -212,7 +295,7 @@ fn apply_heartbeat(
     state.last = Some(LastHeartbeat {
         at_ms: now_ms,
         deadline_ms,
-        // Grace is at most two weeks (1.2e9 ms), so it always fits.
+        // Grace is at most thirty days (2.6e9 ms), so it always fits.
         grace_ms: u32::try_from(grace_ms).unwrap_or(u32::MAX),
         signed: heartbeat.signed,
         inconsistent,
@@ -238,6 +321,7 @@ fn uptime_window(config: &Config, facts: &Facts, state: &State, now_ms: i64) -> 
 fn assess(
     config: &Config,
     facts: &Facts,
+    expected: Option<&Expected>,
     state: &State,
     now_ms: i64,
     signals: Vec<&'static str>,
@@ -254,12 +338,23 @@ fn assess(
         .saturating_sub(window_start)
         .saturating_add(1)
         .max(1);
-    let window_full = window_minutes >= i64::from(config.uptime_window_minutes);
-    let uptime_percent = if state.last.is_some() {
-        let online_minutes = state.ring.count_online(window_start, window_end);
-        (f64::from(online_minutes) * 100.0 / window_minutes as f64).clamp(0.0, 100.0)
-    } else {
-        0.0
+    let scheduled = expected.zip(state.slots.as_ref());
+    let window_full = match scheduled {
+        // Slots, not minutes: judged over a full window once registered a window ago.
+        Some(_) => is_established(config, facts, now_ms),
+        None => window_minutes >= i64::from(config.uptime_window_minutes),
+    };
+    let uptime_percent = match (&state.last, scheduled) {
+        (None, _) => 0.0,
+        (Some(_), Some((_, slots))) => match slots.counts() {
+            (_, 0) if online => 100.0,
+            (_, 0) => 0.0,
+            (filled, counted) => (filled as f64 * 100.0 / counted as f64).clamp(0.0, 100.0),
+        },
+        (Some(_), None) => {
+            let online_minutes = state.ring.count_online(window_start, window_end);
+            (f64::from(online_minutes) * 100.0 / window_minutes as f64).clamp(0.0, 100.0)
+        }
     };
 
     let window_horizon = now_ms.saturating_sub(config.uptime_window_ms());
@@ -340,10 +435,19 @@ fn assess(
                 deadline(at.saturating_add(config.intermittent_window_ms));
             }
         }
-        Some(_) if state.ring.count_online(window_start, window_end) > 0 => {
+        // A scheduled server's uptime changes at slot closes (below), not by the minute.
+        Some(_) if scheduled.is_none() && state.ring.count_online(window_start, window_end) > 0 => {
             deadline(now_ms.saturating_add(config.offline_recheck_ms));
         }
         _ => {}
+    }
+    if let Some((expected, slots)) = scheduled {
+        if let Some(at) = slots.unfilled_close(expected) {
+            deadline(at);
+        }
+        if let Some(at) = slots.overdue_at(expected) {
+            deadline(at);
+        }
     }
     if under_attack {
         // Capped at yellow until enough of the counted rejections have aged out of the window.

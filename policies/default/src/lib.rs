@@ -14,6 +14,7 @@
 //! - `fold`: one event into the state, then the assessment from the state.
 //! - `state`: the per-server state and its versioned, hand-written binary encoding.
 //! - `ring`: one bit per minute over the uptime window.
+//! - `schedule`: a scheduled server's slots (cron in its zone, or a period).
 //!
 //! The code is panic-free by construction (checked or saturating arithmetic, no indexing that
 //! can fail), deterministic (no clock, randomness or hash-map iteration: only `now_ms` and the
@@ -22,6 +23,7 @@
 mod config;
 mod fold;
 mod ring;
+mod schedule;
 mod state;
 
 #[cfg(test)]
@@ -32,11 +34,14 @@ pub use config::{
     MAX_UPTIME_WINDOW_SECONDS, param_specs,
 };
 pub use fold::{
-    SIGNAL_CAME_ONLINE, SIGNAL_EMERGENCY, SIGNAL_INCONSISTENT, SIGNAL_RESTART, SIGNAL_SPOOF,
-    SIGNAL_WENT_OFFLINE, evaluate,
+    SIGNAL_CAME_ONLINE, SIGNAL_EMERGENCY, SIGNAL_INCONSISTENT, SIGNAL_JOB_FAILED, SIGNAL_RESTART,
+    SIGNAL_RUN_OVERDUE, SIGNAL_SPOOF, SIGNAL_WENT_OFFLINE, evaluate,
 };
 pub use ring::{MinuteRing, minute_of};
-pub use state::{LastHeartbeat, MAX_FLIPS, MAX_SPOOFS, STATE_VERSION, State};
+pub use schedule::{Expected, MAX_WINDOWS, SlotState, WINDOW_HORIZON_MS};
+pub use state::{
+    LastHeartbeat, MAX_FLIPS, MAX_SPOOFS, STATE_VERSION, STATE_VERSION_SCHEDULED, State,
+};
 
 use vigil_policy_sdk::{Evaluation, Event, Facts, Params, Policy, PolicyInfo};
 
@@ -46,7 +51,7 @@ pub const NAME: &str = "default";
 /// build distinct versions of the same policy to swap between; the bundled build never sets it).
 pub const VERSION: &str = match option_env!("VIGIL_POLICY_VERSION") {
     Some(v) => v,
-    None => "1.1.0",
+    None => "1.2.0",
 };
 /// How much history a replay needs: the longest uptime window plus the longest grace (a
 /// declared interval's), since a heartbeat up to one grace before the window still covers

@@ -16,16 +16,26 @@
 //! u16  ring minutes (60..=1440), i64 ring head minute, ceil(minutes / 8) bytes of bits
 //! u16  flip count (<= 512),  i64 each, ascending
 //! u16  spoof count (<= 64),  i64 each, ascending
+//! [version 2 only, a scheduled server's slots:
+//!    i64 slot_ms, u8 flags     bit 0 filled_at present, bit 1 run_started present
+//!    [i64 filled_at] [i64 run_started_ms]
+//!    u16 window count (<= 64), each i64 at + u8 filled (0 or 1), ascending]
 //! ```
+//!
+//! An unscheduled server's state is written as version 1, byte for byte what `default@1.1.0`
+//! wrote; a scheduled one's as version 2. Both are read.
 //!
 //! Decoding is strict: an unknown version, an unknown flag bit, a truncated or over-long
 //! input, a non-canonical ring or an unsorted list is an `Err`, never a panic. Encoding the
 //! decoded state gives back the same bytes.
 
 use crate::ring::MinuteRing;
+use crate::schedule::{MAX_WINDOWS, SlotState};
 
-/// The state format this version writes and reads.
+/// The state format of an unscheduled server (read and written).
 pub const STATE_VERSION: u8 = 1;
+/// The state format of a scheduled server: version 1 plus its slots.
+pub const STATE_VERSION_SCHEDULED: u8 = 2;
 /// The most flips kept (the newest ones); the flap penalty saturates long before.
 pub const MAX_FLIPS: usize = 512;
 /// The most spoof-like rejections kept (the newest ones); `spoof_threshold` is at most 64.
@@ -47,6 +57,8 @@ pub struct State {
     pub flips: Vec<i64>,
     /// When spoof-like rejections arrived, ascending, within the spoof window.
     pub spoofs: Vec<i64>,
+    /// A scheduled server's slots (`None` while unscheduled).
+    pub slots: Option<SlotState>,
 }
 
 /// What the policy keeps of the newest heartbeat.
@@ -84,6 +96,7 @@ impl State {
             ring: MinuteRing::new(ring_minutes, crate::ring::minute_of(now_ms)),
             flips: Vec::new(),
             spoofs: Vec::new(),
+            slots: None,
         }
     }
 
@@ -92,7 +105,11 @@ impl State {
         let mut out = Vec::with_capacity(
             64 + self.ring.bits().len() + 8 * (self.flips.len() + self.spoofs.len()),
         );
-        out.push(STATE_VERSION);
+        out.push(if self.slots.is_some() {
+            STATE_VERSION_SCHEDULED
+        } else {
+            STATE_VERSION
+        });
         out.extend_from_slice(&self.last_eval_ms.to_le_bytes());
         let flags = u8::from(self.first_seen_ms.is_some()) | u8::from(self.last.is_some()) << 1;
         out.push(flags);
@@ -132,6 +149,25 @@ impl State {
                 out.extend_from_slice(&at.to_le_bytes());
             }
         }
+        if let Some(slots) = &self.slots {
+            out.extend_from_slice(&slots.slot_ms.to_le_bytes());
+            out.push(
+                u8::from(slots.filled_at.is_some()) | u8::from(slots.run_started_ms.is_some()) << 1,
+            );
+            for at in [slots.filled_at, slots.run_started_ms]
+                .into_iter()
+                .flatten()
+            {
+                out.extend_from_slice(&at.to_le_bytes());
+            }
+            // Capped at MAX_WINDOWS by the fold.
+            let count = u16::try_from(slots.windows.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&count.to_le_bytes());
+            for (at, filled) in slots.windows.iter().take(usize::from(count)) {
+                out.extend_from_slice(&at.to_le_bytes());
+                out.push(u8::from(*filled));
+            }
+        }
         out
     }
 
@@ -139,9 +175,9 @@ impl State {
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let mut r = Reader { rest: bytes };
         let version = r.u8()?;
-        if version != STATE_VERSION {
+        if version != STATE_VERSION && version != STATE_VERSION_SCHEDULED {
             return Err(format!(
-                "state format version {version} is not supported (expected {STATE_VERSION})"
+                "state format version {version} is not supported (expected {STATE_VERSION} or {STATE_VERSION_SCHEDULED})"
             ));
         }
         let last_eval_ms = r.i64()?;
@@ -180,6 +216,11 @@ impl State {
             .ok_or_else(|| "state: malformed minute ring".to_string())?;
         let flips = r.sorted_list(MAX_FLIPS, "flips")?;
         let spoofs = r.sorted_list(MAX_SPOOFS, "spoofs")?;
+        let slots = if version == STATE_VERSION_SCHEDULED {
+            Some(r.slots()?)
+        } else {
+            None
+        };
         if !r.rest.is_empty() {
             return Err("state: trailing bytes".to_string());
         }
@@ -190,6 +231,7 @@ impl State {
             ring,
             flips,
             spoofs,
+            slots,
         })
     }
 }
@@ -235,6 +277,49 @@ impl<'a> Reader<'a> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
+    fn slots(&mut self) -> Result<SlotState, String> {
+        let slot_ms = self.i64()?;
+        let flags = self.u8()?;
+        if flags & !0b11 != 0 {
+            return Err("state: unknown slot flags".to_string());
+        }
+        let filled_at = if flags & 1 != 0 {
+            Some(self.i64()?)
+        } else {
+            None
+        };
+        let run_started_ms = if flags & 2 != 0 {
+            Some(self.i64()?)
+        } else {
+            None
+        };
+        let count = usize::from(self.u16()?);
+        if count > MAX_WINDOWS {
+            return Err(format!(
+                "state: too many slot windows ({count} > {MAX_WINDOWS})"
+            ));
+        }
+        let mut windows: Vec<(i64, bool)> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let at = self.i64()?;
+            let filled = match self.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err("state: a slot window is neither filled nor missed".to_string()),
+            };
+            if windows.last().is_some_and(|(prev, _)| *prev > at) {
+                return Err("state: slot windows out of order".to_string());
+            }
+            windows.push((at, filled));
+        }
+        Ok(SlotState {
+            slot_ms,
+            filled_at,
+            run_started_ms,
+            windows,
+        })
+    }
+
     fn sorted_list(&mut self, max: usize, what: &str) -> Result<Vec<i64>, String> {
         let count = usize::from(self.u16()?);
         if count > max {
@@ -277,6 +362,38 @@ mod tests {
         state
     }
 
+    fn scheduled() -> State {
+        let mut state = sample();
+        state.slots = Some(SlotState {
+            slot_ms: 1_700_000_100_000,
+            filled_at: None,
+            run_started_ms: Some(1_700_000_000_000),
+            windows: vec![(1, true), (2, false), (2, true)],
+        });
+        state
+    }
+
+    #[test]
+    fn a_scheduled_state_round_trips_as_version_2() {
+        let state = scheduled();
+        let bytes = state.encode();
+        assert_eq!(bytes.first(), Some(&STATE_VERSION_SCHEDULED));
+        assert_eq!(State::decode(&bytes).unwrap(), state);
+        assert_eq!(sample().encode().first(), Some(&STATE_VERSION));
+        for cut in 0..bytes.len() {
+            assert!(State::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut garbled = bytes.clone();
+                garbled[i] ^= 1 << bit;
+                if let Ok(state) = State::decode(&garbled) {
+                    assert_eq!(state.encode(), garbled, "accepted states are canonical");
+                }
+            }
+        }
+    }
+
     #[test]
     fn round_trips_byte_for_byte() {
         let state = sample();
@@ -292,7 +409,7 @@ mod tests {
     fn garbage_is_an_error_never_a_panic() {
         let bytes = sample().encode();
         assert!(State::decode(&[]).is_err());
-        assert!(State::decode(&[2]).is_err(), "unknown version");
+        assert!(State::decode(&[3]).is_err(), "unknown version");
         for cut in 0..bytes.len() {
             assert!(State::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
         }

@@ -110,7 +110,7 @@ fn close(a: f64, b: f64) -> bool {
 fn describe_declares_every_param_with_a_valid_default() {
     let info = DefaultPolicy::describe();
     assert_eq!(info.name, "default");
-    assert_eq!(info.version, "1.1.0");
+    assert_eq!(info.version, "1.2.0");
     assert_eq!(info.history_window_seconds, 86_400 + 1_209_600);
     assert_eq!(HISTORY_WINDOW_SECONDS, info.history_window_seconds);
     assert_eq!(info.params.len(), 18);
@@ -618,4 +618,213 @@ fn a_daily_job_stays_online_between_runs_and_goes_offline_two_intervals_later() 
     assert_eq!(server.tick(T0 + DAY + 30 * HOUR).status, Status::Online);
     assert_eq!(server.tick(T0 + 3 * DAY - 1).status, Status::Online);
     assert_eq!(server.tick(T0 + 3 * DAY).status, Status::Offline);
+}
+
+// Scheduled servers ------------------------------------------------------------------------
+
+use vigil_policy_sdk::{Cadence, RunPhase, RunReport, Schedule};
+
+use crate::{SIGNAL_JOB_FAILED, SIGNAL_RUN_OVERDUE, SIGNAL_WENT_OFFLINE};
+
+fn cron(expression: &str, time_zone: &str, grace_seconds: u32) -> Schedule {
+    Schedule {
+        cadence: Cadence::Cron {
+            expression: expression.into(),
+            time_zone: time_zone.into(),
+        },
+        grace_seconds,
+        max_run_seconds: None,
+    }
+}
+
+fn period(seconds: u32, grace_seconds: u32) -> Schedule {
+    Schedule {
+        cadence: Cadence::Period(seconds),
+        grace_seconds,
+        max_run_seconds: None,
+    }
+}
+
+impl Server {
+    fn scheduled(schedule: Schedule) -> Self {
+        let mut server = Self::established();
+        server.facts.schedule = Some(schedule);
+        server
+    }
+
+    fn run(&mut self, now_ms: i64, phase: RunPhase) -> Assessment {
+        self.heartbeat_with(now_ms, |h| {
+            h.run = Some(RunReport {
+                phase,
+                exit_code: None,
+                duration_ms: None,
+                run_id: None,
+            });
+        })
+    }
+}
+
+#[test]
+fn a_daily_cron_job_on_time_stays_online_and_goes_offline_at_the_deadline_when_late() {
+    // 03:00 in Berlin (02:00 UTC in winter), an hour of grace.
+    let mut server = Server::scheduled(cron("0 3 * * *", "Europe/Berlin", 3600));
+    let run = T0 + 2 * HOUR + 10 * SEC;
+    let first = server.heartbeat(run);
+    assert_eq!(first.status, Status::Online);
+    // Expected again tomorrow 02:00 UTC, late from 03:00 UTC.
+    let deadline = T0 + DAY + 3 * HOUR;
+    assert_eq!(first.next_check_at_ms, Some(deadline));
+    assert_eq!(server.tick(T0 + 20 * HOUR).status, Status::Online);
+    // On time the next day (a minute early, within the grace): still online, a day on.
+    let second = server.heartbeat(T0 + DAY + 2 * HOUR - MIN);
+    assert_eq!(second.status, Status::Online);
+    assert_eq!(second.next_check_at_ms, Some(deadline + DAY));
+    assert_eq!(second.uptime_percent, 100.0);
+    // The third day's run never comes: online until the deadline, offline at it.
+    assert_eq!(server.tick(deadline + DAY - 1).status, Status::Online);
+    let late = server.tick(deadline + DAY);
+    assert_eq!(late.status, Status::Offline);
+    assert!(has_signal(&late, SIGNAL_WENT_OFFLINE), "{late:?}");
+    // Two slots filled, one missed: uptime counts slots, not minutes.
+    assert!(close(late.uptime_percent, 200.0 / 3.0), "{late:?}");
+    // It comes back with the next run.
+    let back = server.heartbeat(T0 + 3 * DAY + 2 * HOUR);
+    assert_eq!(back.status, Status::Online);
+    assert!(close(back.uptime_percent, 75.0), "{back:?}");
+}
+
+#[test]
+fn a_run_long_before_its_slot_fills_nothing() {
+    let mut server = Server::scheduled(cron("0 3 * * *", "UTC", 300));
+    server.heartbeat(T0 + 3 * HOUR);
+    // An extra run in the afternoon: still expected at 03:00 tomorrow, late at 03:05.
+    let extra = server.heartbeat(T0 + 15 * HOUR);
+    assert_eq!(extra.next_check_at_ms, Some(T0 + DAY + 3 * HOUR + 5 * MIN));
+    assert_eq!(
+        server.tick(T0 + DAY + 3 * HOUR + 5 * MIN).status,
+        Status::Offline
+    );
+}
+
+#[test]
+fn a_weekly_period_with_a_day_of_grace() {
+    let week = 7 * DAY;
+    let mut server = Server::scheduled(period(7 * 86_400, 86_400));
+    let first = server.heartbeat(T0);
+    assert_eq!(first.next_check_at_ms, Some(T0 + week + DAY));
+    assert_eq!(
+        server.tick(T0 + week + 12 * HOUR - 1).status,
+        Status::Online
+    );
+    // Reported half a day late, within the grace: the next week counts from then.
+    let second = server.heartbeat(T0 + week + 12 * HOUR);
+    assert_eq!(second.status, Status::Online);
+    assert_eq!(
+        second.next_check_at_ms,
+        Some(T0 + 2 * week + 12 * HOUR + DAY)
+    );
+    assert_eq!(second.uptime_percent, 100.0);
+    let late = server.tick(T0 + 2 * week + 12 * HOUR + DAY);
+    assert_eq!(late.status, Status::Offline);
+    assert!(close(late.uptime_percent, 50.0), "{late:?}");
+    // Offline, it is told when the next slot closes (uptime decays by slots).
+    assert_eq!(late.next_check_at_ms, Some(T0 + 3 * week + 12 * HOUR + DAY));
+}
+
+#[test]
+fn a_run_that_never_ends_is_overdue_once_and_a_failed_run_is_signalled() {
+    let mut schedule = cron("0 3 * * *", "UTC", 3600);
+    schedule.max_run_seconds = Some(1800);
+    let mut server = Server::scheduled(schedule);
+    let start = server.run(T0 + 3 * HOUR, RunPhase::Start);
+    assert_eq!(start.next_check_at_ms, Some(T0 + 3 * HOUR + 30 * MIN));
+    let overdue = server.tick(T0 + 3 * HOUR + 30 * MIN);
+    assert!(has_signal(&overdue, SIGNAL_RUN_OVERDUE), "{overdue:?}");
+    assert_eq!(overdue.status, Status::Online);
+    let again = server.tick(T0 + 3 * HOUR + 40 * MIN);
+    assert!(!has_signal(&again, SIGNAL_RUN_OVERDUE), "raised once");
+    // The next day's run ends in time, with a failure.
+    server.run(T0 + DAY + 3 * HOUR, RunPhase::Start);
+    let failed = server.run(T0 + DAY + 3 * HOUR + 10 * MIN, RunPhase::Fail);
+    assert!(has_signal(&failed, SIGNAL_JOB_FAILED), "{failed:?}");
+    assert!(!has_signal(&failed, SIGNAL_RUN_OVERDUE));
+    let later = server.tick(T0 + DAY + 3 * HOUR + 40 * MIN);
+    assert!(!has_signal(&later, SIGNAL_RUN_OVERDUE), "the run ended");
+    // An unscheduled server's failed run is signalled too.
+    let mut plain = Server::established();
+    assert!(has_signal(
+        &plain.run(T0, RunPhase::Fail),
+        SIGNAL_JOB_FAILED
+    ));
+}
+
+#[test]
+fn scheduled_folds_do_not_depend_on_ticks_and_clearing_the_schedule_returns_to_grace() {
+    let mut schedule = cron("*/30 * * * *", "America/New_York", 120);
+    schedule.max_run_seconds = Some(600);
+    let mut events = Vec::new();
+    let mut now = T0;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..600 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        now += (seed % (50 * MIN as u64)) as i64 + SEC;
+        let phase = match seed % 5 {
+            0 => Some(RunPhase::Start),
+            1 => Some(RunPhase::Success),
+            2 => Some(RunPhase::Fail),
+            _ => None,
+        };
+        let heartbeat = Heartbeat {
+            received_at_ms: now,
+            sent_at_ms: now,
+            signed: true,
+            run: phase.map(|phase| RunReport {
+                phase,
+                exit_code: None,
+                duration_ms: None,
+                run_id: None,
+            }),
+            ..Heartbeat::default()
+        };
+        events.push((now, Event::Heartbeat(heartbeat)));
+    }
+    let fold = |events: &[(i64, Event)]| {
+        let mut server = Server::scheduled(schedule.clone());
+        let mut last = None;
+        for (now, event) in events {
+            last = Some(server.event(*now, event.clone()));
+        }
+        (server.state.unwrap(), last.unwrap())
+    };
+    let (plain, plain_assessment) = fold(&events);
+    // The ticks the host would send, folded in between.
+    let mut ticked = Vec::new();
+    let mut server = Server::scheduled(schedule.clone());
+    let mut next: Option<i64> = None;
+    for (now, event) in &events {
+        while let Some(at) = next.filter(|at| at < now) {
+            next = server.event(at, Event::Tick).next_check_at_ms;
+            ticked.push((at, Event::Tick));
+        }
+        next = server.event(*now, event.clone()).next_check_at_ms;
+        ticked.push((*now, event.clone()));
+    }
+    let (with_ticks, ticked_assessment) = fold(&ticked);
+    assert!(ticked.len() > events.len());
+    assert_eq!(plain, with_ticks);
+    assert_eq!(plain_assessment, ticked_assessment);
+    assert_eq!(plain.first(), Some(&crate::STATE_VERSION_SCHEDULED));
+
+    // Cleared: back to the unscheduled format and grace.
+    let mut server = Server::scheduled(schedule);
+    server.heartbeat(T0);
+    server.facts.schedule = None;
+    let unscheduled = server.heartbeat(T0 + MIN);
+    assert_eq!(unscheduled.next_check_at_ms, Some(T0 + MIN + 5 * MIN));
+    assert_eq!(
+        server.state.as_ref().and_then(|s| s.first()),
+        Some(&STATE_VERSION)
+    );
 }
