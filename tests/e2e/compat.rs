@@ -331,6 +331,52 @@ async fn a_token_heartbeat_is_yellow_at_best_where_a_signed_one_is_green() {
     app.stop().await;
 }
 
+async fn a_1_3_policy_sees_how_each_heartbeat_was_authenticated() {
+    // The misbehaving test policy's `auth-badge` mode badges the auth kind it was handed.
+    let path = vigil_tests::misbehaving_policy();
+    let app = TestApp::spawn_with(|c| {
+        c.compat.healthchecks.enabled = true;
+        c.trust.require_signature = false;
+        c.policy.component = Some(path);
+        c.policy
+            .params
+            .insert("behaviour".into(), toml::Value::String("auth-badge".into()));
+    })
+    .await;
+    let agent = Agent::new("kinds-1");
+    app.register(&agent).await;
+    let badges = |server: Value| server["badges"].clone();
+    let signed = app.post_heartbeat(&agent.heartbeat(json!({}))).await;
+    assert_eq!(signed.status, StatusCode::ACCEPTED, "{:?}", signed.body);
+    assert_eq!(
+        badges(app.server("kinds-1").await),
+        json!(["auth-signature"])
+    );
+    let uuid = mint(&app, "kinds-1", "ping").await["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let ping = call(&app, Method::POST, &format!("/ping/{uuid}"), "done").await;
+    assert_eq!(ping.status, StatusCode::OK);
+    assert_eq!(badges(app.server("kinds-1").await), json!(["auth-token"]));
+    let unsigned = app
+        .post_heartbeat(&json!({
+            "server_id": "kinds-1",
+            "key_version": 1,
+            "timestamp": vigil::clock::format_rfc3339_ms(vigil_tests::now_ms() + 1_000),
+        }))
+        .await;
+    assert_eq!(unsigned.status, StatusCode::ACCEPTED, "{:?}", unsigned.body);
+    assert_eq!(badges(app.server("kinds-1").await), json!(["auth-network"]));
+    let auths: Vec<String> = stored(&app, "kinds-1")
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(auths, ["signature", "token", "network"]);
+    app.stop().await;
+}
+
 async fn uptime_kuma_pushes_get_kuma_answers() {
     let app = enabled_app().await;
     let agent = Agent::new("kuma-1");
@@ -469,6 +515,7 @@ vigil_tests::on_both_backends!(
     tokens_are_shown_once_stored_hashed_listed_without_secret_and_revocable,
     healthchecks_pings_get_healthchecks_answers_and_are_stored_as_token_runs,
     a_token_heartbeat_is_yellow_at_best_where_a_signed_one_is_green,
+    a_1_3_policy_sees_how_each_heartbeat_was_authenticated,
     uptime_kuma_pushes_get_kuma_answers,
     disabled_sources_are_404_like_any_unknown_route,
     sprint4_agents_post_the_v1_body_at_their_old_path,
