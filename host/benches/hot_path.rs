@@ -105,7 +105,14 @@ fn policy_fold(c: &mut Criterion) {
     for _ in 0..2880 {
         now += 30_000;
         heartbeat.sent_at_ms = now;
-        fold_heartbeat(&policy, &mut server, now, &heartbeat, true, &mut effects);
+        fold_heartbeat(
+            &policy,
+            &mut server,
+            now,
+            &heartbeat,
+            vigil::store::AuthKind::Signature,
+            &mut effects,
+        );
     }
     assert!(effects.errors.is_empty(), "{:?}", effects.errors);
     // The load-independent cost: fuel (≈ WebAssembly instructions) of one steady-state call.
@@ -117,7 +124,7 @@ fn policy_fold(c: &mut Criterion) {
             now + 30_000,
             PolicyEvent::Heartbeat {
                 received_at_ms: now + 30_000,
-                signed: true,
+                auth: vigil::policy::AuthKind::Signature,
                 heartbeat: &heartbeat,
             },
         )
@@ -143,7 +150,14 @@ fn policy_fold(c: &mut Criterion) {
             now += 30_000;
             heartbeat.sent_at_ms = now;
             let mut effects = FoldEffects::default();
-            fold_heartbeat(&policy, &mut server, now, &heartbeat, true, &mut effects);
+            fold_heartbeat(
+                &policy,
+                &mut server,
+                now,
+                &heartbeat,
+                vigil::store::AuthKind::Signature,
+                &mut effects,
+            );
             effects
         })
     });
@@ -187,7 +201,7 @@ fn batch_write(c: &mut Criterion) {
         &mut warm,
         T0,
         &decode(text.as_bytes()).expect("ok"),
-        true,
+        vigil::store::AuthKind::Signature,
         &mut effects,
     );
     let mut seq = 0i64;
@@ -316,7 +330,7 @@ fn policy_run(c: &mut Criterion) {
             now_ms: at(i),
             event: PolicyEvent::Heartbeat {
                 received_at_ms: at(i),
-                signed: true,
+                auth: vigil::policy::AuthKind::Signature,
                 heartbeat,
             },
         })

@@ -57,3 +57,23 @@ fn open_loop_bench_sends_at_most_its_rate() {
     // 40/s for one second, spread over four connections: never more than scheduled.
     assert!(report["requests"].as_u64().expect("requests") <= 40 + 4);
 }
+
+#[test]
+fn both_routes_bench_reports_the_signed_and_the_healthchecks_route() {
+    let report = bench(&["--max-rate", "200", "--route", "both"]);
+    let [v1, healthchecks] = report.as_array().expect("two reports").as_slice() else {
+        panic!("two reports: {report}");
+    };
+    check(v1);
+    assert_eq!(v1["route"], "v1");
+    assert_eq!(healthchecks["route"], "healthchecks");
+    let requests = healthchecks["requests"].as_u64().expect("requests");
+    assert!(requests > 0, "{healthchecks}");
+    // Every ping was admitted by its token and answered Healthchecks' 200 `OK`.
+    assert_eq!(
+        healthchecks["status_counts"],
+        serde_json::json!({ "200": requests }),
+        "{healthchecks}"
+    );
+    assert!(healthchecks["accepted_per_second"].as_f64().expect("rate") > 0.0);
+}

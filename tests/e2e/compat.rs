@@ -331,6 +331,255 @@ async fn a_token_heartbeat_is_yellow_at_best_where_a_signed_one_is_green() {
     app.stop().await;
 }
 
+async fn a_1_3_policy_sees_how_each_heartbeat_was_authenticated() {
+    // The misbehaving test policy's `auth-badge` mode badges the auth kind it was handed.
+    let path = vigil_tests::misbehaving_policy();
+    let app = TestApp::spawn_with(|c| {
+        c.compat.healthchecks.enabled = true;
+        c.trust.require_signature = false;
+        c.policy.component = Some(path);
+        c.policy
+            .params
+            .insert("behaviour".into(), toml::Value::String("auth-badge".into()));
+    })
+    .await;
+    let agent = Agent::new("kinds-1");
+    app.register(&agent).await;
+    let badges = |server: Value| server["badges"].clone();
+    let signed = app.post_heartbeat(&agent.heartbeat(json!({}))).await;
+    assert_eq!(signed.status, StatusCode::ACCEPTED, "{:?}", signed.body);
+    assert_eq!(
+        badges(app.server("kinds-1").await),
+        json!(["auth-signature"])
+    );
+    let uuid = mint(&app, "kinds-1", "ping").await["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let ping = call(&app, Method::POST, &format!("/ping/{uuid}"), "done").await;
+    assert_eq!(ping.status, StatusCode::OK);
+    assert_eq!(badges(app.server("kinds-1").await), json!(["auth-token"]));
+    let unsigned = app
+        .post_heartbeat(&json!({
+            "server_id": "kinds-1",
+            "key_version": 1,
+            "timestamp": vigil::clock::format_rfc3339_ms(vigil_tests::now_ms() + 1_000),
+        }))
+        .await;
+    assert_eq!(unsigned.status, StatusCode::ACCEPTED, "{:?}", unsigned.body);
+    assert_eq!(badges(app.server("kinds-1").await), json!(["auth-network"]));
+    let auths: Vec<String> = stored(&app, "kinds-1")
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(auths, ["signature", "token", "network"]);
+    app.stop().await;
+}
+
+/// The captured request of a HomelabCmd 2.0.0 agent: (headers, body as the agent serialises it).
+fn homelabcmd_fixture() -> (Vec<(String, String)>, Value) {
+    let text = include_str!("../fixtures/homelabcmd-agent-2.0.0-heartbeat.json");
+    let fixture: Value = serde_json::from_str(text).expect("fixture");
+    assert_eq!(fixture["path"], "/api/v1/agents/heartbeat");
+    let headers = fixture["headers"]
+        .as_object()
+        .expect("headers")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("text").to_owned()))
+        .collect();
+    (headers, fixture["body"].clone())
+}
+
+/// `POST /api/v1/agents/heartbeat` with the fixture's headers, `key` as `X-API-Key` (or
+/// none), extra headers and `body` serialised as httpx does (compact JSON).
+async fn homelabcmd_post(
+    app: &TestApp,
+    key: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &Value,
+) -> Answer {
+    let (headers, _) = homelabcmd_fixture();
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/agents/heartbeat");
+    for (name, value) in &headers {
+        if name == "X-API-Key" {
+            if let Some(key) = key {
+                request = request.header("X-API-Key", key);
+            }
+        } else {
+            request = request.header(name.as_str(), value.as_str());
+        }
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    app.send(request.body(Body::from(body.to_string())).expect("request"))
+        .await
+}
+
+async fn homelabcmd_agents_are_accepted_unchanged_and_registered() {
+    let app = TestApp::spawn_with(|c| {
+        c.compat.homelabcmd.enabled = true;
+        c.compat.homelabcmd.auto_register = true;
+    })
+    .await;
+    let key = vigil::api::auth::create_key(
+        &app.db,
+        "homelab",
+        vigil::store::Scope::Ingest,
+        vigil_tests::now_ms(),
+    )
+    .await
+    .expect("key");
+    let (_, body) = homelabcmd_fixture();
+    assert!(body.to_string().len() > 20_000, "the whole package list");
+
+    // No key, a wrong key, an admin key: 401, and nothing but a bounded rejection is stored.
+    let none = homelabcmd_post(&app, None, &[], &body).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert!(none.body["detail"].is_string(), "{:?}", none.body);
+    let wrong = homelabcmd_post(&app, Some("vgl_not-a-key"), &[], &body).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let reader = vigil::api::auth::create_key(
+        &app.db,
+        "reader",
+        vigil::store::Scope::Read,
+        vigil_tests::now_ms(),
+    )
+    .await
+    .expect("key");
+    let other_scope = homelabcmd_post(&app, Some(&reader), &[], &body).await;
+    assert_eq!(other_scope.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.count("heartbeats").await, 0);
+    assert_eq!(app.count("servers").await, 0);
+    let details: Vec<(String, Option<String>)> = vigil_tests::with_pool!(
+        &app.db.pool_for_tests(),
+        pool => sqlx::query_as("SELECT code, body_sha256 FROM rejections ORDER BY id")
+            .fetch_all(pool)
+            .await
+    )
+    .expect("rows");
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert!(
+        details
+            .iter()
+            .all(|(code, body)| code == "unknown_api_key" && body.is_none())
+    );
+    // An ingest key opens no admin or read route.
+    let admin = app
+        .send(
+            vigil_tests::request(Method::GET, "/v1/admin/rejections", Some(&key))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(admin.status, StatusCode::FORBIDDEN);
+
+    // The captured request, unchanged: registered, answered as HomelabCmd answers.
+    let first = homelabcmd_post(&app, Some(&key), &[], &body).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(
+        first.body,
+        json!({"status": "ok", "server_registered": true, "pending_commands": []})
+    );
+    let again = homelabcmd_post(&app, Some(&key), &[], &body).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
+    assert_eq!(again.body["server_registered"], false);
+    let server = app.server("homelab-box").await;
+    assert_eq!(server["is_verified"], false);
+    assert_eq!(server["confidence"], "yellow");
+    assert_eq!(server["agent_version"], "2.0.0");
+    assert_eq!(server["host_info"]["hostname"], "homelab-box");
+    assert_eq!(server["host_info"]["os_info"], body["os_info"]);
+    assert_eq!(server["host_info"]["metrics"], body["metrics"]);
+    let rows = stored(&app, "homelab-box").await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].0, "api_key");
+    assert_eq!(rows[0].1["metrics"]["cpu_percent"], 0.5);
+    assert_eq!(rows[0].1["uptime_seconds"], 3536);
+    let original: Value =
+        serde_json::from_str(rows[0].2.as_deref().expect("original body")).expect("json");
+    assert_eq!(original, body, "every member kept as sent");
+
+    // A bad metric: 422 naming its path, nothing stored.
+    let mut bad = body.clone();
+    bad["metrics"]["memory_percent"] = json!(101);
+    let refused = homelabcmd_post(&app, Some(&key), &[], &bad).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        refused.body["detail"][0]["loc"],
+        json!(["body", "metrics", "memory_percent"])
+    );
+    let mut bad = body.clone();
+    bad["metrics"]["disk_used_gb"] = json!(-3);
+    let refused = homelabcmd_post(&app, Some(&key), &[], &bad).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        refused.body["detail"][0]["loc"],
+        json!(["body", "metrics", "disk_used_gb"])
+    );
+    assert_eq!(stored(&app, "homelab-box").await.len(), 2);
+
+    // A per-agent token with the server's GUID; a revoked one is 401.
+    let minted = mint(&app, "homelab-box", "agent").await;
+    let token = minted["token"].as_str().expect("token").to_owned();
+    let guid = body["server_guid"].as_str().expect("guid").to_owned();
+    let by_token = homelabcmd_post(
+        &app,
+        None,
+        &[("X-Agent-Token", &token), ("X-Server-GUID", &guid)],
+        &body,
+    )
+    .await;
+    assert_eq!(by_token.status, StatusCode::OK, "{:?}", by_token.body);
+    assert_eq!(by_token.body["server_registered"], false);
+    assert_eq!(stored(&app, "homelab-box").await[2].0, "token");
+    let revoked = app
+        .send(
+            vigil_tests::request(
+                Method::DELETE,
+                &format!("/v1/admin/servers/homelab-box/tokens/{}", minted["id"]),
+                Some(ADMIN_TOKEN),
+            )
+            .body(Body::empty())
+            .expect("request"),
+        )
+        .await;
+    assert!(revoked.status.is_success(), "{:?}", revoked.body);
+    let refused = homelabcmd_post(
+        &app,
+        None,
+        &[("X-Agent-Token", &token), ("X-Server-GUID", &guid)],
+        &body,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(stored(&app, "homelab-box").await.len(), 3);
+    app.stop().await;
+
+    // Without auto_register an unknown server is refused; disabled, the route is 404.
+    let app = TestApp::spawn_with(|c| c.compat.homelabcmd.enabled = true).await;
+    let key = vigil::api::auth::create_key(
+        &app.db,
+        "homelab",
+        vigil::store::Scope::Ingest,
+        vigil_tests::now_ms(),
+    )
+    .await
+    .expect("key");
+    let unknown = homelabcmd_post(&app, Some(&key), &[], &body).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.count("servers").await, 0);
+    app.stop().await;
+    let app = TestApp::spawn().await;
+    let disabled = homelabcmd_post(&app, Some("vgl_x"), &[], &body).await;
+    assert_eq!(disabled.status, StatusCode::NOT_FOUND);
+    assert_eq!(disabled.code(), "not_found");
+    app.stop().await;
+}
+
 async fn uptime_kuma_pushes_get_kuma_answers() {
     let app = enabled_app().await;
     let agent = Agent::new("kuma-1");
@@ -469,7 +718,9 @@ vigil_tests::on_both_backends!(
     tokens_are_shown_once_stored_hashed_listed_without_secret_and_revocable,
     healthchecks_pings_get_healthchecks_answers_and_are_stored_as_token_runs,
     a_token_heartbeat_is_yellow_at_best_where_a_signed_one_is_green,
+    a_1_3_policy_sees_how_each_heartbeat_was_authenticated,
     uptime_kuma_pushes_get_kuma_answers,
+    homelabcmd_agents_are_accepted_unchanged_and_registered,
     disabled_sources_are_404_like_any_unknown_route,
     sprint4_agents_post_the_v1_body_at_their_old_path,
 );

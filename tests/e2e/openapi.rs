@@ -18,11 +18,12 @@ use vigil_tests::TestApp;
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// Paths of the compat route families (`[compat.*]`), not in the OpenAPI document.
-const COMPAT: [&str; 4] = [
+const COMPAT: [&str; 5] = [
     "/ping/{uuid}",
     "/ping/{uuid}/{action}",
     "/api/push/{token}",
     "/agent/heartbeat",
+    "/api/v1/agents/heartbeat",
 ];
 
 /// `(method, path)` of every `.route(...)` in the source of `api::app`.

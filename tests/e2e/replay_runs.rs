@@ -160,7 +160,7 @@ fn a_run_folds_up_to_the_next_due_tick_and_matches_single_evaluations() {
             now_ms: *at,
             event: PolicyEvent::Heartbeat {
                 received_at_ms: *at,
-                signed: true,
+                auth: vigil::policy::AuthKind::Signature,
                 heartbeat,
             },
         })

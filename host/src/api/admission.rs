@@ -74,6 +74,15 @@ impl Servers for EngineServers {
             })
     }
 
+    async fn ingest_key(&self, presented: &str) -> Result<Option<String>, Refusal> {
+        super::auth::ingest_key(&self.store, presented)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot look up an ingest key");
+                Refusal::new(503, "unavailable", "the key store is unavailable", None)
+            })
+    }
+
     async fn record_rejection(&self, notice: RejectionNotice) {
         let code = notice.code;
         if let Err(e) = self.engine.record_rejection(notice).await {

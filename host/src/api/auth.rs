@@ -1,7 +1,8 @@
 //! Who is asking: the admin credential of every `/v1/admin/…` route and of a directory behind
 //! `[directory] require_key`. A bearer credential compared in constant time: the bootstrap
 //! token (`[admin] token` or `VIGIL_ADMIN_TOKEN`) or a named API key
-//! (scopes `admin` and `read`). Agents prove themselves with signatures instead, at the
+//! (scopes `admin` and `read`; an `ingest` key opens none of these routes, only HomelabCmd's
+//! heartbeat route, checked by [`ingest_key`]). Agents prove themselves with signatures instead, at the
 //! admission gate ([`crate::ingest::Gate`]).
 //!
 //! Named admin API keys are `vgl_` + 43 characters of URL-safe base64 (256 random bits). Only
@@ -67,6 +68,14 @@ async fn authenticate(
         if let Some(key) = state.store.admin_key(&hash).await? {
             let same: bool = key.key_sha256.as_bytes().ct_eq(hash.as_bytes()).into();
             if same && key.revoked_at_ms.is_none() {
+                if key.scope == Scope::Ingest {
+                    tracing::warn!(target: "vigil::audit", key = %key.name, "admin or read route refused to an ingest-scoped key");
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "insufficient_scope",
+                        "this API key has the `ingest` scope: it may only send heartbeats",
+                    ));
+                }
                 if needed == Scope::Admin && key.scope != Scope::Admin {
                     tracing::warn!(target: "vigil::audit", key = %key.name, "admin route refused to a read-scoped key");
                     return Err(ApiError::new(
@@ -95,6 +104,22 @@ async fn authenticate(
         "unauthorized",
         "a valid `Authorization: Bearer <admin token or API key>` header is required",
     ))
+}
+
+/// The name of the active `ingest`-scoped API key `presented` is, if it is one (a shared
+/// HomelabCmd `X-API-Key`); `None` for anything else (unknown, revoked, another scope).
+pub(crate) async fn ingest_key(
+    store: &Store,
+    presented: &str,
+) -> Result<Option<String>, StoreError> {
+    if !presented.starts_with(KEY_PREFIX) {
+        return Ok(None);
+    }
+    let hash = hash(presented);
+    Ok(store.admin_key(&hash).await?.and_then(|key| {
+        let same: bool = key.key_sha256.as_bytes().ct_eq(hash.as_bytes()).into();
+        (same && key.revoked_at_ms.is_none() && key.scope == Scope::Ingest).then_some(key.name)
+    }))
 }
 
 /// Middleware: with `[directory] require_key`, directory reads (`/v1/servers…`,

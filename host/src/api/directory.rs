@@ -81,6 +81,10 @@ pub struct ServerView {
     pub retired_at: Option<String>,
     /// The operator's schedule for the server, if any.
     pub schedule: Option<crate::store::StoredSchedule>,
+    /// What its agent last said about the machine (a HomelabCmd agent's `hostname`,
+    /// `os_info` and `metrics`, with `reported_at_ms`); shown on `GET /v1/servers/{id}` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_info: Option<serde_json::Value>,
 }
 
 impl From<ServerRecord> for ServerView {
@@ -119,6 +123,7 @@ impl From<ServerRecord> for ServerView {
             paused_at: r.admin.paused_at_ms.map(format_rfc3339_ms),
             retired_at: r.admin.retired_at_ms.map(format_rfc3339_ms),
             schedule: r.admin.schedule,
+            host_info: None,
         }
     }
 }
@@ -259,7 +264,9 @@ pub async fn get_server(
         .get_server(&id)
         .await?
         .ok_or_else(|| server_not_found(&id))?;
-    Ok(Json(record.into()))
+    let mut view = ServerView::from(record);
+    view.host_info = state.store.host_info(&id).await?;
+    Ok(Json(view))
 }
 
 fn server_not_found(id: &str) -> ApiError {

@@ -183,6 +183,10 @@ pub fn app(state: AppState) -> Router {
             get(compat::uptime_kuma::push).post(compat::uptime_kuma::push),
         )
         .route("/agent/heartbeat", post(compat::sprint4::heartbeat))
+        .route(
+            "/api/v1/agents/heartbeat",
+            post(compat::homelabcmd::heartbeat),
+        )
         .fallback(|| async { ApiError::not_found("this route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -7,6 +7,10 @@
 //! With `--spawn` it starts the host itself on a fresh SQLite database and reports the host's
 //! CPU time and peak RSS. Every loop is bounded in count and time; it targets the URL given
 //! (loopback by default) and stops by itself.
+//!
+//! `--route healthchecks` drives the Healthchecks compat route instead (`POST /ping/{uuid}`
+//! with a per-server ping token, nothing to sign); `--route both` measures the signed v1 route
+//! and then the Healthchecks route against the same host and database, one report each.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -70,11 +74,30 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Which route to load: `v1` (signed `POST /v1/agent/heartbeat`), `healthchecks`
+    /// (`POST /ping/{uuid}`, the host needs `[compat.healthchecks] enabled = true`; a spawned
+    /// one has it) or `both`, one after the other on the same host.
+    #[arg(long, value_enum, default_value_t = Route::V1)]
+    pub route: Route,
+}
+
+/// The route a bench loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// Signed v1 heartbeats.
+    V1,
+    /// Healthchecks pings with ingest tokens.
+    Healthchecks,
+    /// The two, one after the other.
+    Both,
 }
 
 /// What one run measured.
 #[derive(Debug, serde::Serialize)]
 pub struct BenchReport {
+    /// The route loaded (`v1` or `healthchecks`).
+    pub route: Route,
     /// Servers.
     pub servers: usize,
     /// Connections.
@@ -173,8 +196,10 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
     bail!("the host at {url} did not become ready within 60 s")
 }
 
-/// One server's identity and its pre-signed heartbeats.
+/// One server's requests: its pre-signed heartbeats (v1), or empty bodies to its ping URL.
 struct Sender {
+    /// The path requests go to (`/v1/agent/heartbeat` or `/ping/{uuid}`).
+    path: String,
     bodies: Vec<bytes::Bytes>,
 }
 
@@ -219,7 +244,10 @@ fn presign(keys: &[(String, SigningKey)], per_server: usize, base_ms: i64) -> Ve
                                     )
                                 })
                                 .collect();
-                            Sender { bodies }
+                            Sender {
+                                path: "/v1/agent/heartbeat".to_owned(),
+                                bodies,
+                            }
                         })
                         .collect::<Vec<_>>()
                 })
@@ -272,6 +300,54 @@ async fn register(admin: &AdminClient, keys: &[(String, SigningKey)]) -> anyhow:
     Ok(())
 }
 
+/// Mints a ping token for every server (`POST /v1/admin/servers/{id}/tokens`); the tokens in
+/// the servers' order.
+async fn mint_ping_tokens(
+    admin: &AdminClient,
+    keys: &[(String, SigningKey)],
+) -> anyhow::Result<Vec<String>> {
+    let ids: Arc<Vec<String>> = Arc::new(keys.iter().map(|(id, _)| id.clone()).collect());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (admin, next, ids) = (admin.clone(), next.clone(), ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut minted = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(id) = ids.get(i) else {
+                    return Ok::<_, anyhow::Error>(minted);
+                };
+                let r = admin
+                    .post(&format!("/v1/admin/servers/{id}/tokens"))
+                    .json(&json!({"kind": "ping"}))
+                    .send()
+                    .await?;
+                if r.status() != reqwest::StatusCode::CREATED {
+                    bail!(
+                        "minting a ping token for {id}: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+                let answer: Value = r.json().await?;
+                let token = answer["token"]
+                    .as_str()
+                    .context("the answer has no token")?
+                    .to_owned();
+                minted.push((i, token));
+            }
+        }));
+    }
+    let mut tokens = vec![String::new(); ids.len()];
+    for t in tasks {
+        for (i, token) in t.await?? {
+            tokens[i] = token;
+        }
+    }
+    Ok(tokens)
+}
+
 struct Tally {
     histogram: Histogram<u64>,
     statuses: BTreeMap<String, u64>,
@@ -290,7 +366,7 @@ async fn drive(
         .http1_only()
         .build()
         .expect("client builds");
-    let endpoint = format!("{url}/v1/agent/heartbeat");
+    let endpoints: Vec<String> = senders.iter().map(|s| format!("{url}{}", s.path)).collect();
     let mut tally = Tally {
         histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
         statuses: BTreeMap::new(),
@@ -325,7 +401,7 @@ async fn drive(
             None => Instant::now(),
         };
         let answer = client
-            .post(&endpoint)
+            .post(&endpoints[s])
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -356,7 +432,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.duration <= 600, "duration is at most 600 s");
     let (host, urls, token) = if args.spawn {
-        let (host, url, token) = spawn_host(&args.host_config)?;
+        let mut config = args.host_config.clone();
+        if args.route != Route::V1 {
+            config.push_str("\n[compat.healthchecks]\nenabled = true\n");
+        }
+        let (host, url, token) = spawn_host(&config)?;
         (Some(host), vec![url], Some(token))
     } else {
         let urls: Vec<String> = args
@@ -408,6 +488,63 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
+    let routes: &[Route] = match args.route {
+        Route::Both => &[Route::V1, Route::Healthchecks],
+        Route::V1 => &[Route::V1],
+        Route::Healthchecks => &[Route::Healthchecks],
+    };
+    let tokens = if args.route == Route::V1 {
+        Vec::new()
+    } else {
+        let t = Instant::now();
+        let tokens = mint_ping_tokens(&AdminClient::new(&url, &token), &keys).await?;
+        eprintln!(
+            "minted {} ping tokens in {:.1} s",
+            tokens.len(),
+            t.elapsed().as_secs_f64()
+        );
+        tokens
+    };
+    let mut senders = Some(senders);
+    let mut failed = None;
+    let mut reports = Vec::new();
+    for route in routes {
+        let senders = match route {
+            Route::Healthchecks => tokens
+                .iter()
+                .map(|token| Sender {
+                    path: format!("/ping/{token}"),
+                    bodies: vec![bytes::Bytes::new(); per_server],
+                })
+                .collect(),
+            _ => senders.take().unwrap_or_default(),
+        };
+        let (report, checked) = measure(&args, *route, &urls, host.as_ref(), senders).await?;
+        reports.push(report);
+        if let Err(e) = checked {
+            failed = Some(e);
+        }
+    }
+    drop(host);
+    if args.json {
+        // One report, or with `--route both` an array of the two.
+        let json = match reports.as_slice() {
+            [one] => serde_json::to_string_pretty(one)?,
+            all => serde_json::to_string_pretty(all)?,
+        };
+        println!("{json}");
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// One measured phase: `senders` spread over the connections for `--duration` seconds.
+async fn measure(
+    args: &BenchArgs,
+    route: Route,
+    urls: &[String],
+    host: Option<&SpawnedHost>,
+    senders: Vec<Sender>,
+) -> anyhow::Result<(BenchReport, anyhow::Result<()>)> {
     let connections = args.connections.min(args.servers);
     let mut groups: Vec<Vec<Arc<Sender>>> = vec![Vec::new(); connections];
     for (i, sender) in senders.into_iter().enumerate() {
@@ -457,16 +594,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .map(|(after, before)| (after - before) / elapsed);
     let host_rss = host_pid.as_deref().and_then(peak_rss_mib);
     let generator_cpu = (cpu_seconds("self").unwrap_or(0.0) - self_cpu_before) / elapsed;
-    drop(host);
+    let accepted = if route == Route::Healthchecks {
+        "200"
+    } else {
+        "202"
+    };
 
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let report = BenchReport {
+        route,
         servers: args.servers,
         connections,
         target_rate: args.rate,
         elapsed_seconds: elapsed,
         requests,
-        accepted_per_second: statuses.get("202").copied().unwrap_or(0) as f64 / elapsed,
+        accepted_per_second: statuses.get(accepted).copied().unwrap_or(0) as f64 / elapsed,
         latency_ms: BTreeMap::from([
             ("p50".to_owned(), ms(0.50)),
             ("p95".to_owned(), ms(0.95)),
@@ -478,11 +620,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         host_peak_rss_mib: host_rss,
         generator_cpu_cores: generator_cpu,
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    if !args.json {
         println!(
-            "{} servers, {} connections, {}: {:.1} s",
+            "{:?} route: {} servers, {} connections, {}: {:.1} s",
+            report.route,
             report.servers,
             report.connections,
             report
@@ -513,11 +654,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let unexpected: u64 = report
         .status_counts
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "202" | "429" | "503"))
+        .filter(|(k, _)| k.as_str() != accepted && !matches!(k.as_str(), "429" | "503"))
         .map(|(_, v)| v)
         .sum();
-    if unexpected > 0 {
-        bail!("{unexpected} answers other than 202/429/503");
-    }
-    Ok(())
+    let checked = if unexpected > 0 {
+        Err(anyhow::anyhow!(
+            "{unexpected} answers other than {accepted}/429/503"
+        ))
+    } else {
+        Ok(())
+    };
+    Ok((report, checked))
 }

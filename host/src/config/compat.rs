@@ -11,6 +11,8 @@ pub struct CompatConfig {
     pub healthchecks: Toggle,
     /// `[compat.uptime_kuma]`: Uptime Kuma push monitors (`/api/push/{token}`).
     pub uptime_kuma: Toggle,
+    /// `[compat.homelabcmd]`: HomelabCmd agents (`POST /api/v1/agents/heartbeat`).
+    pub homelabcmd: HomelabCmdConfig,
     /// `[compat.sprint4]`: the Sprint-4 directory agents' `POST /agent/heartbeat` (the v1
     /// signed body at its old path).
     pub sprint4: Toggle,
@@ -22,4 +24,16 @@ pub struct CompatConfig {
 pub struct Toggle {
     /// Serve this source's routes. Default false: they answer 404 like any unknown route.
     pub enabled: bool,
+}
+
+/// `[compat.homelabcmd]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomelabCmdConfig {
+    /// Serve `POST /api/v1/agents/heartbeat`. Default false (404 like any unknown route).
+    pub enabled: bool,
+    /// Register an unknown `server_id` sent under a valid shared `X-API-Key` (an admin key
+    /// with the `ingest` scope), unverified, within `[trust]`'s hourly registration caps.
+    /// Default false: an unknown server is refused 404.
+    pub auto_register: bool,
 }

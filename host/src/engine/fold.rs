@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::ingest::decode::DecodedHeartbeat;
 use crate::policy::{LoadedPolicy, Outcome, PolicyError, PolicyEvent, ServerFacts, Verdict};
-use crate::store::{PolicyRef, ServerRecord, Snapshot, TransitionRow};
+use crate::store::{AuthKind, PolicyRef, ServerRecord, Snapshot, TransitionRow};
 
 /// After a failed tick the host retries this much later (a failed tick must not stall the
 /// deadline queue, and the policy's last good deadline already passed).
@@ -31,6 +31,16 @@ pub struct FoldEffects {
     pub evaluations: u64,
     /// How long each evaluation took (for metrics).
     pub durations: Vec<std::time::Duration>,
+}
+
+/// How a stored heartbeat was authenticated, in the policy's words.
+pub(super) fn policy_auth(auth: AuthKind) -> crate::policy::AuthKind {
+    match auth {
+        AuthKind::Signature => crate::policy::AuthKind::Signature,
+        AuthKind::Token => crate::policy::AuthKind::Token,
+        AuthKind::ApiKey => crate::policy::AuthKind::ApiKey,
+        AuthKind::Network => crate::policy::AuthKind::Network,
+    }
 }
 
 /// The facts a policy sees about a server record.
@@ -213,14 +223,19 @@ pub fn fold_heartbeat(
     server: &mut ServerRecord,
     now_ms: i64,
     heartbeat: &DecodedHeartbeat,
-    signed: bool,
+    auth: AuthKind,
     effects: &mut FoldEffects,
 ) {
     catch_up(policy, server, now_ms, effects);
-    note_heartbeat(&mut server.snapshot, now_ms, heartbeat, signed);
+    note_heartbeat(
+        &mut server.snapshot,
+        now_ms,
+        heartbeat,
+        auth == AuthKind::Signature,
+    );
     let event = PolicyEvent::Heartbeat {
         received_at_ms: now_ms,
-        signed,
+        auth: policy_auth(auth),
         heartbeat,
     };
     fold(policy, server, now_ms, event, effects);

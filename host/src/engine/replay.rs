@@ -6,11 +6,11 @@
 
 use super::fold::{
     FoldEffects, apply_verdict, catch_up, facts_of, fold_heartbeat, fold_rejection, note_heartbeat,
-    set_state, state_for,
+    policy_auth, set_state, state_for,
 };
 use crate::ingest::decode::{DecodedHeartbeat, decode_stored};
 use crate::policy::{LoadedPolicy, PolicyEvent, TimedEvent};
-use crate::store::{HistoryEvent, ServerRecord, Snapshot};
+use crate::store::{AuthKind, HistoryEvent, ServerRecord, Snapshot};
 
 /// Why a replay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +114,7 @@ enum Step<'h> {
     Heartbeat {
         seq: i64,
         received_at_ms: i64,
-        signed: bool,
+        auth: AuthKind,
         heartbeat: DecodedHeartbeat,
     },
     Rejected {
@@ -136,7 +136,7 @@ impl<'h> Step<'h> {
                 Step::Heartbeat {
                     seq: row.seq,
                     received_at_ms: row.received_at_ms,
-                    signed: !row.signature.is_empty(),
+                    auth: row.auth,
                     heartbeat: decode_stored(&row.body).map_err(|e| undecodable(e.detail))?,
                 }
             }
@@ -164,12 +164,12 @@ impl<'h> Step<'h> {
         match self {
             Step::Heartbeat {
                 received_at_ms,
-                signed,
+                auth,
                 heartbeat,
                 ..
             } => PolicyEvent::Heartbeat {
                 received_at_ms: *received_at_ms,
-                signed: *signed,
+                auth: policy_auth(*auth),
                 heartbeat,
             },
             Step::Rejected {
@@ -189,13 +189,13 @@ impl<'h> Step<'h> {
             Step::Heartbeat {
                 seq,
                 received_at_ms,
-                signed,
+                auth,
                 heartbeat,
             } => {
                 // Sequence numbers are dense per server; a window that starts mid-history
                 // resumes the numbering where the window starts.
                 server.snapshot.event_seq = seq - 1;
-                fold_heartbeat(policy, server, *received_at_ms, heartbeat, *signed, effects);
+                fold_heartbeat(policy, server, *received_at_ms, heartbeat, *auth, effects);
             }
             Step::Rejected {
                 seq,
@@ -215,11 +215,12 @@ impl<'h> Step<'h> {
             Step::Heartbeat {
                 seq,
                 received_at_ms,
-                signed,
+                auth,
                 heartbeat,
             } => {
                 server.snapshot.event_seq = seq - 1;
-                note_heartbeat(&mut server.snapshot, *received_at_ms, heartbeat, *signed);
+                let signed = *auth == AuthKind::Signature;
+                note_heartbeat(&mut server.snapshot, *received_at_ms, heartbeat, signed);
             }
             Step::Rejected { seq, .. } => server.snapshot.event_seq = *seq,
         }

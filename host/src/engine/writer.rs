@@ -367,7 +367,7 @@ impl Writer {
             return Err(WriteError::Replay(detail));
         }
         let mut effects = FoldEffects::default();
-        fold_heartbeat(&policy, server, now, &hb.decoded, hb.signed, &mut effects);
+        fold_heartbeat(&policy, server, now, &hb.decoded, hb.auth, &mut effects);
         pending.batch.heartbeats.push(HeartbeatRow {
             server_id: id.to_owned(),
             seq: server.snapshot.event_seq,

@@ -67,6 +67,9 @@ pub trait Servers: Send + Sync + 'static {
         kind: TokenKind,
         token_sha256: &str,
     ) -> Result<Option<String>, Refusal>;
+    /// The name of the active `ingest`-scoped API key `presented` is; `None` when it is no
+    /// such key (unknown, revoked, another scope).
+    async fn ingest_key(&self, presented: &str) -> Result<Option<String>, Refusal>;
 }
 
 /// A compat request's credential: a per-server ingest token of one kind.
@@ -323,41 +326,133 @@ impl Gate {
             ))
             .await;
         }
-        let mut body = match map(&bytes) {
+        let body = match map(&bytes) {
             Ok(body) => body,
             Err(mut refusal) => {
                 refusal.claimed_server_id = Some(server_id.clone());
                 return refuse(refusal).await;
             }
         };
-        body.insert("server_id".into(), server_id.clone().into());
-        body.insert("key_version".into(), identity.key_version.into());
-        body.insert(
-            "timestamp".into(),
-            crate::clock::format_rfc3339_ms(received_at_ms).into(),
-        );
-        let body_text = serde_json::Value::Object(body).to_string();
-        let decoded = match decode(body_text.as_bytes()) {
-            Ok(decoded) => decoded,
-            Err(e) => {
-                let mut refusal = Refusal::from(e);
-                refusal.status = 400;
-                refusal.claimed_server_id = Some(server_id.clone());
-                return refuse(refusal).await;
-            }
+        let heartbeat = v1_of(body, &identity, &bytes, &source, AuthKind::Token);
+        match heartbeat {
+            Ok(heartbeat) => Ok(Admitted {
+                heartbeat,
+                server_registered: false,
+            }),
+            Err(refusal) => refuse(refusal).await,
+        }
+    }
+
+    /// Admits one compat request that proves itself with a shared API key of the `ingest`
+    /// scope (HomelabCmd's `X-API-Key`), naming its server in the body. The key is checked
+    /// first (after the source's bucket; a wrong or revoked key is refused 401
+    /// `unknown_api_key` and recorded without the key or the body); then the body (at most
+    /// `cap` bytes) is read and `map` validates it and names the server and its v1 members.
+    /// An unknown server is refused 404 unless `auto_register`: then it is registered,
+    /// unverified, within `[trust]`'s hourly registration caps, with a fresh key whose secret
+    /// nobody keeps (the operator sets the agent's own key when it moves to signatures). Then
+    /// the server's bucket, and the heartbeat as [`Gate::admit_token`] builds it (`auth:
+    /// api_key`).
+    pub async fn admit_api_key_at<F>(
+        &self,
+        request: Request,
+        key: &str,
+        cap: usize,
+        received_at_ms: i64,
+        auto_register: bool,
+        map: F,
+    ) -> Result<Admitted, Refusal>
+    where
+        F: FnOnce(&[u8]) -> Result<(String, serde_json::Map<String, serde_json::Value>), Refusal>,
+    {
+        let config = self.config.current();
+        let rules = TrustRules::from(&config.trust);
+        let source = self.source(&request, received_at_ms)?;
+        let Some(key_name) = self.servers.ingest_key(key).await? else {
+            let refusal = Refusal::new(
+                401,
+                "unknown_api_key",
+                "no active API key of the `ingest` scope matches",
+                None,
+            );
+            return Err(self.refused(refusal, &source, None).await);
         };
-        Ok(Admitted {
-            heartbeat: VerifiedHeartbeat {
-                body_text,
-                decoded,
-                received_at_ms,
-                signed: false,
-                auth: AuthKind::Token,
-                original_body: Some(String::from_utf8_lossy(&bytes).into_owned()),
-                source_ip: source.text(),
-            },
-            server_registered: false,
-        })
+        let bytes = self.body(request, cap, &source).await?;
+        let refuse =
+            |refusal: Refusal| async { Err(self.refused(refusal, &source, Some(&bytes)).await) };
+        let (server_id, body) = match map(&bytes) {
+            Ok(mapped) => mapped,
+            Err(refusal) => return refuse(refusal).await,
+        };
+        let mut server_registered = false;
+        let mut identity = self.servers.identity(&server_id).await;
+        if identity.is_none() && auto_register {
+            let trust = &config.trust;
+            if let Err(wait) = self.registrations.check(
+                trust.registrations_per_ip_per_hour,
+                trust.registrations_per_hour,
+                source.ip,
+            ) {
+                return Err(Refusal {
+                    retry_after: Some(wait),
+                    ..Refusal::new(
+                        429,
+                        "registration_limited",
+                        "too many registrations from this address or this host in the last hour",
+                        Some(&server_id),
+                    )
+                });
+            }
+            let key = super::signature::public_key_of(&ed25519_dalek::SigningKey::generate(
+                &mut rand::rngs::OsRng,
+            ));
+            let server = NewServer {
+                server_id: server_id.clone(),
+                public_key: key.to_base64(),
+                fingerprint: key.fingerprint(),
+                display_name: None,
+                cluster_id: None,
+                registered_at_ms: received_at_ms,
+                added_by: format!("homelabcmd:key:{key_name}"),
+            };
+            server_registered = self.servers.register(server).await?;
+            if server_registered {
+                tracing::info!(target: "vigil::audit", server_id = ?server_id, key = %key_name, "server registered by an ingest key");
+            }
+            identity = self.servers.identity(&server_id).await;
+        }
+        let Some(identity) = identity else {
+            let detail = format!("server `{server_id}` is not registered");
+            return refuse(Refusal::new(
+                404,
+                "unknown_server",
+                detail,
+                Some(&server_id),
+            ))
+            .await;
+        };
+        if let Err(Step::Limited(refusal) | Step::Refused(refusal)) =
+            self.server_bucket(&server_id, &source)
+        {
+            return Err(refusal);
+        }
+        if rules.require_verified && !identity.is_verified {
+            let detail = format!("server `{server_id}` is not verified by an operator yet");
+            return refuse(Refusal::new(
+                403,
+                "server_unverified",
+                detail,
+                Some(&server_id),
+            ))
+            .await;
+        }
+        match v1_of(body, &identity, &bytes, &source, AuthKind::ApiKey) {
+            Ok(heartbeat) => Ok(Admitted {
+                heartbeat,
+                server_registered,
+            }),
+            Err(refusal) => refuse(refusal).await,
+        }
     }
 
     /// Registers an unknown server from a first heartbeat signed by the key it offers.
@@ -711,6 +806,45 @@ impl Servers for FixedServers {
     ) -> Result<Option<String>, Refusal> {
         Ok(None)
     }
+
+    async fn ingest_key(&self, _presented: &str) -> Result<Option<String>, Refusal> {
+        Ok(None)
+    }
+}
+
+/// The v1 heartbeat a compat request's `members` make for `identity`'s server: `server_id`,
+/// the server's `key_version` and the receive time as `timestamp` added, through the v1 decode
+/// like any heartbeat (so replay reads it back), unsigned, with the body as sent kept.
+fn v1_of(
+    mut body: serde_json::Map<String, serde_json::Value>,
+    identity: &Identity,
+    bytes: &[u8],
+    source: &Source,
+    auth: AuthKind,
+) -> Result<VerifiedHeartbeat, Refusal> {
+    let server_id = identity.server_id.clone();
+    body.insert("server_id".into(), server_id.clone().into());
+    body.insert("key_version".into(), identity.key_version.into());
+    body.insert(
+        "timestamp".into(),
+        crate::clock::format_rfc3339_ms(source.received_at_ms).into(),
+    );
+    let body_text = serde_json::Value::Object(body).to_string();
+    let decoded = decode(body_text.as_bytes()).map_err(|e| {
+        let mut refusal = Refusal::from(e);
+        refusal.status = 400;
+        refusal.claimed_server_id = Some(server_id);
+        refusal
+    })?;
+    Ok(VerifiedHeartbeat {
+        body_text,
+        decoded,
+        received_at_ms: source.received_at_ms,
+        signed: false,
+        auth,
+        original_body: Some(String::from_utf8_lossy(bytes).into_owned()),
+        source_ip: source.text(),
+    })
 }
 
 #[cfg(test)]

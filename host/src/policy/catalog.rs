@@ -398,7 +398,7 @@ fn smoke(policy: &LoadedPolicy) -> Result<(), String> {
     fn hb(h: &crate::ingest::decode::DecodedHeartbeat, at: i64) -> PolicyEvent<'_> {
         PolicyEvent::Heartbeat {
             received_at_ms: at,
-            signed: true,
+            auth: crate::policy::AuthKind::Signature,
             heartbeat: h,
         }
     }

@@ -72,13 +72,13 @@ pub(super) fn wit_event_ext(event: PolicyEvent<'_>) -> wit::EventExt {
     match event {
         PolicyEvent::Heartbeat {
             received_at_ms,
-            signed,
+            auth,
             heartbeat: h,
         } => wit::EventExt::Heartbeat(wit::HeartbeatExt {
             received_at_ms,
             sent_at_ms: h.sent_at_ms,
-            signed,
-            auth: wit_auth(AuthKind::of_signed(signed)),
+            signed: auth.is_signature(),
+            auth: wit_auth(auth),
             status: h.status.clone(),
             mode: h.mode.clone(),
             interval_seconds: h.interval_seconds,
@@ -112,12 +112,12 @@ pub(super) fn wit_event(event: PolicyEvent<'_>) -> wit::Event {
     match event {
         PolicyEvent::Heartbeat {
             received_at_ms,
-            signed,
+            auth,
             heartbeat: h,
         } => wit::Event::Heartbeat(wit::Heartbeat {
             received_at_ms,
             sent_at_ms: h.sent_at_ms,
-            signed,
+            signed: auth.is_signature(),
             status: h.status.clone(),
             mode: h.mode.clone(),
             interval_seconds: h.interval_seconds,
@@ -267,19 +267,26 @@ mod tests {
 
         let body = br#"{"server_id":"nightly","key_version":1,"timestamp":"2026-01-22T21:05:00Z","signature":"x","run":{"phase":"fail","exit_code":2,"duration_ms":1500,"run_id":"r-1"}}"#;
         let heartbeat = crate::ingest::decode::decode(body).expect("a valid body");
-        for (signed, auth) in [
-            (true, wit::AuthKind::Signature),
-            (false, wit::AuthKind::Network),
+        for (kind, auth) in [
+            (AuthKind::Signature, wit::AuthKind::Signature),
+            (AuthKind::Token, wit::AuthKind::Token),
+            (AuthKind::ApiKey, wit::AuthKind::ApiKey),
+            (AuthKind::Network, wit::AuthKind::Network),
         ] {
             let event = PolicyEvent::Heartbeat {
                 received_at_ms: 1,
-                signed,
+                auth: kind,
                 heartbeat: &heartbeat,
             };
             let wit::EventExt::Heartbeat(h) = wit_event_ext(event) else {
                 panic!("a heartbeat");
             };
             assert_eq!(h.auth, auth);
+            assert_eq!(h.signed, kind == AuthKind::Signature);
+            let wit::Event::Heartbeat(old) = wit_event(event) else {
+                panic!("a heartbeat");
+            };
+            assert_eq!(old.signed, kind == AuthKind::Signature);
             let run = h.run.expect("the run reaches the guest");
             assert_eq!(run.phase, wit::RunPhase::Fail);
             assert_eq!(

@@ -167,13 +167,9 @@ pub enum AuthKind {
 }
 
 impl AuthKind {
-    /// What the host knows today: a verified signature, or nothing but the network.
-    pub fn of_signed(signed: bool) -> Self {
-        if signed {
-            AuthKind::Signature
-        } else {
-            AuthKind::Network
-        }
+    /// Whether this is a verified signature (what a 1.0 to 1.2 guest sees as `signed`).
+    pub fn is_signature(self) -> bool {
+        self == AuthKind::Signature
     }
 }
 
@@ -184,8 +180,8 @@ pub enum PolicyEvent<'a> {
     Heartbeat {
         /// Host receive time.
         received_at_ms: i64,
-        /// Whether its signature was verified.
-        signed: bool,
+        /// How the host authenticated it (`Signature` exactly when a signature was verified).
+        auth: AuthKind,
         /// The decoded body.
         heartbeat: &'a DecodedHeartbeat,
     },

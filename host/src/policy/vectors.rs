@@ -190,7 +190,7 @@ pub fn run(policy: &LoadedPolicy, file: &VectorFile) -> Vec<Mismatch> {
             let ev = match (&decoded, &event.rejected, event.tick) {
                 (Some(h), None, false) => PolicyEvent::Heartbeat {
                     received_at_ms: event.at_ms,
-                    signed: true,
+                    auth: crate::policy::AuthKind::Signature,
                     heartbeat: h,
                 },
                 (None, Some(code), false) => PolicyEvent::Rejected {

@@ -38,6 +38,43 @@ fn labels_text(labels: &BTreeMap<String, String>) -> String {
 }
 
 impl Store {
+    /// Sets what a server's agent says about the machine (`servers.host_info`, a JSON
+    /// object: HomelabCmd's hostname, os_info and metrics); `false` if the server is unknown.
+    pub async fn set_host_info(
+        &self,
+        server_id: &str,
+        info: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let text = info.to_string();
+        with_pool!(&self.db, pool => {
+            let done = sqlx::query("UPDATE servers SET host_info = $1 WHERE server_id = $2")
+                .bind(&text)
+                .bind(server_id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// What a server's agent last said about the machine (`servers.host_info`), if anything.
+    pub async fn host_info(
+        &self,
+        server_id: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<Option<String>> = with_pool!(&self.db, pool => {
+            sqlx::query_scalar("SELECT host_info FROM servers WHERE server_id = $1")
+                .bind(server_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        match text.flatten() {
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("host_info: {e}"))),
+            None => Ok(None),
+        }
+    }
+
     /// Writes an operator's change to a server and appends its audit row, in one transaction.
     /// `false` if the server is unknown (nothing written).
     pub async fn update_server_admin(&self, u: &ServerAdminUpdate) -> Result<bool, StoreError> {

@@ -732,6 +732,8 @@ pub enum Scope {
     Admin,
     /// Read-only routes: key history, the rejection audit trail, the directory.
     Read,
+    /// Heartbeats only: a shared HomelabCmd `X-API-Key`; no admin or read route.
+    Ingest,
 }
 
 impl Scope {
@@ -740,6 +742,7 @@ impl Scope {
         match self {
             Scope::Admin => "admin",
             Scope::Read => "read",
+            Scope::Ingest => "ingest",
         }
     }
 
@@ -748,6 +751,7 @@ impl Scope {
         match text {
             "admin" => Ok(Scope::Admin),
             "read" => Ok(Scope::Read),
+            "ingest" => Ok(Scope::Ingest),
             other => Err(StoreError::Corrupt(format!("admin key scope {other:?}"))),
         }
     }

@@ -1,7 +1,8 @@
 //! Behaviour of the whole fold, driven through `Policy::evaluate` exactly as the host calls it.
 
 use vigil_policy_sdk::{
-    Assessment, Confidence, Event, Facts, Heartbeat, ParamValue, Params, Policy, Rejection, Status,
+    Assessment, AuthKind, Confidence, Event, Facts, Heartbeat, ParamValue, Params, Policy,
+    Rejection, Status,
 };
 
 use crate::{DefaultPolicy, HISTORY_WINDOW_SECONDS, STATE_VERSION};
@@ -391,6 +392,17 @@ fn unsigned_or_unverified_is_never_green() {
     let hb = unsigned.heartbeat_with(T0, |hb| hb.signed = false);
     assert_eq!(hb.status, Status::Online);
     assert_eq!(hb.confidence, Confidence::Yellow);
+
+    // A 1.3 host hands a token, API-key or network heartbeat over unsigned.
+    for auth in [AuthKind::Token, AuthKind::ApiKey, AuthKind::Network] {
+        let mut by_token = Server::established();
+        let hb = by_token.heartbeat_with(T0, |hb| {
+            hb.signed = false;
+            hb.auth = auth;
+        });
+        assert_eq!(hb.status, Status::Online);
+        assert_eq!(hb.confidence, Confidence::Yellow, "{auth:?}");
+    }
 
     let mut unverified = Server::established();
     unverified.facts.is_verified = false;

@@ -7,10 +7,12 @@
 //! - Healthchecks pings, `/ping/{uuid}` and `/ping/{uuid}/start|fail|{exit_status}`, in
 //!   [`healthchecks`];
 //! - Uptime Kuma pushes, `/api/push/{token}`, in [`uptime_kuma`];
+//! - HomelabCmd agents, `POST /api/v1/agents/heartbeat`, in [`homelabcmd`];
 //! - the Sprint-4 agents' `POST /agent/heartbeat` (the v1 route at its old path), in
 //!   [`sprint4`].
 
 pub mod healthchecks;
+pub mod homelabcmd;
 pub mod sprint4;
 pub mod uptime_kuma;
 

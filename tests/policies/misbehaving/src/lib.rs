@@ -14,6 +14,9 @@
 //! - `instance-count`: `ok`, plus a score `instance-evaluations`: how many evaluations this
 //!   instance has made (global state, which a real policy must never keep), so tests can see
 //!   when the host replaces an instance.
+//! - `auth-badge`: `ok`, plus a badge naming how the host authenticated a heartbeat
+//!   (`auth-signature`, `auth-token`, `auth-api-key` or `auth-network`), so tests can see the
+//!   kind reach a 1.3 policy.
 //! - `trap-live`: traps on every server except the host's synthetic smoke-test server
 //!   (`vigil-smoke-test`): a bug that validation cannot see, for the auto-rollback test.
 //!
@@ -27,8 +30,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use vigil_policy_sdk::{
-    Assessment, Confidence, Evaluation, Event, Facts, ParamSpec, Params, Policy, PolicyInfo, Score,
-    Status,
+    Assessment, AuthKind, Confidence, Evaluation, Event, Facts, ParamSpec, Params, Policy,
+    PolicyInfo, Score, Status,
 };
 
 /// Evaluations made by this instance (`instance-count`): a fresh instance starts at zero.
@@ -55,8 +58,8 @@ impl Policy for Misbehaving {
             history_window_seconds: 0,
             params: vec![ParamSpec::text(
                 "behaviour",
-                "What evaluate does: ok, trap, trap-live, loop, nan, oom, err, flaky or \
-                 instance-count.",
+                "What evaluate does: ok, trap, trap-live, loop, nan, oom, err, flaky, \
+                 instance-count or auth-badge.",
                 DEFAULT_BEHAVIOUR,
             )],
         }
@@ -67,7 +70,7 @@ impl Policy for Misbehaving {
         facts: &Facts,
         state: Option<&[u8]>,
         now_ms: i64,
-        _event: &Event,
+        event: &Event,
     ) -> Result<Evaluation, String> {
         match params.text_or("behaviour", DEFAULT_BEHAVIOUR) {
             "ok" => Ok(ok(state, now_ms, 99.0)),
@@ -78,6 +81,19 @@ impl Policy for Misbehaving {
                     .assessment
                     .scores
                     .push(Score::new("instance-evaluations", made as f64));
+                Ok(evaluation)
+            }
+            "auth-badge" => {
+                let mut evaluation = ok(state, now_ms, 99.0);
+                if let Event::Heartbeat(heartbeat) = event {
+                    let kind = match heartbeat.auth {
+                        AuthKind::Signature => "auth-signature",
+                        AuthKind::Token => "auth-token",
+                        AuthKind::ApiKey => "auth-api-key",
+                        AuthKind::Network => "auth-network",
+                    };
+                    evaluation.assessment.badges.push(kind.to_owned());
+                }
                 Ok(evaluation)
             }
             "trap-live" if facts.server_id == "vigil-smoke-test" => Ok(ok(state, now_ms, 99.0)),
