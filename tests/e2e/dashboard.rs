@@ -159,4 +159,157 @@ async fn a_server_page_shows_state_scores_history_and_escaped_bodies() {
     app.stop().await;
 }
 
-vigil_tests::on_both_backends!(the_server_list_filters_sorts_searches_and_pages,);
+/// Signs in through the sign-in form with `key`; the session cookie (`name=value`).
+async fn sign_in(app: &TestApp, key: &str) -> String {
+    let page = vigil_tests::request(Method::GET, "/sign-in", None)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = app.router.clone().oneshot(page).await.expect("answers");
+    let cookie = response.headers()[header::SET_COOKIE]
+        .to_str()
+        .expect("text")
+        .split(';')
+        .next()
+        .expect("a cookie")
+        .to_owned();
+    let csrf = cookie.split('=').nth(1).expect("a value").to_owned();
+    let form = format!("key={key}&csrf={csrf}");
+    let post = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/sign-in")
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(form))
+        .expect("request");
+    let response = app.router.clone().oneshot(post).await.expect("answers");
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("vigil_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
+}
+
+async fn html_as(app: &TestApp, path: &str, cookie: &str) -> String {
+    let request = vigil_tests::request(Method::GET, path, None)
+        .header(header::COOKIE, cookie)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = app.router.clone().oneshot(request).await.expect("answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+async fn a_server_page_shows_uptime_bars_and_admin_data_only_to_admins() {
+    let app = TestApp::spawn().await;
+    let agent = Agent::new("dash-admin");
+    app.register(&agent).await;
+    for players in [3, 7, 5] {
+        let hb = agent.heartbeat(json!({"players_current": players, "players_capacity": 10}));
+        assert_eq!(app.post_heartbeat(&hb).await.status, StatusCode::ACCEPTED);
+    }
+    let forged = Agent::new("dash-admin").heartbeat(json!({}));
+    assert_eq!(
+        app.post_heartbeat(&forged).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let token = app
+        .admin_post(
+            "/v1/admin/servers/dash-admin/tokens",
+            &json!({"kind": "ping"}),
+        )
+        .await;
+    assert_eq!(token.status, StatusCode::CREATED, "{:?}", token.body);
+    let prefix = token.body["prefix"].as_str().expect("prefix").to_owned();
+    let queued = app
+        .admin_post(
+            "/v1/admin/servers/dash-admin/commands",
+            &json!({"command": "restart", "ttl_seconds": 600}),
+        )
+        .await;
+    assert_eq!(queued.status, StatusCode::CREATED, "{:?}", queued.body);
+    let command_id = queued.body["command_id"].as_str().expect("id").to_owned();
+    app.admin_post(
+        "/v1/admin/servers/dash-admin/pause",
+        &json!({"reason": "disk swap"}),
+    )
+    .await;
+    app.admin_post("/v1/admin/servers/dash-admin/resume", &json!({}))
+        .await;
+    let fingerprint = app.server("dash-admin").await["public_fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
+
+    let (status, public) = html(&app, "/servers/dash-admin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        public.contains("aria-label=\"24-hour uptime, by hour: "),
+        "{public}"
+    );
+    assert!(public.contains("aria-label=\"90-day uptime, by day: "));
+    assert_eq!(
+        public.matches("<rect class=").count(),
+        24 + 90,
+        "one bar per hour and day"
+    );
+    assert!(
+        public.contains("<rect class=\"none\""),
+        "unknown time is grey"
+    );
+    assert!(
+        public.contains("3 beats"),
+        "the beats are counted in the open hour"
+    );
+    assert!(public.contains("Players, last 3 heartbeats: <svg"));
+    assert!(public.contains("last 5.0, lowest 3.0, highest 7.0"));
+    // Nothing of the admin API reaches an anonymous reader.
+    for secret in [
+        "admin-data",
+        "Refused requests",
+        "bad_signature",
+        "Key history",
+        fingerprint.as_str(),
+        "Ingest tokens",
+        prefix.as_str(),
+        command_id.as_str(),
+        "Audit trail",
+        "disk swap",
+        "Schedule",
+    ] {
+        assert!(
+            !public.contains(secret),
+            "{secret:?} leaked to the public page"
+        );
+    }
+
+    let admin = sign_in(&app, vigil_tests::ADMIN_TOKEN).await;
+    let signed_in = html_as(&app, "/servers/dash-admin", &admin).await;
+    for shown in [
+        "Refused requests",
+        "Key history",
+        fingerprint.as_str(),
+        prefix.as_str(),
+        command_id.as_str(),
+        "pending until",
+        "disk swap",
+        "resume by admin",
+    ] {
+        assert!(signed_in.contains(shown), "{shown:?} missing for the admin");
+    }
+    app.stop().await;
+}
+
+vigil_tests::on_both_backends!(
+    the_server_list_filters_sorts_searches_and_pages,
+    a_server_page_shows_uptime_bars_and_admin_data_only_to_admins,
+);

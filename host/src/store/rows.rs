@@ -955,6 +955,29 @@ pub struct IngestToken {
     pub revoked_by: Option<String>,
 }
 
+/// A queued command as listed for operators (no envelope, no result body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandSummary {
+    /// Its id.
+    pub command_id: String,
+    /// What it asks.
+    pub command: String,
+    /// Issued, ms since the epoch.
+    pub issued_at_ms: i64,
+    /// Expires, ms since the epoch.
+    pub expires_at_ms: i64,
+    /// Who queued it.
+    pub created_by: String,
+    /// First delivered, ms since the epoch.
+    pub delivered_at_ms: Option<i64>,
+    /// Deliveries so far.
+    pub delivery_count: i64,
+    /// Answered, ms since the epoch.
+    pub result_at_ms: Option<i64>,
+    /// The agent's answer status.
+    pub result_status: Option<String>,
+}
+
 /// An ingest token to store: only its hash and first characters, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewIngestToken {
