@@ -154,6 +154,12 @@ pub fn app(state: AppState) -> Router {
             post(crate::web::session::policy_rollback),
         )
         .route(
+            "/policies/activate",
+            post(crate::web::session::policy_activate),
+        )
+        .route("/policies/shadow", post(crate::web::session::policy_shadow))
+        .route("/policies/upload", post(crate::web::session::policy_upload))
+        .route(
             "/sign-in",
             get(crate::web::session::sign_in_page).post(crate::web::session::sign_in),
         )

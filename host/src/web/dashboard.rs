@@ -640,12 +640,46 @@ pub async fn policies(
         escape(&active.digest),
     );
     if let Some(v) = viewer.as_ref().filter(|v| v.admin) {
+        let options: String = versions
+            .iter()
+            .map(|p| {
+                format!(
+                    "<option value=\"{d}\">{}@{} ({})</option>",
+                    escape(&p.name),
+                    escape(&p.version),
+                    escape(p.digest.get(..19).unwrap_or(&p.digest)),
+                    d = escape(&p.digest),
+                )
+            })
+            .collect();
+        let shadow = state.engine.shadow_report().is_some();
         body.push_str(&format!(
             "<section class=\"admin\" aria-label=\"Admin\"><h2>Roll back</h2>\
-             <form method=\"post\" action=\"/policies/rollback\" class=\"stack\">{}\
+             <form method=\"post\" action=\"/policies/rollback\" class=\"stack\">{csrf}\
              <label>Reason (recorded in the activation log)<input name=\"reason\" maxlength=\"256\"></label>\
-             <button type=\"submit\">Roll back to the previous version</button></form></section>",
-            csrf_field(v)
+             <button type=\"submit\">Roll back to the previous version</button></form>\
+             <h2>Activate a stored version</h2>\
+             <form method=\"post\" action=\"/policies/activate\" class=\"stack\">{csrf}\
+             <label>Version<select name=\"policy\">{options}</select></label>\
+             <label>Reason (recorded in the activation log)<input name=\"reason\" maxlength=\"256\"></label>\
+             <button type=\"submit\">Activate</button></form>\
+             <h2>Shadow evaluation</h2><p>{}</p>\
+             <form method=\"post\" action=\"/policies/shadow\" class=\"stack\">{csrf}\
+             <label>Version to evaluate beside the active one<select name=\"policy\">{options}</select></label>\
+             <button type=\"submit\">Start shadow</button>\
+             <button type=\"submit\" name=\"stop\" value=\"1\">Stop shadow</button></form>\
+             <h2>Upload a version</h2>\
+             <form method=\"post\" action=\"/policies/upload\" enctype=\"multipart/form-data\" class=\"stack\">{csrf}\
+             <label>Component (<code>.wasm</code>, at most 2\u{a0}MiB)<input type=\"file\" name=\"component\" accept=\".wasm,application/wasm\" required></label>\
+             <label>Author signature (base64, optional)<input name=\"signature\" maxlength=\"200\"></label>\
+             <label class=\"check\"><input type=\"checkbox\" name=\"activate\" value=\"1\"> Activate once stored</label>\
+             <button type=\"submit\">Upload</button></form></section>",
+            if shadow {
+                "A shadow is running: <a href=\"/v1/policies/shadow\">its report</a>."
+            } else {
+                "No shadow is running."
+            },
+            csrf = csrf_field(v),
         ));
     }
     body.push_str(
