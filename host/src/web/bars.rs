@@ -13,7 +13,7 @@ use crate::store::RollupSums;
 pub const BARS_STYLE: &str = ".bars{display:block;width:100%;height:2.2rem}\
 .bars .up{fill:#0b6b1d}.bars .part{fill:#7a5b00}.bars .down{fill:#b00020}.bars .none{fill:#d0d0d0}\
 .spark{display:inline-block;width:12rem;height:2rem;vertical-align:middle}\
-.spark polyline{fill:none;stroke:#1b1b1b;stroke-width:1.5}.fig{margin:.2rem 0 1rem}";
+.spark polyline{fill:none;stroke:#1b1b1b;stroke-width:1.5}.spark circle{fill:#1b1b1b}.fig{margin:.2rem 0 1rem}";
 
 /// A figure as text: `99.95 %` or `no data`.
 pub fn figure(value: Option<f64>) -> String {
@@ -84,10 +84,17 @@ pub fn sparkline(what: &str, values: &[Option<f64>]) -> String {
             let _ = write!(points, "{x:.1},{y:.1} ");
         }
     }
+    // A lone point draws no line: mark the last value with a dot as well.
+    let dot = points
+        .split_whitespace()
+        .last()
+        .and_then(|p| p.split_once(','))
+        .map(|(x, y)| format!("<circle cx=\"{x}\" cy=\"{y}\" r=\"1.5\"/>"))
+        .unwrap_or_default();
     let words = format!("last {last:.1}, lowest {lo:.1}, highest {hi:.1}");
     format!(
         "<p>{what}: <svg class=\"spark\" role=\"img\" viewBox=\"0 0 100 20\" \
-         preserveAspectRatio=\"none\" aria-label=\"{what}: {words}\"><polyline points=\"{}\"/></svg> \
+         preserveAspectRatio=\"none\" aria-label=\"{what}: {words}\"><polyline points=\"{}\"/>{dot}</svg> \
          {words}</p>",
         points.trim_end(),
         what = escape(what),

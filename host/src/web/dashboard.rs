@@ -670,9 +670,9 @@ pub async fn policies(
              <button type=\"submit\" name=\"stop\" value=\"1\">Stop shadow</button></form>\
              <h2>Upload a version</h2>\
              <form method=\"post\" action=\"/policies/upload\" enctype=\"multipart/form-data\" class=\"stack\">{csrf}\
-             <label>Component (<code>.wasm</code>, at most 2\u{a0}MiB)<input type=\"file\" name=\"component\" accept=\".wasm,application/wasm\" required></label>\
+             <label>Component (a .wasm file, at most 2\u{a0}MiB)<input type=\"file\" name=\"component\" accept=\".wasm,application/wasm\" required></label>\
              <label>Author signature (base64, optional)<input name=\"signature\" maxlength=\"200\"></label>\
-             <label class=\"check\"><input type=\"checkbox\" name=\"activate\" value=\"1\"> Activate once stored</label>\
+             <label>Activate once stored<select name=\"activate\"><option value=\"no\">No, only store it</option><option value=\"yes\">Yes</option></select></label>\
              <button type=\"submit\">Upload</button></form></section>",
             if shadow {
                 "A shadow is running: <a href=\"/v1/policies/shadow\">its report</a>."

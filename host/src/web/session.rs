@@ -465,7 +465,7 @@ pub async fn policy_shadow(
 }
 
 /// `POST /policies/upload` (`multipart/form-data`: `csrf`, `component` (the file),
-/// optional `signature` and `activate`): the admin API's upload with the session's
+/// optional `signature` and `activate` = `yes`): the admin API's upload with the session's
 /// credential. Nothing of the body is read before the session is known to be an admin's.
 pub async fn policy_upload(
     State(state): State<AppState>,
@@ -505,7 +505,7 @@ pub async fn policy_upload(
             "csrf" => csrf = text(),
             "component" => component = bytes.clone(),
             "signature" => signature = Some(text()).filter(|s| !s.is_empty()),
-            "activate" => activate = true,
+            "activate" => activate = text() == "yes",
             _ => {}
         }
     }
