@@ -159,4 +159,312 @@ async fn a_server_page_shows_state_scores_history_and_escaped_bodies() {
     app.stop().await;
 }
 
-vigil_tests::on_both_backends!(the_server_list_filters_sorts_searches_and_pages,);
+/// Signs in through the sign-in form with `key`; the session cookie (`name=value`).
+async fn sign_in(app: &TestApp, key: &str) -> String {
+    let page = vigil_tests::request(Method::GET, "/sign-in", None)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = app.router.clone().oneshot(page).await.expect("answers");
+    let cookie = response.headers()[header::SET_COOKIE]
+        .to_str()
+        .expect("text")
+        .split(';')
+        .next()
+        .expect("a cookie")
+        .to_owned();
+    let csrf = cookie.split('=').nth(1).expect("a value").to_owned();
+    let form = format!("key={key}&csrf={csrf}");
+    let post = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/sign-in")
+        .header(header::COOKIE, &cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(form))
+        .expect("request");
+    let response = app.router.clone().oneshot(post).await.expect("answers");
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("vigil_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
+}
+
+async fn html_as(app: &TestApp, path: &str, cookie: &str) -> String {
+    let request = vigil_tests::request(Method::GET, path, None)
+        .header(header::COOKIE, cookie)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = app.router.clone().oneshot(request).await.expect("answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+async fn a_server_page_shows_uptime_bars_and_admin_data_only_to_admins() {
+    let app = TestApp::spawn().await;
+    let agent = Agent::new("dash-admin");
+    app.register(&agent).await;
+    for players in [3, 7, 5] {
+        let hb = agent.heartbeat(json!({"players_current": players, "players_capacity": 10}));
+        assert_eq!(app.post_heartbeat(&hb).await.status, StatusCode::ACCEPTED);
+    }
+    let forged = Agent::new("dash-admin").heartbeat(json!({}));
+    assert_eq!(
+        app.post_heartbeat(&forged).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let token = app
+        .admin_post(
+            "/v1/admin/servers/dash-admin/tokens",
+            &json!({"kind": "ping"}),
+        )
+        .await;
+    assert_eq!(token.status, StatusCode::CREATED, "{:?}", token.body);
+    let prefix = token.body["prefix"].as_str().expect("prefix").to_owned();
+    let queued = app
+        .admin_post(
+            "/v1/admin/servers/dash-admin/commands",
+            &json!({"command": "restart", "ttl_seconds": 600}),
+        )
+        .await;
+    assert_eq!(queued.status, StatusCode::CREATED, "{:?}", queued.body);
+    let command_id = queued.body["command_id"].as_str().expect("id").to_owned();
+    app.admin_post(
+        "/v1/admin/servers/dash-admin/pause",
+        &json!({"reason": "disk swap"}),
+    )
+    .await;
+    app.admin_post("/v1/admin/servers/dash-admin/resume", &json!({}))
+        .await;
+    let fingerprint = app.server("dash-admin").await["public_fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
+
+    let (status, public) = html(&app, "/servers/dash-admin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        public.contains("aria-label=\"24-hour uptime, by hour: "),
+        "{public}"
+    );
+    assert!(public.contains("aria-label=\"90-day uptime, by day: "));
+    assert_eq!(
+        public.matches("<rect class=").count(),
+        24 + 90,
+        "one bar per hour and day"
+    );
+    assert!(
+        public.contains("<rect class=\"none\""),
+        "unknown time is grey"
+    );
+    assert!(
+        public.contains("3 beats"),
+        "the beats are counted in the open hour"
+    );
+    assert!(public.contains("Players, last 3 heartbeats: <svg"));
+    assert!(public.contains("last 5.0, lowest 3.0, highest 7.0"));
+    // Nothing of the admin API reaches an anonymous reader.
+    for secret in [
+        "admin-data",
+        "Refused requests",
+        "bad_signature",
+        "Key history",
+        fingerprint.as_str(),
+        "Ingest tokens",
+        prefix.as_str(),
+        command_id.as_str(),
+        "Audit trail",
+        "disk swap",
+        "Schedule",
+    ] {
+        assert!(
+            !public.contains(secret),
+            "{secret:?} leaked to the public page"
+        );
+    }
+
+    let admin = sign_in(&app, vigil_tests::ADMIN_TOKEN).await;
+    let signed_in = html_as(&app, "/servers/dash-admin", &admin).await;
+    for shown in [
+        "Refused requests",
+        "Key history",
+        fingerprint.as_str(),
+        prefix.as_str(),
+        command_id.as_str(),
+        "pending until",
+        "disk swap",
+        "resume by admin",
+    ] {
+        assert!(signed_in.contains(shown), "{shown:?} missing for the admin");
+    }
+    app.stop().await;
+}
+
+/// A signed-in POST of `body` (`content_type`) to `path`: its status and `Location`.
+async fn post_as(
+    app: &TestApp,
+    path: &str,
+    cookie: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
+    let mut request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, content_type);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    let request = request.body(axum::body::Body::from(body)).expect("request");
+    let response = app.router.clone().oneshot(request).await.expect("answers");
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (response.status(), location)
+}
+
+/// A `multipart/form-data` body of `fields` (name, optional file name, bytes).
+fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "vigil-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, file, bytes) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some(file) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\n\
+                     Content-Type: application/wasm\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploading_shadowing_and_activating_a_policy_from_the_dashboard() {
+    // The same variant the browser test builds (one build for both).
+    let next = vigil_tests::default_policy_version("1.9.0");
+    let digest = vigil::policy::digest_of(&next);
+    let app = TestApp::spawn().await;
+    let (_, anonymous) = html(&app, "/policies").await;
+    assert!(
+        !anonymous.contains("/policies/upload"),
+        "no admin form signed out"
+    );
+    let admin = sign_in(&app, vigil_tests::ADMIN_TOKEN).await;
+    let page = html_as(&app, "/policies", &admin).await;
+    for form in ["/policies/upload", "/policies/activate", "/policies/shadow"] {
+        assert!(page.contains(&format!("action=\"{form}\"")), "{form}");
+    }
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token")
+        .to_owned();
+    let versions = || async {
+        app.get("/v1/policies").await.body["policies"]
+            .as_array()
+            .map(Vec::len)
+    };
+    let before = versions().await;
+
+    // Without a session, or with another CSRF token, nothing is stored.
+    let (kind, body) = multipart(&[
+        ("csrf", None, csrf.as_bytes()),
+        ("component", Some("p.wasm"), &next),
+    ]);
+    let (status, _) = post_as(&app, "/policies/upload", None, &kind, body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (kind, body) = multipart(&[
+        ("csrf", None, b"forged"),
+        ("component", Some("p.wasm"), &next),
+    ]);
+    let (status, _) = post_as(&app, "/policies/upload", Some(&admin), &kind, body).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(versions().await, before);
+
+    let (kind, body) = multipart(&[
+        ("csrf", None, csrf.as_bytes()),
+        ("component", Some("p.wasm"), &next),
+    ]);
+    let (status, to) = post_as(&app, "/policies/upload", Some(&admin), &kind, body).await;
+    assert_eq!((status, to.as_str()), (StatusCode::SEE_OTHER, "/policies"));
+    assert_eq!(versions().await, before.map(|n| n + 1));
+    assert!(
+        html_as(&app, "/policies", &admin)
+            .await
+            .contains(&format!("data-digest=\"{digest}\""))
+    );
+
+    let form = |fields: &str| format!("csrf={csrf}&{fields}").into_bytes();
+    let urlencoded = "application/x-www-form-urlencoded";
+    let (status, _) = post_as(
+        &app,
+        "/policies/shadow",
+        Some(&admin),
+        urlencoded,
+        form(&format!("policy={digest}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(app.get("/v1/policies/shadow").await.status, StatusCode::OK);
+    let (status, _) = post_as(
+        &app,
+        "/policies/shadow",
+        Some(&admin),
+        urlencoded,
+        form("stop=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.get("/v1/policies/shadow").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let (status, _) = post_as(
+        &app,
+        "/policies/activate",
+        Some(&admin),
+        urlencoded,
+        form("policy=default%401.9.0&reason=from+the+dashboard"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    vigil_tests::wait_for_active(&app, &digest, std::time::Duration::from_secs(20)).await;
+    let log = app.get("/v1/policies").await.body["activations"].clone();
+    assert!(
+        log.as_array()
+            .expect("a log")
+            .iter()
+            .any(|a| a["reason"] == "from the dashboard" && a["who"] == "admin"),
+        "{log:#}"
+    );
+    app.stop().await;
+}
+
+vigil_tests::on_both_backends!(
+    the_server_list_filters_sorts_searches_and_pages,
+    a_server_page_shows_uptime_bars_and_admin_data_only_to_admins,
+);

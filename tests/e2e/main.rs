@@ -29,6 +29,7 @@ mod policy_cli;
 mod policy_vectors;
 mod public_pages;
 mod replay_runs;
+mod rollups;
 mod scale_out;
 mod sinks;
 mod storage;

@@ -353,3 +353,69 @@ pub async fn transitions(
             .into_response(),
     )
 }
+
+/// `GET /v1/servers/{id}/uptime?window=24h|7d|30d|90d` (default `24h`) — uptime, quality and
+/// counts from the rollups: one bucket per hour (24h) or UTC day (7/30/90d), oldest first, the
+/// last one still open, and their total. `uptime_percent` and `quality` are `null` for a bucket
+/// where the policy's status was never known.
+pub async fn uptime(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    use crate::engine::rollup::{Window, report};
+    let map = params(query, &["window"])?;
+    let window = match map.get("window") {
+        None => Window::Hours24,
+        Some(text) => Window::parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_window",
+                format!(
+                    "window={:?} is not one of 24h, 7d, 30d, 90d",
+                    text.chars().take(32).collect::<String>()
+                ),
+            )
+        })?,
+    };
+    let record = state
+        .store
+        .get_server(&id)
+        .await?
+        .ok_or_else(|| server_not_found(&id))?;
+    let now = crate::clock::now_ms();
+    let rows = state
+        .store
+        .rollups(&id, window.span(), window.from_ms(now))
+        .await?;
+    let r = report(window, now, &rows, &record.snapshot);
+    let figures = |s: &crate::store::RollupSums| {
+        serde_json::json!({
+            "uptime_percent": s.uptime_percent(),
+            "quality": s.quality(),
+            "observed_seconds": s.observed_ms / 1000,
+            "online_seconds": s.online_ms / 1000,
+            "beats": s.beats,
+            "rejections": s.rejections,
+        })
+    };
+    let buckets: Vec<Value> = r
+        .buckets
+        .iter()
+        .map(|b| {
+            let mut v = figures(&b.sums);
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("start".into(), format_rfc3339_ms(b.start_ms).into());
+            }
+            v
+        })
+        .collect();
+    let mut body = figures(&r.total);
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("server_id".into(), record.server_id.into());
+        obj.insert("window".into(), window.as_str().into());
+        obj.insert("from".into(), format_rfc3339_ms(r.from_ms).into());
+        obj.insert("to".into(), format_rfc3339_ms(r.to_ms).into());
+        obj.insert("buckets".into(), buckets.into());
+    }
+    Ok(Json(body).into_response())
+}

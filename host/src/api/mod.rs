@@ -97,6 +97,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/servers/{id}", get(directory::get_server))
         .route("/v1/servers/{id}/heartbeats", get(directory::heartbeats))
         .route("/v1/servers/{id}/transitions", get(directory::transitions))
+        .route("/v1/servers/{id}/uptime", get(directory::uptime))
         .route("/v1/policies", get(policies::list))
         .route("/v1/rankings", get(rankings::rankings))
         .route("/v1/leaderboard", get(rankings::leaderboard))
@@ -152,6 +153,12 @@ pub fn app(state: AppState) -> Router {
             "/policies/rollback",
             post(crate::web::session::policy_rollback),
         )
+        .route(
+            "/policies/activate",
+            post(crate::web::session::policy_activate),
+        )
+        .route("/policies/shadow", post(crate::web::session::policy_shadow))
+        .route("/policies/upload", post(crate::web::session::policy_upload))
         .route(
             "/sign-in",
             get(crate::web::session::sign_in_page).post(crate::web::session::sign_in),

@@ -64,6 +64,7 @@ pub struct HeartbeatAccepted {
         get_server,
         heartbeats,
         transitions,
+        uptime,
         policies,
         upload_policy,
         activate_policy,
@@ -191,6 +192,22 @@ fn heartbeats() {}
         (status = 422, description = "`invalid_query`", body = Problem, content_type = "application/problem+json"),
     ))]
 fn transitions() {}
+
+/// A server's uptime, quality and counts over a window, from the hourly and daily rollups:
+/// `{server_id, window, from, to, uptime_percent, quality, observed_seconds, online_seconds,
+/// beats, rejections, buckets: [{start, uptime_percent, quality, …}]}` (one bucket per hour for
+/// `24h`, per UTC day otherwise, oldest first, the last one open; `null` where unknown).
+#[utoipa::path(get, path = "/v1/servers/{id}/uptime", tag = "directory",
+    params(
+        ("id" = String, Path, description = "server id"),
+        ("window" = Option<String>, Query, description = "`24h` (default), `7d`, `30d`, `90d`"),
+    ),
+    responses(
+        (status = 200, description = "The window's figures and buckets"),
+        (status = 404, description = "`unknown_server`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_window`, `invalid_query`", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn uptime() {}
 
 /// Stored policy versions, the active one, recent activations and refusals, and the
 /// progress of the background rebuild.

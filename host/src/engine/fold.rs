@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
+use super::rollup::{self, Counted};
 use crate::ingest::decode::DecodedHeartbeat;
 use crate::policy::{LoadedPolicy, Outcome, PolicyError, PolicyEvent, ServerFacts, Verdict};
-use crate::store::{AuthKind, PolicyRef, ServerRecord, Snapshot, TransitionRow};
+use crate::store::{AuthKind, PolicyRef, RollupRow, ServerRecord, Snapshot, TransitionRow};
 
 /// After a failed tick the host retries this much later (a failed tick must not stall the
 /// deadline queue, and the policy's last good deadline already passed).
@@ -31,6 +32,8 @@ pub struct FoldEffects {
     pub evaluations: u64,
     /// How long each evaluation took (for metrics).
     pub durations: Vec<std::time::Duration>,
+    /// Rollup buckets the evaluations closed (see [`super::rollup`]).
+    pub rollups: Vec<RollupRow>,
 }
 
 /// How a stored heartbeat was authenticated, in the policy's words.
@@ -123,6 +126,8 @@ pub fn fold(
             effects,
         ),
         Err(error) => {
+            // The last good assessment stands: the time until now counts at it.
+            count(policy, snapshot, &server.server_id, now_ms, event, effects);
             snapshot.policy_errors += 1;
             if matches!(event, PolicyEvent::Tick) {
                 snapshot.next_check_at_ms = Some(now_ms + TICK_RETRY_MS);
@@ -173,6 +178,7 @@ pub(super) fn apply_verdict(
     v: Verdict,
     effects: &mut FoldEffects,
 ) {
+    count(policy, snapshot, server_id, now_ms, event, effects);
     snapshot.evaluated_at_ms = Some(now_ms);
     if snapshot.status != v.status || snapshot.confidence != v.confidence {
         effects.transitions.push(TransitionRow {
@@ -199,6 +205,31 @@ pub(super) fn apply_verdict(
     snapshot.badges = v.badges;
     snapshot.next_check_at_ms = v.next_check_at_ms;
     effects.signals.extend(v.signals);
+}
+
+/// Counts the time since the last evaluation (at the assessment still in `snapshot`) and the
+/// event into the rollup, before the snapshot takes the new assessment.
+fn count(
+    policy: &LoadedPolicy,
+    snapshot: &mut Snapshot,
+    server_id: &str,
+    now_ms: i64,
+    event: PolicyEvent<'_>,
+    effects: &mut FoldEffects,
+) {
+    let counted = match event {
+        PolicyEvent::Heartbeat { .. } => Counted::Beat,
+        PolicyEvent::Rejected { .. } => Counted::Rejection,
+        PolicyEvent::Tick => Counted::Tick,
+    };
+    rollup::advance(
+        snapshot,
+        server_id,
+        policy.digest(),
+        now_ms,
+        counted,
+        &mut effects.rollups,
+    );
 }
 
 /// Records the policy's state after its last successful evaluation, and which version wrote it.

@@ -14,7 +14,7 @@
 //! (the loop, ticks, the fold of each event), `commit.rs` (group commit and its outcome),
 //! `servers.rs` (registration, verification, key rotation), `shared.rs` (several hosts on one
 //! database), `swap.rs` (policy activation, rebuild, probation), `shadow.rs`, [`fold`],
-//! [`replay`], [`backtest`] and [`observe`].
+//! [`rollup`], [`replay`], [`backtest`] and [`observe`].
 
 mod activator;
 pub mod backtest;
@@ -23,6 +23,7 @@ pub mod fold;
 mod handle;
 pub mod observe;
 pub mod replay;
+pub mod rollup;
 mod servers;
 mod shadow;
 mod shared;

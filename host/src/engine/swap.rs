@@ -462,6 +462,9 @@ impl Writer {
         snapshot.map_name.clone_from(&old.map_name);
         snapshot.agent_version.clone_from(&old.agent_version);
         snapshot.policy_errors = old.policy_errors;
+        // Rollups are history: the closed buckets stay as they were written, and the open
+        // ones continue (the new version's assessments count from here on).
+        snapshot.rollup.clone_from(&old.rollup);
         if snapshot.status != old.status || snapshot.confidence != old.confidence {
             pending.batch.transitions.push(TransitionRow {
                 server_id: id.to_owned(),

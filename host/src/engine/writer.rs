@@ -259,6 +259,7 @@ impl Writer {
             );
         }
         pending.batch.transitions.extend(effects.transitions);
+        pending.batch.rollups.extend(effects.rollups);
         for signal in effects.signals {
             tracing::debug!(%signal, "policy signal");
         }

@@ -10,8 +10,9 @@ use sqlx::{QueryBuilder, Row};
 
 use super::{
     AuthKind, ClusterTransition, HeartbeatRow, HistoryEvent, PolicyRecord, PolicySummary,
-    RejectionQuery, ServerKeyRow, ServerQuery, ServerRecord, ServerSort, Store, StoreError,
-    StoredActivation, StoredHeartbeat, StoredRejection, StoredTransition, TransitionRow,
+    RejectionQuery, RollupRow, RollupSpan, RollupSums, ServerKeyRow, ServerQuery, ServerRecord,
+    ServerSort, Store, StoreError, StoredActivation, StoredHeartbeat, StoredRejection,
+    StoredTransition, TransitionRow,
 };
 use crate::store::with_pool;
 
@@ -21,7 +22,7 @@ pub(super) const SERVER_COLUMNS: &str = "server_id, display_name, cluster_id, pu
     scores, badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
     players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, policy_name, \
     policy_version, policy_digest, policy_state, next_check_at_ms, policy_errors, labels, \
-    paused_at_ms, retired_at_ms, schedule";
+    paused_at_ms, retired_at_ms, schedule, rollup";
 
 /// The columns [`heartbeat_row!`] reads.
 pub(super) const HEARTBEAT_COLUMNS: &str = "server_id, seq, received_at_ms, sent_at_ms, key_version, signature, body, policy_digest, \
@@ -61,6 +62,7 @@ macro_rules! server_row {
         let labels: String = $row.try_get("labels")?;
         let schedule: Option<String> = $row.try_get("schedule")?;
         let badges: String = $row.try_get("badges")?;
+        let rollup: Option<String> = $row.try_get("rollup")?;
         let policy_digest: Option<String> = $row.try_get("policy_digest")?;
         let policy = match policy_digest {
             Some(digest) => Some(std::sync::Arc::new(PolicyRef {
@@ -119,6 +121,12 @@ macro_rules! server_row {
                 policy_state: $row.try_get("policy_state")?,
                 next_check_at_ms: $row.try_get("next_check_at_ms")?,
                 policy_errors: $row.try_get("policy_errors")?,
+                rollup: match rollup {
+                    Some(text) => {
+                        Some(serde_json::from_str(&text).map_err(|e| corrupt("rollup", &e))?)
+                    }
+                    None => None,
+                },
             },
         })
     }};
@@ -526,6 +534,48 @@ impl Store {
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
                 out.push(transition_row!(r));
+            }
+            Ok(out)
+        })
+    }
+
+    /// A server's closed rollup buckets of `span` starting at or after `from_ms`, oldest
+    /// first (at most a window's worth: callers ask for 90 days of days or a day of hours).
+    pub async fn rollups(
+        &self,
+        server_id: &str,
+        span: RollupSpan,
+        from_ms: i64,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        with_pool!(&self.db, pool => {
+            let rows = sqlx::query(
+                "SELECT server_id, span, start_ms, observed_ms, online_ms, quality_sum, beats, \
+                 rejections, policy_digest FROM rollups \
+                 WHERE server_id = $1 AND span = $2 AND start_ms >= $3 \
+                 ORDER BY start_ms LIMIT 2200",
+            )
+            .bind(server_id)
+            .bind(span.as_str())
+            .bind(from_ms)
+            .fetch_all(pool)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let span: String = r.try_get("span")?;
+                out.push(RollupRow {
+                    server_id: r.try_get("server_id")?,
+                    span: RollupSpan::parse(&span)
+                        .ok_or_else(|| StoreError::Corrupt(format!("rollup span {span:?}")))?,
+                    start_ms: r.try_get("start_ms")?,
+                    sums: RollupSums {
+                        observed_ms: r.try_get("observed_ms")?,
+                        online_ms: r.try_get("online_ms")?,
+                        quality_sum: r.try_get("quality_sum")?,
+                        beats: r.try_get("beats")?,
+                        rejections: r.try_get("rejections")?,
+                    },
+                    policy_digest: r.try_get("policy_digest")?,
+                });
             }
             Ok(out)
         })

@@ -144,6 +144,8 @@ pub struct Snapshot {
     pub next_check_at_ms: Option<i64>,
     /// Evaluations of this server that failed (trap, timeout, invalid output).
     pub policy_errors: i64,
+    /// The rollup's open hour and day (`None` before the first evaluation).
+    pub rollup: Option<OpenRollup>,
 }
 
 impl Snapshot {
@@ -411,6 +413,114 @@ pub struct TransitionRow {
     pub policy_digest: String,
 }
 
+/// Which bucket a rollup row sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RollupSpan {
+    /// One UTC hour.
+    Hour,
+    /// One UTC day.
+    Day,
+}
+
+impl RollupSpan {
+    /// Its length in milliseconds.
+    pub const fn ms(self) -> i64 {
+        match self {
+            RollupSpan::Hour => 3_600_000,
+            RollupSpan::Day => 86_400_000,
+        }
+    }
+
+    /// As stored (`hour`, `day`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RollupSpan::Hour => "hour",
+            RollupSpan::Day => "day",
+        }
+    }
+
+    /// From its stored text.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "hour" => Some(RollupSpan::Hour),
+            "day" => Some(RollupSpan::Day),
+            _ => None,
+        }
+    }
+}
+
+/// What one rollup bucket adds up. Integers only, so every backend and every replay computes
+/// exactly the same sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+pub struct RollupSums {
+    /// Milliseconds the policy's status was known (anything but `unknown`).
+    pub observed_ms: i64,
+    /// Milliseconds of those it was `online`.
+    pub online_ms: i64,
+    /// Σ round(quality × 100) × ms over the observed time.
+    pub quality_sum: i64,
+    /// Accepted heartbeats folded.
+    pub beats: i64,
+    /// Refused requests folded.
+    pub rejections: i64,
+}
+
+impl RollupSums {
+    /// Adds `other` in (saturating: a sum never wraps).
+    pub fn add(&mut self, other: &RollupSums) {
+        self.observed_ms = self.observed_ms.saturating_add(other.observed_ms);
+        self.online_ms = self.online_ms.saturating_add(other.online_ms);
+        self.quality_sum = self.quality_sum.saturating_add(other.quality_sum);
+        self.beats = self.beats.saturating_add(other.beats);
+        self.rejections = self.rejections.saturating_add(other.rejections);
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        *self == RollupSums::default()
+    }
+
+    /// Uptime in percent of the observed time (`None` when nothing was observed).
+    pub fn uptime_percent(&self) -> Option<f64> {
+        (self.observed_ms > 0).then(|| self.online_ms as f64 * 100.0 / self.observed_ms as f64)
+    }
+
+    /// Mean quality over the observed time (`None` when nothing was observed).
+    pub fn quality(&self) -> Option<f64> {
+        (self.observed_ms > 0).then(|| self.quality_sum as f64 / self.observed_ms as f64 / 100.0)
+    }
+}
+
+/// A closed hour or day of a server's rollup (`rollups`, append-only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollupRow {
+    /// The server.
+    pub server_id: String,
+    /// Hour or day.
+    pub span: RollupSpan,
+    /// The bucket's UTC start (inclusive).
+    pub start_ms: i64,
+    /// What it adds up.
+    pub sums: RollupSums,
+    /// The policy of the evaluation that closed it.
+    pub policy_digest: String,
+}
+
+/// The rollup's open buckets, kept in the snapshot (`servers.rollup`) until an evaluation at
+/// or after their end closes them into [`RollupRow`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OpenRollup {
+    /// Counted up to here (the last evaluation's now-ms).
+    pub at_ms: i64,
+    /// The open hour's UTC start.
+    pub hour_start_ms: i64,
+    /// The open hour so far.
+    pub hour: RollupSums,
+    /// The closed hours of the open day (the open hour not included).
+    pub day: RollupSums,
+}
+
 /// The snapshot of one server to overwrite.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotRow {
@@ -433,6 +543,8 @@ pub struct WriteBatch {
     pub snapshots: Vec<SnapshotRow>,
     /// Alerts raised by this batch's transitions and signals (the durable outbox).
     pub alerts: Vec<AlertRow>,
+    /// Rollup buckets this batch's evaluations closed.
+    pub rollups: Vec<RollupRow>,
 }
 
 /// An alert to append to the outbox, in the same transaction as its cause.
@@ -471,6 +583,7 @@ impl WriteBatch {
             && self.transitions.is_empty()
             && self.snapshots.is_empty()
             && self.alerts.is_empty()
+            && self.rollups.is_empty()
     }
 }
 
@@ -844,6 +957,29 @@ pub struct IngestToken {
     pub revoked_at_ms: Option<i64>,
     /// Who revoked it.
     pub revoked_by: Option<String>,
+}
+
+/// A queued command as listed for operators (no envelope, no result body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandSummary {
+    /// Its id.
+    pub command_id: String,
+    /// What it asks.
+    pub command: String,
+    /// Issued, ms since the epoch.
+    pub issued_at_ms: i64,
+    /// Expires, ms since the epoch.
+    pub expires_at_ms: i64,
+    /// Who queued it.
+    pub created_by: String,
+    /// First delivered, ms since the epoch.
+    pub delivered_at_ms: Option<i64>,
+    /// Deliveries so far.
+    pub delivery_count: i64,
+    /// Answered, ms since the epoch.
+    pub result_at_ms: Option<i64>,
+    /// The agent's answer status.
+    pub result_status: Option<String>,
 }
 
 /// An ingest token to store: only its hash and first characters, never the token.

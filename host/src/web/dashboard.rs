@@ -1,7 +1,8 @@
 //! The dashboard at `/`: the server list (filters, sort by every ranking value, search,
 //! pagination, live status over `GET /v1/events`) and a page per server (`/servers/{id}`:
-//! state, scores and badges with the policy version that computed them, transitions, recent
-//! heartbeats with their bodies). Server-rendered HTML embedded in the binary with a few lines
+//! state, uptime bars and sparklines from the rollups, scores and badges with the policy
+//! version that computed them, runs, transitions, recent heartbeats with their bodies, and for
+//! a signed-in admin the admin-only sections). Server-rendered HTML embedded in the binary with a few lines
 //! of hand-written JS for the live updates; works without JS (reload for news). Status and
 //! confidence are always text and icon as well as colour; native form controls with labels,
 //! so the pages are usable by keyboard; fluid layout for 200 % zoom and phones.
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use super::bars::{BARS_STYLE, figure, sparkline, uptime_bars};
 use super::session::{Viewer, csrf_field};
 use super::status::{STYLE, confidence_icon, shown_status, status_icon};
 use super::{escape, when};
@@ -42,6 +44,214 @@ set(row.querySelector(".confidence"),t.to_confidence,"confidence");row.setAttrib
 var seen=row.querySelector(".seen"),at=new Date(t.at_ms);if(seen&&!isNaN(at)){var iso=at.toISOString();seen.innerHTML="";var el=document.createElement("time");el.setAttribute("datetime",iso);el.textContent=iso.slice(0,10)+" "+iso.slice(11,19)+"\u00a0UTC";seen.appendChild(el);}
 });})();"#;
 
+/// The server page's uptime: the last 24 hours by hour and the last 90 days by day, from the
+/// rollups, with the 7- and 30-day figures in words.
+async fn uptime_section(
+    state: &AppState,
+    record: &ServerRecord,
+    now: i64,
+) -> Result<String, ApiError> {
+    use crate::engine::rollup::{Window, report};
+    let id = &record.server_id;
+    let hours = state
+        .store
+        .rollups(id, Window::Hours24.span(), Window::Hours24.from_ms(now))
+        .await?;
+    let days = state
+        .store
+        .rollups(id, Window::Days(90).span(), Window::Days(90).from_ms(now))
+        .await?;
+    let day = report(Window::Hours24, now, &hours, &record.snapshot);
+    let quarter = report(Window::Days(90), now, &days, &record.snapshot);
+    let last = |n: usize| {
+        let mut sums = crate::store::RollupSums::default();
+        for b in quarter.buckets.iter().rev().take(n) {
+            sums.add(&b.sums);
+        }
+        figure(sums.uptime_percent())
+    };
+    let hour_label = |ms: i64| {
+        let t = crate::clock::format_rfc3339_ms(ms);
+        format!(
+            "{} {}:00 UTC",
+            &t[..10.min(t.len())],
+            t.get(11..13).unwrap_or("")
+        )
+    };
+    let day_label = |ms: i64| {
+        let t = crate::clock::format_rfc3339_ms(ms);
+        t.get(..10).unwrap_or(&t).to_owned()
+    };
+    Ok(format!(
+        "<h2>Uptime</h2><p>Last 7 days: {} \u{b7} last 30 days: {} (the policy's status over \
+         time; grey: not known).</p>{}{}",
+        last(7),
+        last(30),
+        uptime_bars("24-hour uptime, by hour", &day, &hour_label),
+        uptime_bars("90-day uptime, by day", &quarter, &day_label),
+    ) + &sparkline(
+        "Quality, last 24 hours by hour",
+        &day.buckets
+            .iter()
+            .map(|b| b.sums.quality())
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Sparklines of the players and the beat interval over the recent heartbeats (`recent`:
+/// newest first).
+fn trends(recent: &[crate::store::StoredHeartbeat]) -> String {
+    let oldest_first: Vec<&crate::store::StoredHeartbeat> = recent.iter().rev().collect();
+    let players: Vec<Option<f64>> = oldest_first
+        .iter()
+        .map(|h| {
+            serde_json::from_str::<serde_json::Value>(&h.row.body)
+                .ok()
+                .and_then(|v| v.get("players_current").and_then(serde_json::Value::as_f64))
+        })
+        .collect();
+    let intervals: Vec<Option<f64>> = oldest_first
+        .windows(2)
+        .map(|w| Some((w[1].row.received_at_ms - w[0].row.received_at_ms) as f64 / 1000.0))
+        .collect();
+    format!(
+        "<h2>Trends</h2>{}{}",
+        sparkline(
+            &format!("Players, last {} heartbeats", players.len()),
+            &players
+        ),
+        sparkline("Seconds between heartbeats", &intervals),
+    )
+}
+
+/// The runs reported in the recent heartbeats (a heartbeat's `run` member: a scheduled job's
+/// start, success or failure), newest first; shown when there are any or a schedule is set.
+fn runs(recent: &[crate::store::StoredHeartbeat], scheduled: bool) -> String {
+    let mut rows = String::new();
+    for h in recent {
+        let Some(run) = serde_json::from_str::<serde_json::Value>(&h.row.body)
+            .ok()
+            .and_then(|v| v.get("run").cloned())
+        else {
+            continue;
+        };
+        let text = |k: &str| {
+            run.get(k)
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .unwrap_or_else(|| "–".to_owned())
+        };
+        let phase = text("phase");
+        let icon = match phase.as_str() {
+            "success" => "\u{2714}",
+            "fail" => "\u{2716}",
+            _ => "\u{25B6}",
+        };
+        rows.push_str(&format!(
+            "<tr><td data-label=\"Received\">{}</td><td data-label=\"Phase\">{icon} {}</td>\
+             <td data-label=\"Exit code\">{}</td><td data-label=\"Run\">{}</td></tr>",
+            when(h.row.received_at_ms),
+            escape(&phase),
+            escape(&text("exit_code")),
+            escape(&text("run_id")),
+        ));
+    }
+    if rows.is_empty() && !scheduled {
+        return String::new();
+    }
+    if rows.is_empty() {
+        return "<h2>Recent runs</h2><p>No run reported in the recent heartbeats.</p>".to_owned();
+    }
+    format!(
+        "<h2>Recent runs</h2><table><thead><tr><th>Received</th><th>Phase</th><th>Exit code</th>\
+         <th>Run</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+}
+
+/// What only a signed-in admin sees on a server's page: its schedule, refused requests, key
+/// history, ingest tokens (prefixes only), commands and audit trail.
+async fn admin_sections(state: &AppState, record: &ServerRecord) -> Result<String, ApiError> {
+    let id = &record.server_id;
+    let mut html = String::from("<section class=\"admin-data\" aria-label=\"Admin data\">");
+    html.push_str("<h2>Schedule</h2>");
+    match &record.admin.schedule {
+        Some(schedule) => html.push_str(&format!(
+            "<p><code>{}</code></p>",
+            escape(&serde_json::to_string(schedule).unwrap_or_default())
+        )),
+        None => html.push_str("<p>None: the policy expects beats at their own interval.</p>"),
+    }
+    html.push_str("<h2>Refused requests</h2><ul>");
+    let query = crate::store::RejectionQuery {
+        server_id: Some(id.clone()),
+        limit: 20,
+        ..Default::default()
+    };
+    for r in state.store.rejections(&query).await? {
+        html.push_str(&format!(
+            "<li>{}: <code>{}</code> ({}) {} from {}</li>",
+            when(r.received_at_ms),
+            escape(&r.code),
+            r.http_status,
+            escape(&r.detail),
+            escape(r.source_ip.as_deref().unwrap_or("–")),
+        ));
+    }
+    html.push_str("</ul><h2>Key history</h2><ul>");
+    for k in state.store.server_keys(id).await? {
+        html.push_str(&format!(
+            "<li>v{} <code>{}</code> added {} by {}</li>",
+            k.key_version,
+            escape(&k.fingerprint),
+            when(k.added_at_ms),
+            escape(&k.added_by),
+        ));
+    }
+    html.push_str("</ul><h2>Ingest tokens</h2><ul>");
+    for t in state.store.ingest_tokens(id).await? {
+        html.push_str(&format!(
+            "<li>#{} {} <code>{}\u{2026}</code> created {} by {}{}</li>",
+            t.id,
+            t.kind.as_str(),
+            escape(&t.prefix),
+            when(t.created_at_ms),
+            escape(&t.created_by),
+            t.revoked_at_ms
+                .map(|at| format!(", revoked {}", when(at)))
+                .unwrap_or_default(),
+        ));
+    }
+    html.push_str("</ul><h2>Commands</h2><ul>");
+    for c in state.store.server_commands(id, 20).await? {
+        html.push_str(&format!(
+            "<li><code>{}</code> {} queued {} by {}, {}</li>",
+            escape(&c.command_id),
+            escape(&c.command),
+            when(c.issued_at_ms),
+            escape(&c.created_by),
+            match (&c.result_status, c.delivered_at_ms) {
+                (Some(status), _) => format!("answered: {}", escape(status)),
+                (None, Some(_)) => format!("delivered {} times, no answer yet", c.delivery_count),
+                (None, None) => format!("pending until {}", when(c.expires_at_ms)),
+            },
+        ));
+    }
+    html.push_str("</ul><h2>Audit trail</h2><ul>");
+    for a in state.store.server_audit(id, None, 20).await? {
+        html.push_str(&format!(
+            "<li>{}: {} by {} <code>{}</code></li>",
+            when(a.row.at_ms),
+            escape(&a.row.action),
+            escape(&a.row.actor),
+            escape(&a.row.detail),
+        ));
+    }
+    html.push_str("</ul></section>");
+    Ok(html)
+}
+
 /// A dashboard page: the shared style, the navigation (who is signed in), `body`, and the
 /// live-update script when `script`.
 pub(crate) fn page(title: &str, body: &str, script: bool, viewer: Option<&Viewer>) -> Response {
@@ -53,7 +263,7 @@ pub(crate) fn page(title: &str, body: &str, script: bool, viewer: Option<&Viewer
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · Vigil</title><style>{STYLE}\
+         <title>{title} · Vigil</title><style>{STYLE}{BARS_STYLE}\
          form.filters{{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end}}\
          label{{display:flex;flex-direction:column;font-size:.9rem}}\
          input,select,button{{font:inherit;padding:.3rem;min-height:2.4rem;box-sizing:border-box}}\
@@ -347,6 +557,10 @@ pub async fn server(
             ));
         }
     }
+    let now = crate::clock::now_ms();
+    body.push_str(&uptime_section(&state, &record, now).await?);
+    let recent = state.store.heartbeats(&id, None, 60).await?;
+    body.push_str(&trends(&recent));
     let by = s.policy.as_deref().map_or_else(
         || "no policy yet".to_owned(),
         |p| {
@@ -367,7 +581,9 @@ pub async fn server(
     for b in &s.badges {
         body.push_str(&format!("<li>\u{2605} badge: {}</li>", escape(b)));
     }
-    body.push_str("</ul><h2>Transitions</h2><ul>");
+    body.push_str("</ul>");
+    body.push_str(&runs(&recent, record.admin.schedule.is_some()));
+    body.push_str("<h2>Transitions</h2><ul>");
     for t in state.store.transitions(&id, None, 20).await? {
         let r = &t.row;
         body.push_str(&format!(
@@ -383,7 +599,7 @@ pub async fn server(
         ));
     }
     body.push_str("</ul><h2>Recent heartbeats</h2>");
-    for h in state.store.heartbeats(&id, None, 10).await? {
+    for h in recent.iter().take(10) {
         let r = &h.row;
         let pretty = serde_json::from_str::<serde_json::Value>(&r.body)
             .ok()
@@ -400,6 +616,9 @@ pub async fn server(
             },
             escape(&pretty),
         ));
+    }
+    if viewer.as_ref().is_some_and(|v| v.admin) {
+        body.push_str(&admin_sections(&state, &record).await?);
     }
     Ok(page(&name, &body, false, viewer.as_ref()))
 }
@@ -421,12 +640,46 @@ pub async fn policies(
         escape(&active.digest),
     );
     if let Some(v) = viewer.as_ref().filter(|v| v.admin) {
+        let options: String = versions
+            .iter()
+            .map(|p| {
+                format!(
+                    "<option value=\"{d}\">{}@{} ({})</option>",
+                    escape(&p.name),
+                    escape(&p.version),
+                    escape(p.digest.get(..19).unwrap_or(&p.digest)),
+                    d = escape(&p.digest),
+                )
+            })
+            .collect();
+        let shadow = state.engine.shadow_report().is_some();
         body.push_str(&format!(
             "<section class=\"admin\" aria-label=\"Admin\"><h2>Roll back</h2>\
-             <form method=\"post\" action=\"/policies/rollback\" class=\"stack\">{}\
+             <form method=\"post\" action=\"/policies/rollback\" class=\"stack\">{csrf}\
              <label>Reason (recorded in the activation log)<input name=\"reason\" maxlength=\"256\"></label>\
-             <button type=\"submit\">Roll back to the previous version</button></form></section>",
-            csrf_field(v)
+             <button type=\"submit\">Roll back to the previous version</button></form>\
+             <h2>Activate a stored version</h2>\
+             <form method=\"post\" action=\"/policies/activate\" class=\"stack\">{csrf}\
+             <label>Version<select name=\"policy\">{options}</select></label>\
+             <label>Reason (recorded in the activation log)<input name=\"reason\" maxlength=\"256\"></label>\
+             <button type=\"submit\">Activate</button></form>\
+             <h2>Shadow evaluation</h2><p>{}</p>\
+             <form method=\"post\" action=\"/policies/shadow\" class=\"stack\">{csrf}\
+             <label>Version to evaluate beside the active one<select name=\"policy\">{options}</select></label>\
+             <button type=\"submit\">Start shadow</button>\
+             <button type=\"submit\" name=\"stop\" value=\"1\">Stop shadow</button></form>\
+             <h2>Upload a version</h2>\
+             <form method=\"post\" action=\"/policies/upload\" enctype=\"multipart/form-data\" class=\"stack\">{csrf}\
+             <label>Component (a .wasm file, at most 2\u{a0}MiB)<input type=\"file\" name=\"component\" accept=\".wasm,application/wasm\" required></label>\
+             <label>Author signature (base64, optional)<input name=\"signature\" maxlength=\"200\"></label>\
+             <label>Activate once stored<select name=\"activate\"><option value=\"no\">No, only store it</option><option value=\"yes\">Yes</option></select></label>\
+             <button type=\"submit\">Upload</button></form></section>",
+            if shadow {
+                "A shadow is running: <a href=\"/v1/policies/shadow\">its report</a>."
+            } else {
+                "No shadow is running."
+            },
+            csrf = csrf_field(v),
         ));
     }
     body.push_str(

@@ -1,9 +1,11 @@
 //! What people look at without a client: the dashboard (`/`, `/servers/{id}`), SVG badges
 //! (and the shields.io endpoint JSON) and the public status page of a cluster. Server-rendered from the stored snapshots and history;
-//! no policy is called, nothing is written, and no admin-only field (keys, rejections,
-//! labels, audit, pending commands) is ever rendered.
+//! no policy is called and nothing is written. Admin-only fields (rejections, key history,
+//! ingest tokens, schedule, commands, audit) appear only on a server's dashboard page signed in
+//! with an admin key; the status pages and badges never render them.
 
 pub mod badge;
+pub mod bars;
 pub mod dashboard;
 pub mod session;
 pub mod status;

@@ -8,9 +8,9 @@
 //!   `HttpOnly`, `SameSite=Strict`, `Path=/`, 12 h), redirect to `/`.
 //! - Every form of a signed-in page carries the session's CSRF token (random, compared in
 //!   constant time); `POST /sign-out` ends the session.
-//! - `POST /servers/{id}/pause|resume` and `POST /policies/rollback` run the admin API's own
-//!   handlers with the session's credential (so scopes, validation, audit rows naming the
-//!   acting key and refusals are exactly the API's), then redirect back.
+//! - `POST /servers/{id}/pause|resume` and `POST /policies/rollback|activate|shadow|upload` run the
+//!   admin API's own handlers with the session's credential (so scopes, validation, audit rows
+//!   naming the acting key and refusals are exactly the API's), then redirect back.
 //!
 //! Sessions live in this process's memory (at most [`MAX_SESSIONS`], SHA-256 of the cookie
 //! as the key): a restart signs everyone out and, with several hosts behind one address, a
@@ -400,6 +400,138 @@ pub async fn policy_rollback(
         Err(e) => return refused(e, "/policies"),
     };
     match crate::api::policies::rollback(State(state.clone()), auth, reason_body(form.reason)).await
+    {
+        Ok(_) => see_other("/policies"),
+        Err(e) => refused(e, "/policies"),
+    }
+}
+
+/// The activate and shadow forms: a stored version (digest or `name@version`) and a reason.
+#[derive(Debug, Deserialize)]
+pub struct PolicyForm {
+    csrf: String,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    /// The shadow form's `stop` button.
+    #[serde(default)]
+    stop: Option<String>,
+}
+
+/// `POST /policies/activate`: the admin API's activation with the session's credential.
+pub async fn policy_activate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<PolicyForm>,
+) -> Response {
+    let auth = match state.sessions.act(&headers, &form.csrf) {
+        Ok(auth) => auth,
+        Err(e) => return refused(e, "/policies"),
+    };
+    let request = crate::api::policies::Activate {
+        policy: form.policy.unwrap_or_default(),
+        reason: form
+            .reason
+            .filter(|r| !r.trim().is_empty())
+            .or_else(|| Some("dashboard".into())),
+    };
+    match crate::api::policies::activate(State(state.clone()), auth, Ok(axum::Json(request))).await
+    {
+        Ok(_) => see_other("/policies"),
+        Err(e) => refused(e, "/policies"),
+    }
+}
+
+/// `POST /policies/shadow`: starts a shadow of a stored version (or stops it, `stop`).
+pub async fn policy_shadow(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<PolicyForm>,
+) -> Response {
+    let auth = match state.sessions.act(&headers, &form.csrf) {
+        Ok(auth) => auth,
+        Err(e) => return refused(e, "/policies"),
+    };
+    let policy = if form.stop.is_some() {
+        None
+    } else {
+        form.policy
+    };
+    let request = crate::api::policies::ShadowRequest { policy };
+    match crate::api::policies::start_shadow(State(state.clone()), auth, Ok(axum::Json(request)))
+        .await
+    {
+        Ok(_) => see_other("/policies"),
+        Err(e) => refused(e, "/policies"),
+    }
+}
+
+/// `POST /policies/upload` (`multipart/form-data`: `csrf`, `component` (the file),
+/// optional `signature` and `activate` = `yes`): the admin API's upload with the session's
+/// credential. Nothing of the body is read before the session is known to be an admin's.
+pub async fn policy_upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Response {
+    if !state.sessions.viewer(&headers).is_some_and(|v| v.admin) {
+        return refused(
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "not_signed_in",
+                "sign in with an admin key first",
+            ),
+            "/policies",
+        );
+    }
+    let bad = |detail: String| refused(ApiError::invalid("invalid_body", detail), "/policies");
+    let mut multipart = match multipart {
+        Ok(m) => m,
+        Err(e) => return bad(e.body_text()),
+    };
+    let (mut csrf, mut component, mut signature, mut activate) =
+        (String::new(), axum::body::Bytes::new(), None, false);
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return bad(e.body_text()),
+        };
+        let name = field.name().unwrap_or("").to_owned();
+        let bytes = match field.bytes().await {
+            Ok(b) => b,
+            Err(e) => return bad(e.body_text()),
+        };
+        let text = || String::from_utf8_lossy(&bytes).trim().to_owned();
+        match name.as_str() {
+            "csrf" => csrf = text(),
+            "component" => component = bytes.clone(),
+            "signature" => signature = Some(text()).filter(|s| !s.is_empty()),
+            "activate" => activate = text() == "yes",
+            _ => {}
+        }
+    }
+    let mut auth = match state.sessions.act(&headers, &csrf) {
+        Ok(auth) => auth,
+        Err(e) => return refused(e, "/policies"),
+    };
+    if let Some(signature) = signature {
+        match HeaderValue::from_str(&signature) {
+            Ok(v) => {
+                auth.insert(crate::api::policies::SIGNATURE_HEADER, v);
+            }
+            Err(_) => return bad("the signature is not header text".into()),
+        }
+    }
+    let query = crate::api::policies::UploadQuery { activate };
+    match crate::api::policies::upload(
+        State(state.clone()),
+        auth,
+        Ok(axum::extract::Query(query)),
+        component,
+    )
+    .await
     {
         Ok(_) => see_other("/policies"),
         Err(e) => refused(e, "/policies"),

@@ -8,7 +8,8 @@ use sqlx::Row;
 
 use crate::store::with_pool;
 use crate::store::{
-    CommandResultRow, DeliveredCommand, NewCommand, ResultRecorded, Store, StoreError,
+    CommandResultRow, CommandSummary, DeliveredCommand, NewCommand, ResultRecorded, Store,
+    StoreError,
 };
 
 /// Appends one step to `command_log` inside the open transaction `$tx`.
@@ -27,6 +28,41 @@ macro_rules! log {
 }
 
 impl Store {
+    /// A server's latest commands, newest first (the admin sections of its dashboard page).
+    pub async fn server_commands(
+        &self,
+        server_id: &str,
+        limit: u32,
+    ) -> Result<Vec<CommandSummary>, StoreError> {
+        with_pool!(&self.db, pool => {
+            let rows = sqlx::query(
+                "SELECT command_id, command, issued_at_ms, expires_at_ms, created_by, \
+                 delivered_at_ms, CAST(delivery_count AS BIGINT) AS delivery_count, result_at_ms, \
+                 result_status FROM commands \
+                 WHERE server_id = $1 ORDER BY issued_at_ms DESC, command_id LIMIT $2",
+            )
+            .bind(server_id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                out.push(CommandSummary {
+                    command_id: r.try_get("command_id")?,
+                    command: r.try_get("command")?,
+                    issued_at_ms: r.try_get("issued_at_ms")?,
+                    expires_at_ms: r.try_get("expires_at_ms")?,
+                    created_by: r.try_get("created_by")?,
+                    delivered_at_ms: r.try_get("delivered_at_ms")?,
+                    delivery_count: r.try_get("delivery_count")?,
+                    result_at_ms: r.try_get("result_at_ms")?,
+                    result_status: r.try_get("result_status")?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
     /// Servers with an unanswered command unexpired at `now_ms`.
     pub async fn servers_with_commands(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
         Ok(with_pool!(&self.db, pool => sqlx::query_scalar(

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use sqlx::{Postgres, Transaction};
 
 use crate::store::{
-    AlertRow, CommitReceipt, HeartbeatRow, RejectionRow, Snapshot, SnapshotRow, StoreError,
-    TransitionRow, WriteBatch,
+    AlertRow, CommitReceipt, HeartbeatRow, RejectionRow, RollupRow, Snapshot, SnapshotRow,
+    StoreError, TransitionRow, WriteBatch,
 };
 
 /// The transaction a batch is written in.
@@ -32,6 +32,9 @@ pub(super) async fn write(tx: &mut Tx, batch: &WriteBatch) -> Result<CommitRecei
     }
     if !batch.alerts.is_empty() {
         insert_alerts(tx, &batch.alerts).await?;
+    }
+    if !batch.rollups.is_empty() {
+        insert_rollups(tx, &batch.rollups).await?;
     }
     if !batch.snapshots.is_empty() {
         update_snapshots(tx, &batch.snapshots, &previous_event_seqs(batch)).await?;
@@ -159,6 +162,33 @@ async fn insert_alerts(tx: &mut Tx, a: &[AlertRow]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Appends the closed rollup buckets (a bucket already written keeps its first row).
+async fn insert_rollups(tx: &mut Tx, r: &[RollupRow]) -> Result<(), StoreError> {
+    let int = |f: &dyn Fn(&RollupRow) -> i64| -> Vec<i64> { r.iter().map(f).collect() };
+    sqlx::query(
+        "INSERT INTO rollups (server_id, span, start_ms, observed_ms, online_ms, quality_sum, \
+             beats, rejections, policy_digest) SELECT * FROM UNNEST($1::text[], $2::text[], \
+             $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::text[]) \
+             ON CONFLICT DO NOTHING",
+    )
+    .bind(r.iter().map(|r| r.server_id.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|r| r.span.as_str()).collect::<Vec<_>>())
+    .bind(int(&|r| r.start_ms))
+    .bind(int(&|r| r.sums.observed_ms))
+    .bind(int(&|r| r.sums.online_ms))
+    .bind(int(&|r| r.sums.quality_sum))
+    .bind(int(&|r| r.sums.beats))
+    .bind(int(&|r| r.sums.rejections))
+    .bind(
+        r.iter()
+            .map(|r| r.policy_digest.clone())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// The `event_seq` each server's snapshot started from, for the servers whose events this
 /// batch folds: every event folded in this batch took the next number, so it is the new
 /// `event_seq` minus the batch's events (servers absent here folded none).
@@ -198,16 +228,18 @@ async fn update_snapshots(
              event_seq = v.event_seq, evaluated_at_ms = v.evaluated_at_ms, \
              policy_name = v.policy_name, policy_version = v.policy_version, \
              policy_digest = v.policy_digest, policy_state = v.policy_state, \
-             next_check_at_ms = v.next_check_at_ms, policy_errors = v.policy_errors \
+             next_check_at_ms = v.next_check_at_ms, policy_errors = v.policy_errors, \
+             rollup = v.rollup \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], \
              $6::text[], $7::text[], $8::int8[], $9::int8[], $10::text[], $11::int8[], \
              $12::int8[], $13::text[], $14::text[], $15::int8[], $16::int8[], $17::text[], \
-             $18::text[], $19::text[], $20::bytea[], $21::int8[], $22::int8[], $23::int8[]) \
+             $18::text[], $19::text[], $20::bytea[], $21::int8[], $22::int8[], $23::int8[], \
+             $24::text[]) \
              AS v(server_id, status, confidence, uptime_percent, quality_score, scores, \
              badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
              players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, \
              policy_name, policy_version, policy_digest, policy_state, next_check_at_ms, \
-             policy_errors, previous_event_seq) \
+             policy_errors, previous_event_seq, rollup) \
              WHERE servers.server_id = v.server_id \
              AND servers.event_seq = v.previous_event_seq",
     )
@@ -254,6 +286,11 @@ async fn update_snapshots(
             .map(|r| r.snapshot.event_seq - events.get(r.server_id.as_str()).copied().unwrap_or(0))
             .collect::<Vec<_>>(),
     )
+    .bind(snap(&|s| {
+        s.rollup
+            .as_ref()
+            .and_then(|r| serde_json::to_string(r).ok())
+    }))
     .execute(&mut **tx)
     .await?;
     if updated.rows_affected() != s.len() as u64 {

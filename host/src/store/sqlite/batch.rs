@@ -8,7 +8,9 @@
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use crate::store::{AlertRow, HeartbeatRow, RejectionRow, StoreError, TransitionRow, WriteBatch};
+use crate::store::{
+    AlertRow, HeartbeatRow, RejectionRow, RollupRow, StoreError, TransitionRow, WriteBatch,
+};
 
 /// Rows per multi-row statement (SQLite allows 32,766 bound variables; snapshots bind 22).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -81,6 +83,13 @@ fn json_batch(batch: &WriteBatch) -> Result<(String, Vec<String>), StoreError> {
         push_insert::<AlertRow>(&mut sql, "alert_outbox", "");
         args.push(json(&batch.alerts)?);
     }
+    if !batch.rollups.is_empty() {
+        // A bucket is written once: a second write of it (a snapshot restored from before its
+        // row) keeps the first. `WHERE true` tells SQLite's parser the upsert clause is not a
+        // join's.
+        push_insert::<RollupRow>(&mut sql, "rollups", " WHERE true ON CONFLICT DO NOTHING");
+        args.push(json(&batch.rollups)?);
+    }
     if !batch.snapshots.is_empty() {
         sql.push_str(
             "UPDATE OR ROLLBACK servers SET status = v.value->>1, confidence = v.value->>2, \
@@ -92,7 +101,7 @@ fn json_batch(batch: &WriteBatch) -> Result<(String, Vec<String>), StoreError> {
              evaluated_at_ms = v.value->>15, policy_name = v.value->>16, \
              policy_version = v.value->>17, policy_digest = v.value->>18, \
              policy_state = unhex(v.value->>19), next_check_at_ms = v.value->>20, \
-             policy_errors = v.value->>21 \
+             policy_errors = v.value->>21, rollup = v.value->>22 \
              FROM jsonb_each(?) AS v WHERE servers.server_id = v.value->>0; ",
         );
         // `quality_score` is indexed (the directory's default sort): set it only where it
@@ -131,7 +140,9 @@ fn push_insert<R: json_rows::Row>(sql: &mut String, table: &str, tail: &str) {
 mod json_rows {
     use serde::ser::{SerializeTuple, Serializer};
 
-    use crate::store::{AlertRow, HeartbeatRow, RejectionRow, SnapshotRow, TransitionRow};
+    use crate::store::{
+        AlertRow, HeartbeatRow, RejectionRow, RollupRow, SnapshotRow, TransitionRow,
+    };
 
     /// A table's rows, serialisable as `[[col, ...], ...]`.
     pub trait Rows {
@@ -177,6 +188,31 @@ mod json_rows {
     fields_row!(AlertRow: server_id, cluster_id, kind, severity, at_ms, summary, details,
         policy_digest);
 
+    impl Row for RollupRow {
+        const COLUMNS: &'static [&'static str] = &[
+            "server_id",
+            "span",
+            "start_ms",
+            "observed_ms",
+            "online_ms",
+            "quality_sum",
+            "beats",
+            "rejections",
+            "policy_digest",
+        ];
+        fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
+            t.serialize_element(&self.server_id)?;
+            t.serialize_element(self.span.as_str())?;
+            t.serialize_element(&self.start_ms)?;
+            t.serialize_element(&self.sums.observed_ms)?;
+            t.serialize_element(&self.sums.online_ms)?;
+            t.serialize_element(&self.sums.quality_sum)?;
+            t.serialize_element(&self.sums.beats)?;
+            t.serialize_element(&self.sums.rejections)?;
+            t.serialize_element(&self.policy_digest)
+        }
+    }
+
     struct AsTuple<'a, R>(&'a R);
 
     impl<R: Row> serde::Serialize for AsTuple<'_, R> {
@@ -212,6 +248,7 @@ mod json_rows {
             "policy_state",
             "next_check_at_ms",
             "policy_errors",
+            "rollup",
         ];
         fn columns<T: SerializeTuple>(&self, t: &mut T) -> Result<(), T::Error> {
             use serde::ser::Error;
@@ -248,9 +285,15 @@ mod json_rows {
             };
             t.serialize_element(&state)?;
             t.serialize_element(&s.next_check_at_ms)?;
-            t.serialize_element(&s.policy_errors)
+            t.serialize_element(&s.policy_errors)?;
+            t.serialize_element(&super::rollup_text(s).map_err(T::Error::custom)?)
         }
     }
+}
+
+/// The snapshot's open rollup as stored (`servers.rollup`, JSON text).
+fn rollup_text(s: &crate::store::Snapshot) -> serde_json::Result<Option<String>> {
+    s.rollup.as_ref().map(serde_json::to_string).transpose()
 }
 
 /// The batch as multi-row `VALUES` statements with every value bound: the path for batches
@@ -328,13 +371,31 @@ fn values_batch(batch: &WriteBatch) -> QueryBuilder<Sqlite> {
         });
         q.push("; ");
     }
+    for chunk in batch.rollups.chunks(ROWS_PER_STATEMENT) {
+        q.push(
+            "INSERT INTO rollups (server_id, span, start_ms, observed_ms, online_ms, \
+                 quality_sum, beats, rejections, policy_digest) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(&r.server_id)
+                .push_bind(r.span.as_str())
+                .push_bind(r.start_ms)
+                .push_bind(r.sums.observed_ms)
+                .push_bind(r.sums.online_ms)
+                .push_bind(r.sums.quality_sum)
+                .push_bind(r.sums.beats)
+                .push_bind(r.sums.rejections)
+                .push_bind(&r.policy_digest);
+        });
+        q.push(" ON CONFLICT DO NOTHING; ");
+    }
     for chunk in batch.snapshots.chunks(ROWS_PER_STATEMENT) {
         q.push(
             "WITH v(server_id, status, confidence, uptime_percent, quality_score, scores, \
                  badges, last_seen_at_ms, last_sent_at_ms, last_signature, players_current, \
                  players_capacity, map_name, agent_version, event_seq, evaluated_at_ms, \
                  policy_name, policy_version, policy_digest, policy_state, next_check_at_ms, \
-                 policy_errors) AS (",
+                 policy_errors, rollup) AS (",
         );
         q.push_values(chunk, |mut b, row| {
             let s = &row.snapshot;
@@ -359,7 +420,8 @@ fn values_batch(batch: &WriteBatch) -> QueryBuilder<Sqlite> {
                 .push_bind(s.policy.as_ref().map(|p| p.digest.clone()))
                 .push_bind(&s.policy_state)
                 .push_bind(s.next_check_at_ms)
-                .push_bind(s.policy_errors);
+                .push_bind(s.policy_errors)
+                .push_bind(rollup_text(s).unwrap_or_default());
         });
         q.push(
             ") UPDATE OR ROLLBACK servers SET status = v.status, confidence = v.confidence, \
@@ -371,8 +433,8 @@ fn values_batch(batch: &WriteBatch) -> QueryBuilder<Sqlite> {
                  event_seq = v.event_seq, evaluated_at_ms = v.evaluated_at_ms, \
                  policy_name = v.policy_name, policy_version = v.policy_version, \
                  policy_digest = v.policy_digest, policy_state = v.policy_state, \
-                 next_check_at_ms = v.next_check_at_ms, policy_errors = v.policy_errors \
-                 FROM v WHERE servers.server_id = v.server_id",
+                 next_check_at_ms = v.next_check_at_ms, policy_errors = v.policy_errors, \
+                 rollup = v.rollup FROM v WHERE servers.server_id = v.server_id",
         );
         // `quality_score` is indexed (the directory's default sort): set it only where it
         // changed, since SQLite rewrites an index entry for every row whose SET names it.

@@ -312,6 +312,21 @@ mod tests {
         s.policy_state = Some(vec![0, 1, 0, 255, 0]);
         s.next_check_at_ms = None;
         s.policy_errors = 3;
+        s.rollup = Some(crate::store::OpenRollup {
+            at_ms: 7_200_001,
+            hour_start_ms: 7_200_000,
+            hour: crate::store::RollupSums {
+                beats: 2,
+                ..Default::default()
+            },
+            day: crate::store::RollupSums {
+                observed_ms: 3_600_000,
+                online_ms: 1,
+                quality_sum: i64::MAX,
+                beats: 0,
+                rejections: 5,
+            },
+        });
         SnapshotRow {
             server_id: id.into(),
             snapshot: s,
@@ -329,9 +344,23 @@ mod tests {
         // Below 1e-30: not carried by JSON, so the batch goes through bound VALUES.
         let values = awkward_snapshot("values", 1, 1e-300, 5e-324);
         for (hb, row) in [(hb, json), (heartbeat("values", 1), values)] {
+            let rollup = crate::store::RollupRow {
+                server_id: row.server_id.clone(),
+                span: crate::store::RollupSpan::Day,
+                start_ms: 86_400_000,
+                sums: crate::store::RollupSums {
+                    observed_ms: 86_400_000,
+                    online_ms: 86_399_999,
+                    quality_sum: i64::MAX,
+                    beats: 3,
+                    rejections: 4,
+                },
+                policy_digest: "sha256:\"r\"".into(),
+            };
             let batch = WriteBatch {
                 heartbeats: vec![hb.clone()],
                 snapshots: vec![row.clone()],
+                rollups: vec![rollup.clone()],
                 ..WriteBatch::default()
             };
             assert_eq!(
@@ -353,6 +382,24 @@ mod tests {
                 .expect("history");
             assert_eq!(stored.len(), 1);
             assert_eq!(stored[0].row, hb, "{}", row.server_id);
+            let rollups = store
+                .rollups(&row.server_id, crate::store::RollupSpan::Day, 0)
+                .await
+                .expect("rollups");
+            assert_eq!(rollups, vec![rollup.clone()], "{}", row.server_id);
+            // A bucket is written once: writing it again keeps the first row.
+            let mut again = rollup.clone();
+            again.sums.beats = 99;
+            let batch = WriteBatch {
+                rollups: vec![again],
+                ..WriteBatch::default()
+            };
+            store.commit(&batch).await.expect("commits");
+            let rollups = store
+                .rollups(&row.server_id, crate::store::RollupSpan::Day, 0)
+                .await
+                .expect("rollups");
+            assert_eq!(rollups, vec![rollup], "{}", row.server_id);
         }
     }
 
