@@ -2,8 +2,9 @@
 //! behind the admin credential ([`super::auth`]). Edits, pause, retirement and maintenance
 //! windows are in [`super::manage`].
 
+use super::error::ApiPath;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -162,7 +163,7 @@ pub struct Verify {
 /// `POST /v1/admin/servers/{id}/verify` → 200 with the server.
 pub async fn verify_server(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
