@@ -108,6 +108,9 @@ pub struct HeartbeatAccepted {
         dashboard_server,
         dashboard_policies,
         dashboard_rollback,
+        dashboard_activate,
+        dashboard_shadow,
+        dashboard_upload,
         dashboard_server_action,
         sign_in_page,
         sign_in,
@@ -721,6 +724,25 @@ fn dashboard_policies() {}
 #[utoipa::path(post, path = "/policies/rollback", tag = "dashboard",
     responses((status = 303, description = "done: back to `/policies`")))]
 fn dashboard_rollback() {}
+
+/// Form (`csrf`, `policy`, a digest or `name@version`, `reason`): the admin API's activation with the
+/// session's credential. Refusals are HTML pages with the API's status.
+#[utoipa::path(post, path = "/policies/activate", tag = "dashboard",
+    responses((status = 303, description = "done: back to `/policies`")))]
+fn dashboard_activate() {}
+
+/// Form (`csrf`, `policy`, a digest or `name@version`, or `stop`): starts or stops the shadow run with
+/// the session's credential. Refusals are HTML pages with the API's status.
+#[utoipa::path(post, path = "/policies/shadow", tag = "dashboard",
+    responses((status = 303, description = "done: back to `/policies`")))]
+fn dashboard_shadow() {}
+
+/// Multipart form (`csrf`, `component` at most 2 MiB, optional `signature`, `activate`):
+/// stores a policy version through the admin API with the session's credential; nothing of the
+/// body is read before the session is known to be an admin's.
+#[utoipa::path(post, path = "/policies/upload", tag = "dashboard",
+    responses((status = 303, description = "stored: back to `/policies`")))]
+fn dashboard_upload() {}
 
 /// Form (`csrf`, `reason`): `pause` or `resume` through the admin API with the session's
 /// credential. Refusals are HTML pages with their status.
