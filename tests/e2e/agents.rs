@@ -192,6 +192,99 @@ fn vigil_run_reports_start_and_end_and_exits_with_the_commands_status() {
     assert_eq!(ok_offline.status.code(), Some(0));
 }
 
+/// `vigil run --ping-url`: the Healthchecks protocol (as runitor speaks it) against the host's
+/// `[compat.healthchecks]` routes, with a minted ping token and no key: `/start`, then
+/// `/<exit status>` with the output tail as the body; the wrapper still exits with the
+/// command's status, and a failure raises `job_failed`.
+#[test]
+fn vigil_run_pings_a_healthchecks_url_without_a_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vigil =
+        Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token-0123456789abcdef012345");
+    vigil.ok(["keygen", "--out", "agent.key"]);
+    let host = ServeProcess::start(
+        &vigil,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://agents.db\"\n\
+         [compat.healthchecks]\nenabled = true\n",
+    );
+    let url = host.url();
+    vigil.ok([
+        "server",
+        "add",
+        "backup",
+        "--key",
+        "agent.key",
+        "--url",
+        &url,
+    ]);
+    let minted = json(&vigil.ok([
+        "server", "token", "add", "backup", "--kind", "ping", "--url", &url,
+    ]));
+    let ping_url = format!("{url}/ping/{}", minted["token"].as_str().expect("token"));
+    // No key file is read: the ping URL is the credential.
+    std::fs::remove_file(dir.path().join("agent.key")).expect("remove key");
+
+    let failed = vigil.run([
+        "run",
+        "--ping-url",
+        &ping_url,
+        "--",
+        "sh",
+        "-c",
+        "echo disk full; exit 4",
+    ]);
+    assert_eq!(failed.status.code(), Some(4), "{}", failed.stderr);
+    assert!(!failed.stderr.contains("warning"), "{}", failed.stderr);
+    let fine = vigil.run(["run", "--ping-url", &ping_url, "--", "true"]);
+    assert_eq!(fine.status.code(), Some(0), "{}", fine.stderr);
+
+    let bodies = runs(&url, "backup");
+    let phases: Vec<_> = bodies
+        .iter()
+        .map(|b| b["run"]["phase"].as_str().expect("a run").to_owned())
+        .collect();
+    assert_eq!(phases, ["start", "fail", "start", "success"]);
+    assert_eq!(bodies[1]["run"]["exit_code"], 4);
+    assert_eq!(bodies[1]["run"]["run_id"], bodies[0]["run"]["run_id"]);
+    assert_ne!(bodies[1]["run"]["run_id"], bodies[3]["run"]["run_id"]);
+    assert_eq!(bodies[3]["run"]["exit_code"], 0);
+    host.stop();
+    let originals = original_bodies(dir.path(), "backup");
+    assert_eq!(originals, ["", "disk full\n", "", ""]);
+    assert_eq!(alert_kinds(dir.path(), "backup"), ["job_failed"]);
+
+    // The host gone: the job's status still comes through, the warning hides the token.
+    let offline = vigil.run(["run", "--ping-url", &ping_url, "--", "sh", "-c", "exit 9"]);
+    assert_eq!(offline.status.code(), Some(9), "{}", offline.stderr);
+    assert!(
+        offline
+            .stderr
+            .contains("warning: the fail report did not reach http://127.0.0.1:"),
+        "{}",
+        offline.stderr
+    );
+    let token = minted["token"].as_str().expect("token");
+    assert!(!offline.stderr.contains(token), "{}", offline.stderr);
+}
+
+/// What each of `id`'s stored heartbeats' clients sent (the compat routes keep it), oldest first.
+fn original_bodies(dir: &std::path::Path, id: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", dir.join("agents.db").display());
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let mut db = sqlx::SqliteConnection::connect(&url).await.expect("open");
+            sqlx::query_scalar(
+                "SELECT COALESCE(original_body, '') FROM heartbeats WHERE server_id = ? ORDER BY seq",
+            )
+            .bind(id)
+            .fetch_all(&mut db)
+            .await
+            .expect("heartbeats")
+        })
+}
+
 /// The kinds of the alerts raised for `id`, oldest first, from the host's SQLite file.
 fn alert_kinds(dir: &std::path::Path, id: &str) -> Vec<String> {
     use sqlx::Connection;

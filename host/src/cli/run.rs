@@ -2,6 +2,11 @@
 //! its output passed through, then reports `success` or `fail` with the exit code, the
 //! duration and the last 10 KiB of output; exits with the command's own status.
 //!
+//! With `--ping-url URL` it speaks the Healthchecks ping protocol instead, as runitor does:
+//! `URL/start?rid=…`, then `URL/<exit status>?rid=…` with the output tail as the request body.
+//! That works against Vigil's `[compat.healthchecks]` routes (a ping token, no key: weaker than
+//! a signature) and against Healthchecks itself.
+//!
 //! The host never holds the job up: the command starts at once while `start` is posted in the
 //! background, each report is tried a bounded number of times, and a host that cannot be
 //! reached costs a warning on stderr, never the job's exit status.
@@ -33,8 +38,12 @@ pub struct RunArgs {
     #[arg(long, default_value = "agent.key")]
     pub key: PathBuf,
     /// The server (job) this run reports for.
-    #[arg(long)]
-    pub server_id: String,
+    #[arg(long, required_unless_present = "ping_url")]
+    pub server_id: Option<String>,
+    /// Or report unsigned to a Healthchecks-style ping URL (`https://host/ping/<uuid>`):
+    /// `/start`, then `/<exit status>` with the output tail as the body.
+    #[arg(long, conflicts_with_all = ["server_id", "key_version", "interval_seconds"])]
+    pub ping_url: Option<String>,
     /// The version of the key.
     #[arg(long, default_value_t = 1)]
     pub key_version: u32,
@@ -61,26 +70,36 @@ pub struct ExitStatus(pub u8);
 /// Runs the command between a `start` and an end report; returns the command's exit status
 /// as an [`ExitStatus`] error when it is not 0.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let key = super::keys::read_key(&args.key)?;
-    let reporter = Reporter {
+    let post = Poster {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(args.timeout_seconds.max(1)))
             .build()?,
-        url: super::endpoint(&args.url, "/v1/agent/heartbeat"),
-        key,
-        server_id: args.server_id.clone(),
-        key_version: args.key_version,
-        interval_seconds: args.interval_seconds,
         attempts: args.attempts.max(1),
     };
+    let reporter = match (&args.ping_url, &args.server_id) {
+        (Some(ping_url), _) => Reporter::Ping {
+            post,
+            url: ping_url.trim_end_matches('/').to_owned(),
+        },
+        (None, Some(server_id)) => Reporter::Signed(Signer {
+            post,
+            url: super::endpoint(&args.url, "/v1/agent/heartbeat"),
+            key: super::keys::read_key(&args.key)?,
+            server_id: server_id.clone(),
+            key_version: args.key_version,
+            interval_seconds: args.interval_seconds,
+        }),
+        (None, None) => anyhow::bail!("--server-id or --ping-url is required"),
+    };
+    // 16 hex digits: a run id both the v1 wire and Healthchecks' `rid` accept.
     let run_id = format!("{:016x}", rand::random::<u64>());
     let started_ms = crate::clock::now_ms();
     let started = Instant::now();
 
     let start_report = {
         let reporter = reporter.clone();
-        let run = json!({ "phase": "start", "run_id": run_id });
-        tokio::spawn(async move { reporter.report(started_ms, run, None).await })
+        let run_id = run_id.clone();
+        tokio::spawn(async move { reporter.start(started_ms, &run_id).await })
     };
 
     let (code, tail) = match spawn_and_wait(&args.command).await {
@@ -104,13 +123,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The end must be signed later than the start (the host refuses a timestamp that is not
     // later than the last accepted one), so it waits for the start's report to finish.
     let _ = start_report.await;
-    let phase = if code == 0 { "success" } else { "fail" };
-    let run = json!({
-        "phase": phase, "exit_code": code, "duration_ms": duration_ms, "run_id": run_id,
-    });
     let ended_ms = crate::clock::now_ms().max(started_ms.saturating_add(1));
     reporter
-        .report(ended_ms, run, Some(output_payload(&tail)))
+        .end(ended_ms, &run_id, code, duration_ms, &tail)
         .await;
     if code == 0 {
         Ok(())
@@ -208,22 +223,124 @@ pub fn output_payload(tail: &[u8]) -> Value {
     json!({ "output_tail": pieces })
 }
 
-/// Signs and posts a run's reports.
+/// Where a run's reports go.
 #[derive(Clone)]
-struct Reporter {
+enum Reporter {
+    /// Signed v1 heartbeats with a `run` member.
+    Signed(Signer),
+    /// Healthchecks pings: unsigned, the ping URL is the credential.
+    Ping {
+        /// Posts with retries.
+        post: Poster,
+        /// `https://host/ping/<uuid>`, without a trailing `/`.
+        url: String,
+    },
+}
+
+impl Reporter {
+    async fn start(&self, at_ms: i64, run_id: &str) {
+        match self {
+            Reporter::Signed(signer) => {
+                let run = json!({ "phase": "start", "run_id": run_id });
+                signer.report(at_ms, run, None).await;
+            }
+            Reporter::Ping { post, url } => {
+                let shown = without_secret(url);
+                let url = format!("{url}/start?rid={run_id}");
+                post.send("start", &shown, || post.http.post(&url)).await;
+            }
+        }
+    }
+
+    async fn end(&self, at_ms: i64, run_id: &str, code: i32, duration_ms: u64, tail: &[u8]) {
+        match self {
+            Reporter::Signed(signer) => {
+                let phase = if code == 0 { "success" } else { "fail" };
+                let run = json!({
+                    "phase": phase, "exit_code": code, "duration_ms": duration_ms, "run_id": run_id,
+                });
+                signer.report(at_ms, run, Some(output_payload(tail))).await;
+            }
+            Reporter::Ping { post, url } => {
+                // Healthchecks takes exit statuses 0–255 (0 is success); anything outside
+                // that range is a failure.
+                let status = u8::try_from(code).unwrap_or(1);
+                let phase = if status == 0 { "success" } else { "fail" };
+                let shown = without_secret(url);
+                let url = format!("{url}/{status}?rid={run_id}");
+                let body = tail.to_vec();
+                post.send(phase, &shown, || {
+                    post.http
+                        .post(&url)
+                        .header("content-type", "text/plain; charset=utf-8")
+                        .body(body.clone())
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// A ping URL as a warning may show it: its path holds the credential, so only the origin.
+fn without_secret(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => format!("{}/…", parsed.origin().ascii_serialization()),
+        Err(_) => "the ping URL".into(),
+    }
+}
+
+/// Posts a report, retrying what a retry can fix.
+#[derive(Clone)]
+struct Poster {
     http: reqwest::Client,
+    attempts: u32,
+}
+
+impl Poster {
+    /// Sends `request()` up to `attempts` times (200 ms, 400 ms, … apart), retrying a refused
+    /// connection, a timeout, a 429 or a 5xx; gives up with a warning on stderr naming the
+    /// `phase` report. Never fails: the job's outcome does not depend on the host.
+    async fn send(&self, phase: &str, shown: &str, request: impl Fn() -> reqwest::RequestBuilder) {
+        let mut last_error = String::new();
+        for attempt in 0..self.attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << (attempt - 1).min(5))).await;
+            }
+            match request().send().await {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    let code = serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_owned))
+                        .unwrap_or_else(|| text.chars().take(80).collect());
+                    last_error = format!("{status} {code}");
+                    // A refusal (bad key, unknown server, …) will not change on a retry.
+                    if !(status.is_server_error() || status.as_u16() == 429) {
+                        break;
+                    }
+                }
+                // Without the URL: a ping URL's path is its credential (`shown` names the host).
+                Err(e) => last_error = e.without_url().to_string(),
+            }
+        }
+        eprintln!("vigil run: warning: the {phase} report did not reach {shown}: {last_error}");
+    }
+}
+
+/// Signs and posts a run's reports as v1 heartbeats.
+#[derive(Clone)]
+struct Signer {
+    post: Poster,
     url: String,
     key: SigningKey,
     server_id: String,
     key_version: u32,
     interval_seconds: Option<u32>,
-    attempts: u32,
 }
 
-impl Reporter {
-    /// Posts one report, retrying a refused connection, a timeout, a 429 or a 5xx up to
-    /// `attempts` times (200 ms, 400 ms, … apart); gives up with a warning on stderr. Never
-    /// fails: the job's outcome does not depend on the host.
+impl Signer {
     async fn report(&self, at_ms: i64, run: Value, payload: Option<Value>) {
         let mut body = Map::new();
         body.insert("server_id".into(), self.server_id.clone().into());
@@ -250,39 +367,26 @@ impl Reporter {
             }
         };
         body.insert("signature".into(), signature.into());
-        let mut last_error = String::new();
-        for attempt in 0..self.attempts {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 << (attempt - 1).min(5))).await;
-            }
-            match self.http.post(&self.url).json(&body).send().await {
-                Ok(response) if response.status().is_success() => return,
-                Ok(response) => {
-                    let status = response.status();
-                    let text = response.text().await.unwrap_or_default();
-                    let code = serde_json::from_str::<Value>(&text)
-                        .ok()
-                        .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_owned))
-                        .unwrap_or_default();
-                    last_error = format!("{status} {code}");
-                    // A refusal (bad key, unknown server, …) will not change on a retry.
-                    if !(status.is_server_error() || status.as_u16() == 429) {
-                        break;
-                    }
-                }
-                Err(e) => last_error = e.to_string(),
-            }
-        }
-        eprintln!(
-            "vigil run: warning: the {phase} report did not reach {}: {last_error}",
-            self.url
-        );
+        let body = Value::Object(body);
+        self.post
+            .send(&phase, &self.url, || {
+                self.post.http.post(&self.url).json(&body)
+            })
+            .await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_warning_never_shows_the_ping_token() {
+        let shown =
+            without_secret("https://hc.example:8443/ping/5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278");
+        assert_eq!(shown, "https://hc.example:8443/…");
+        assert_eq!(without_secret("not a url/ping/secret"), "the ping URL");
+    }
 
     #[test]
     fn the_tail_keeps_the_newest_ten_kib() {
