@@ -81,14 +81,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             post,
             url: ping_url.trim_end_matches('/').to_owned(),
         },
-        (None, Some(server_id)) => Reporter::Signed(Signer {
+        (None, Some(server_id)) => Reporter::Signed(Box::new(Signer {
             post,
             url: super::endpoint(&args.url, "/v1/agent/heartbeat"),
             key: super::keys::read_key(&args.key)?,
             server_id: server_id.clone(),
             key_version: args.key_version,
             interval_seconds: args.interval_seconds,
-        }),
+        })),
         (None, None) => anyhow::bail!("--server-id or --ping-url is required"),
     };
     // 16 hex digits: a run id both the v1 wire and Healthchecks' `rid` accept.
@@ -227,7 +227,7 @@ pub fn output_payload(tail: &[u8]) -> Value {
 #[derive(Clone)]
 enum Reporter {
     /// Signed v1 heartbeats with a `run` member.
-    Signed(Signer),
+    Signed(Box<Signer>),
     /// Healthchecks pings: unsigned, the ping URL is the credential.
     Ping {
         /// Posts with retries.
