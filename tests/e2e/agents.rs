@@ -392,6 +392,79 @@ impl Drop for AgentProcess {
     }
 }
 
+/// While the host is down the agent backs off (jittered, doubling from 100 ms to the 1 s cap
+/// here) instead of storming it, and resumes beating as soon as the host is back on its
+/// address. "Down" is a listener that takes each connection and closes it at once, counting
+/// them: every try of the agent is one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_backs_off_while_the_host_is_down_and_resumes_when_it_returns() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vigil =
+        Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", "agents-token-0123456789abcdef012345");
+    vigil.ok(["keygen", "--out", "agent.key"]);
+    let config = "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://agents.db\"\n";
+    let host = ServeProcess::start(&vigil, config);
+    let address = host.address();
+    let url = host.url();
+    vigil.ok([
+        "server",
+        "add",
+        "box-2",
+        "--key",
+        "agent.key",
+        "--url",
+        &url,
+    ]);
+    host.stop();
+
+    let down = std::net::TcpListener::bind(address).expect("the host's address is free again");
+    let tries = std::sync::Arc::new(AtomicUsize::new(0));
+    let closing = std::sync::Arc::new(AtomicBool::new(false));
+    let counter = {
+        let (tries, closing) = (tries.clone(), closing.clone());
+        std::thread::spawn(move || {
+            for connection in down.incoming() {
+                if closing.load(Ordering::SeqCst) {
+                    break;
+                }
+                drop(connection);
+                tries.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    std::fs::write(
+        dir.path().join("agent.toml"),
+        format!(
+            "url = \"{url}\"\nserver_id = \"box-2\"\ninterval_seconds = 1\n\
+             backoff_initial_ms = 100\nbackoff_max_seconds = 1\n"
+        ),
+    )
+    .expect("agent config");
+    let _agent = AgentProcess(
+        vigil
+            .command(["agent", "--config", "agent.toml"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("agent starts"),
+    );
+    // 3 s of a dead host: a try, then waits of 50–100, 100–200, 200–400, 400–800 ms and
+    // 0.5–1 s: about 6 to 9 tries. A retry loop without backoff would make thousands.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let during = tries.load(Ordering::SeqCst);
+    assert!((3..=12).contains(&during), "{during} tries in 3 s");
+
+    closing.store(true, Ordering::SeqCst);
+    let _ = std::net::TcpStream::connect(address);
+    counter.join().expect("counter thread");
+    let host = ServeProcess::start_on(&vigil, config, &address.to_string());
+    let beats = heartbeats_until(&url, "box-2", |b| !b.is_empty()).await;
+    assert_eq!(beats[0]["status"], "online");
+    host.stop();
+}
+
 /// Newest-first stored heartbeat bodies of `id` once `done` holds for them (30 s at most).
 async fn heartbeats_until(
     url: &str,

@@ -171,13 +171,18 @@ impl ServeProcess {
     /// `vigil serve --config vigil.toml` there on a free loopback port (`--listen
     /// 127.0.0.1:0`), with `cli`'s environment; returns once it logs the address it listens on.
     pub fn start(cli: &Cli, config: &str) -> Self {
+        Self::start_on(cli, config, "127.0.0.1:0")
+    }
+
+    /// The same on the given `--listen` address (to restart a host where its agents look).
+    pub fn start_on(cli: &Cli, config: &str, listen: &str) -> Self {
         let dir = cli.dir().expect("a served host needs a directory");
         std::fs::write(dir.join("vigil.toml"), config).expect("config");
         let mut child = cli
             .clone()
             // The line with the address is an info event.
             .env("VIGIL_LOG", "info")
-            .command(["serve", "--config", "vigil.toml", "--listen", "127.0.0.1:0"])
+            .command(["serve", "--config", "vigil.toml", "--listen", listen])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
