@@ -5,6 +5,7 @@ mod agents;
 mod alerts;
 mod backtest;
 mod backup;
+mod batch;
 mod bench_cli;
 mod browser;
 mod cli;

@@ -1,4 +1,5 @@
-//! `POST /v1/agent/heartbeat`: the agent-facing endpoint (wire contract v1), HTTP only.
+//! `POST /v1/agent/heartbeat` and `POST /v1/agent/heartbeats`: the agent-facing endpoints
+//! (wire contract v1, one heartbeat or a batch of them), HTTP only.
 //!
 //! The request goes through the admission gate ([`crate::ingest::Gate::admit`]) once, which
 //! logs and records every refusal; an admitted heartbeat goes to the writer and is answered 202
@@ -59,48 +60,157 @@ pub async fn heartbeat(State(state): State<AppState>, request: Request) -> Respo
         Ok(admitted) => admitted,
         Err(refusal) => return ApiError::from(refusal).into_response(),
     };
-    let server_id = admitted.heartbeat.decoded.server_id.clone();
-    let signed = admitted.heartbeat.signed;
-    let declared_interval = admitted.heartbeat.decoded.interval_seconds;
+    let item = Item::of(&admitted);
     match state.engine.submit_heartbeat(admitted.heartbeat).await {
         Ok(ack) => {
-            // An exact repeat proves nothing: the last accepted body (signature included) is
-            // public, so anyone can post it again; nor does an unsigned heartbeat (with
-            // `require_signature = false`). Commands go only with a new signed heartbeat.
-            let pending_commands = if ack.duplicate || !signed {
-                Vec::new()
-            } else {
-                state
-                    .commands
-                    .deliver(&server_id)
-                    .await
-                    .unwrap_or_else(|e| {
-                        // The heartbeat is stored; the commands stay queued for the next one.
-                        tracing::error!(%server_id, error = %e, "could not take pending commands");
-                        Vec::new()
-                    })
-            };
-            let body = HeartbeatAccepted {
-                accepted: true,
-                duplicate: ack.duplicate,
-                server_registered: admitted.server_registered,
-                status: ack.status,
-                confidence: ack.confidence,
-                policy: ack.policy,
-                next_heartbeat_seconds: next_heartbeat_seconds(
-                    declared_interval,
-                    ack.next_check_in_ms,
-                ),
-                pending_commands,
-            };
+            let body = item.accepted(&state, ack).await;
             (StatusCode::ACCEPTED, axum::Json(body)).into_response()
         }
-        Err(e) => {
-            let error = ApiError::from(e);
-            tracing::info!(%server_id, code = error.code, "heartbeat refused by the writer");
-            error.into_response()
+        Err(e) => item.failed(e).into_response(),
+    }
+}
+
+/// What the answer to an admitted heartbeat needs once the heartbeat went to the writer.
+struct Item {
+    server_id: String,
+    signed: bool,
+    declared_interval: Option<u32>,
+    server_registered: bool,
+}
+
+impl Item {
+    fn of(admitted: &crate::ingest::Admitted) -> Self {
+        Self {
+            server_id: admitted.heartbeat.decoded.server_id.clone(),
+            signed: admitted.heartbeat.signed,
+            declared_interval: admitted.heartbeat.decoded.interval_seconds,
+            server_registered: admitted.server_registered,
         }
     }
+
+    /// The 202 body, with the commands queued for the agent.
+    async fn accepted(&self, state: &AppState, ack: crate::engine::Ack) -> HeartbeatAccepted {
+        // An exact repeat proves nothing: the last accepted body (signature included) is
+        // public, so anyone can post it again; nor does an unsigned heartbeat (with
+        // `require_signature = false`). Commands go only with a new signed heartbeat.
+        let pending_commands = if ack.duplicate || !self.signed {
+            Vec::new()
+        } else {
+            let server_id = &self.server_id;
+            state.commands.deliver(server_id).await.unwrap_or_else(|e| {
+                // The heartbeat is stored; the commands stay queued for the next one.
+                tracing::error!(%server_id, error = %e, "could not take pending commands");
+                Vec::new()
+            })
+        };
+        HeartbeatAccepted {
+            accepted: true,
+            duplicate: ack.duplicate,
+            server_registered: self.server_registered,
+            status: ack.status,
+            confidence: ack.confidence,
+            policy: ack.policy,
+            next_heartbeat_seconds: next_heartbeat_seconds(
+                self.declared_interval,
+                ack.next_check_in_ms,
+            ),
+            pending_commands,
+        }
+    }
+
+    /// The writer's refusal (a replay) or failure, as answered.
+    fn failed(&self, e: crate::engine::WriteError) -> ApiError {
+        let error = ApiError::from(e);
+        tracing::info!(server_id = %self.server_id, code = error.code, "heartbeat refused by the writer");
+        error
+    }
+}
+
+/// One item's answer in a batch: the status and body the single route would have answered.
+#[derive(Debug, Serialize)]
+pub struct BatchItem {
+    /// The HTTP status the single route would answer (202, 401, 409, ...).
+    pub status: u16,
+    /// The problem `code` of a refusal (absent on 202).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// Seconds to wait before retrying this item (429, 503).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// The 202 body, or the RFC 9457 problem object.
+    pub body: serde_json::Value,
+}
+
+impl BatchItem {
+    fn accepted(body: &HeartbeatAccepted) -> Self {
+        Self {
+            status: 202,
+            code: None,
+            retry_after: None,
+            body: serde_json::to_value(body).unwrap_or_default(),
+        }
+    }
+
+    fn refused(error: &ApiError) -> Self {
+        Self {
+            status: error.status.as_u16(),
+            code: Some(error.code),
+            retry_after: error.retry_after,
+            body: error.problem(),
+        }
+    }
+}
+
+/// The 200 body of `POST /v1/agent/heartbeats`.
+#[derive(Debug, Serialize)]
+pub struct BatchAnswer {
+    /// Items answered 202.
+    pub accepted: usize,
+    /// Items answered otherwise.
+    pub refused: usize,
+    /// One answer per item, in the order of the body's lines.
+    pub items: Vec<BatchItem>,
+}
+
+/// Handles a batch (`POST /v1/agent/heartbeats`, NDJSON; see
+/// [`crate::ingest::Gate::admit_batch`] for the format, bounds and budget): every item through
+/// the gate, the admitted ones to the writer together, and one answer per item once every
+/// admitted one is committed (or failed). An item's refusal never touches its neighbours. The
+/// request is answered 200 with the items' answers; only a refusal of the whole request (an
+/// empty budget, a body or item count over the bound) is a problem+json of its own.
+pub async fn heartbeats(State(state): State<AppState>, request: Request) -> Response {
+    let results = match state.gate.admit_batch(request).await {
+        Ok(results) => results,
+        Err(refusal) => return ApiError::from(refusal).into_response(),
+    };
+    let mut answers: Vec<Option<BatchItem>> = Vec::with_capacity(results.len());
+    let mut admitted = Vec::new();
+    let mut heartbeats = Vec::new();
+    for (index, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(item) => {
+                admitted.push((index, Item::of(&item)));
+                heartbeats.push(item.heartbeat);
+                answers.push(None);
+            }
+            Err(refusal) => answers.push(Some(BatchItem::refused(&ApiError::from(refusal)))),
+        }
+    }
+    let acks = state.engine.submit_heartbeats(heartbeats).await;
+    for ((index, item), ack) in admitted.into_iter().zip(acks) {
+        answers[index] = Some(match ack {
+            Ok(ack) => BatchItem::accepted(&item.accepted(&state, ack).await),
+            Err(e) => BatchItem::refused(&item.failed(e)),
+        });
+    }
+    let items: Vec<BatchItem> = answers.into_iter().flatten().collect();
+    let accepted = items.iter().filter(|i| i.status == 202).count();
+    let body = BatchAnswer {
+        accepted,
+        refused: items.len() - accepted,
+        items,
+    };
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 #[cfg(test)]

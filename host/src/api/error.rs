@@ -69,17 +69,26 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let title = self.status.canonical_reason().unwrap_or("Error");
-        let problem = Problem {
+impl ApiError {
+    fn problem_of(&self) -> Problem<'_> {
+        Problem {
             kind: format!("https://vigil.dev/problems/{}", self.code),
-            title,
+            title: self.status.canonical_reason().unwrap_or("Error"),
             status: self.status.as_u16(),
             detail: &self.detail,
             code: self.code,
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        }
+    }
+
+    /// The RFC 9457 problem object this error is answered with (a batch item's `body`).
+    pub fn problem(&self) -> serde_json::Value {
+        serde_json::to_value(self.problem_of()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem_of()).unwrap_or_default();
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(

@@ -93,6 +93,7 @@ impl std::fmt::Debug for Services {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/agent/heartbeat", post(agent::heartbeat))
+        .route("/v1/agent/heartbeats", post(agent::heartbeats))
         .route("/v1/servers", get(directory::list_servers))
         .route("/v1/servers/{id}", get(directory::get_server))
         .route("/v1/servers/{id}/heartbeats", get(directory::heartbeats))

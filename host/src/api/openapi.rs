@@ -115,6 +115,7 @@ pub struct HeartbeatAccepted {
         sign_in_page,
         sign_in,
         sign_out,
+        agent_heartbeats,
     ),
     components(schemas(Problem, HeartbeatAccepted))
 )]
@@ -767,3 +768,19 @@ fn sign_in() {}
 #[utoipa::path(post, path = "/sign-out", tag = "dashboard",
     responses((status = 303, description = "signed out: to `/`")))]
 fn sign_out() {}
+
+/// Submit up to 500 individually signed heartbeats in one request: NDJSON, one v1 body per
+/// line, each checked exactly as on `POST /v1/agent/heartbeat` (its own signature, replay
+/// rules and budget) and answered on its own. The answer comes once every accepted item is
+/// durably committed. Each item spends one token of the source's budget.
+#[utoipa::path(post, path = "/v1/agent/heartbeats", tag = "agent",
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "One signed v1 heartbeat per line (each at most 64 KiB), at most 500 lines, at most 2 MiB"),
+    responses(
+        (status = 200, description = "`{accepted, refused, items: [{status, code?, retry_after?, body}]}`: per item, in order, the status the single route would answer (202, 401, 403, 404, 409, 413, 422, 429, 503), its problem `code`, and its body (the 202 body or the problem object)"),
+        (status = 408, description = "`body_timeout`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large` (over 2 MiB), `too_many_items` (over 500 lines)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`empty_batch`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: the source's budget is spent (before the body is read)", body = Problem, content_type = "application/problem+json"),
+    ))]
+fn agent_heartbeats() {}

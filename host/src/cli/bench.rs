@@ -8,6 +8,9 @@
 //! CPU time and peak RSS. Every loop is bounded in count and time; it targets the URL given
 //! (loopback by default) and stops by itself.
 //!
+//! `--batch N` sends the signed heartbeats N per request through the batch route
+//! (`POST /v1/agent/heartbeats`); the accepted rate counts heartbeats, not requests.
+//!
 //! `--route healthchecks` drives the Healthchecks compat route instead (`POST /ping/{uuid}`
 //! with a per-server ping token, nothing to sign); `--route both` measures the signed v1 route
 //! and then the Healthchecks route against the same host and database, one report each.
@@ -79,6 +82,11 @@ pub struct BenchArgs {
     /// one has it) or `both`, one after the other on the same host.
     #[arg(long, value_enum, default_value_t = Route::V1)]
     pub route: Route,
+    /// Send the v1 heartbeats N at a time through the batch route (`POST
+    /// /v1/agent/heartbeats`, NDJSON; N at most 500); rates and status counts are then per
+    /// heartbeat, `requests` per HTTP request.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub batch: Option<u16>,
 }
 
 /// The route a bench loads.
@@ -104,11 +112,13 @@ pub struct BenchReport {
     pub connections: usize,
     /// Open-loop target rate, if any.
     pub target_rate: Option<u64>,
+    /// Heartbeats per request on the batch route (`--batch`), if any.
+    pub batch: Option<u16>,
     /// Measured seconds.
     pub elapsed_seconds: f64,
     /// Requests sent.
     pub requests: u64,
-    /// 202 answers per second.
+    /// 202 answers per second (202 items with `--batch`).
     pub accepted_per_second: f64,
     /// Latency percentiles, milliseconds.
     pub latency_ms: BTreeMap<String, f64>,
@@ -360,6 +370,7 @@ async fn drive(
     deadline: Instant,
     interval: Option<Duration>,
     phase: Duration,
+    batch: Option<usize>,
 ) -> Tally {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
@@ -377,6 +388,63 @@ async fn drive(
     // steady stream, not as bursts of one request per connection at the same instant.
     let mut next_send = Instant::now() + phase;
     let mut turn = 0usize;
+    if let Some(size) = batch {
+        let endpoint = format!("{url}/v1/agent/heartbeats");
+        while Instant::now() < deadline && !senders.is_empty() {
+            // The next `size` bodies, round robin over this connection's servers (each
+            // server's in timestamp order, so the host sees no replay).
+            let mut body = Vec::new();
+            let mut items = 0;
+            while items < size {
+                if cursor
+                    .iter()
+                    .zip(&senders)
+                    .all(|(c, s)| *c >= s.bodies.len())
+                {
+                    break;
+                }
+                let s = turn % senders.len();
+                turn += 1;
+                if let Some(one) = senders[s].bodies.get(cursor[s]) {
+                    cursor[s] += 1;
+                    body.extend_from_slice(one);
+                    body.push(b'\n');
+                    items += 1;
+                }
+            }
+            if items == 0 {
+                break;
+            }
+            let started = Instant::now();
+            let answer = client
+                .post(&endpoint)
+                .header("content-type", "application/x-ndjson")
+                .body(body)
+                .send()
+                .await;
+            match answer {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => {
+                    let answer: Value = r.json().await.unwrap_or_default();
+                    for item in answer["items"].as_array().into_iter().flatten() {
+                        let status = item["status"].as_u64().unwrap_or(0).to_string();
+                        *tally.statuses.entry(status).or_default() += 1;
+                    }
+                }
+                Ok(r) => {
+                    let status = r.status().as_u16().to_string();
+                    let _ = r.bytes().await;
+                    *tally.statuses.entry(status).or_default() += items as u64;
+                }
+                Err(_) => *tally.statuses.entry("transport".into()).or_default() += items as u64,
+            }
+            let micros = u64::try_from(started.elapsed().as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let _ = tally.histogram.record(micros.min(60_000_000));
+            tally.requests += 1;
+        }
+        return tally;
+    }
     while Instant::now() < deadline && !senders.is_empty() {
         let s = turn % senders.len();
         turn += 1;
@@ -431,6 +499,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "servers, connections and duration must be at least 1"
     );
     anyhow::ensure!(args.duration <= 600, "duration is at most 600 s");
+    anyhow::ensure!(
+        args.batch.is_none() || (args.route == Route::V1 && args.rate.is_none()),
+        "--batch drives the signed v1 route, closed loop (no --route, no --rate)"
+    );
     let (host, urls, token) = if args.spawn {
         let mut config = args.host_config.clone();
         if args.route != Route::V1 {
@@ -570,6 +642,7 @@ async fn measure(
                 deadline,
                 interval,
                 phase,
+                args.batch.map(usize::from),
             ))
         })
         .collect();
@@ -606,6 +679,7 @@ async fn measure(
         servers: args.servers,
         connections,
         target_rate: args.rate,
+        batch: args.batch,
         elapsed_seconds: elapsed,
         requests,
         accepted_per_second: statuses.get(accepted).copied().unwrap_or(0) as f64 / elapsed,
@@ -631,6 +705,9 @@ async fn measure(
                 .map_or("closed loop".to_owned(), |r| format!("open loop at {r}/s")),
             report.elapsed_seconds
         );
+        if let Some(n) = report.batch {
+            println!("batch route, {n} heartbeats per request (latency is per request)");
+        }
         println!(
             "accepted/s: {:.0}   requests: {}",
             report.accepted_per_second, report.requests

@@ -198,6 +198,46 @@ impl EngineHandle {
             .await
     }
 
+    /// Folds and stores several verified heartbeats (a batch request's admitted items): one
+    /// answer per heartbeat, in order, each after the commit of the writer batch it landed in.
+    ///
+    /// The queue takes them all or none (one slot each, reserved at once, so the queue stays
+    /// bounded in heartbeats): when it has no room for all, every one is answered
+    /// [`WriteError::Overloaded`]. They are queued in order from one task, so heartbeats of
+    /// one server are folded in the order given. Each is its own writer command, so they join
+    /// the writer's group commit like single requests (a large batch may span two commits; a
+    /// failed commit fails exactly the heartbeats in it).
+    pub async fn submit_heartbeats(
+        &self,
+        heartbeats: Vec<VerifiedHeartbeat>,
+    ) -> Vec<Result<Ack, WriteError>> {
+        let n = heartbeats.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let permits = match self.tx.try_reserve_many(n) {
+            Ok(permits) => permits,
+            Err(e) => {
+                let error = match e {
+                    mpsc::error::TrySendError::Full(()) => WriteError::Overloaded,
+                    mpsc::error::TrySendError::Closed(()) => WriteError::Closed,
+                };
+                return vec![Err(error); n];
+            }
+        };
+        let mut answers = Vec::with_capacity(n);
+        for (permit, heartbeat) in permits.zip(heartbeats) {
+            let (reply, answer) = oneshot::channel();
+            permit.send(Command::Heartbeat(Box::new(heartbeat), reply));
+            answers.push(answer);
+        }
+        let mut out = Vec::with_capacity(n);
+        for answer in answers {
+            out.push(answer.await.unwrap_or(Err(WriteError::Closed)));
+        }
+        out
+    }
+
     /// Appends a rejection (folded into the named server's policy when it is known).
     pub async fn record_rejection(&self, notice: RejectionNotice) -> Result<(), WriteError> {
         self.ask(|r| Command::Reject(Box::new(notice), r)).await

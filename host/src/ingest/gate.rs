@@ -23,6 +23,9 @@
 //! rate-limited request costs no write. What needs a server's history (replay, exact repeats,
 //! sequence numbers) is the writer's job, after the gate.
 //!
+//! `POST /v1/agent/heartbeats` (many heartbeats in one request) runs steps 3 to 9 per item:
+//! see `batch.rs` ([`Gate::admit_batch`]).
+//!
 //! The gate never imports the engine: it asks for what it needs through the narrow
 //! [`Servers`] trait, which the engine implements. A new way in (a token instead of a
 //! signature) is one more admission method here that reuses these steps, not a second
@@ -48,6 +51,9 @@ use crate::config::ConfigHandle;
 use crate::config::access::Registration;
 use crate::store::NewServer;
 use crate::store::{AuthKind, KeyRotation, TokenKind};
+
+mod batch;
+pub use batch::{MAX_BATCH_BODY_BYTES, MAX_BATCH_ITEMS, split_items};
 
 /// What the gate asks of the engine about servers. Implemented by the engine (and by tests
 /// with a fixed set of servers).
