@@ -28,6 +28,7 @@ mod logs;
 mod management;
 mod metrics;
 mod openapi;
+mod pap;
 mod policy_cli;
 mod policy_vectors;
 mod public_pages;

@@ -18,12 +18,16 @@ use vigil_tests::TestApp;
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
 /// Paths of the compat route families (`[compat.*]`), not in the OpenAPI document.
-const COMPAT: [&str; 5] = [
+const COMPAT: [&str; 9] = [
     "/ping/{uuid}",
     "/ping/{uuid}/{action}",
     "/api/push/{token}",
     "/agent/heartbeat",
     "/api/v1/agents/heartbeat",
+    "/heartbeat/{agent_id}",
+    "/agents",
+    "/agents/{agent_id}",
+    "/health",
 ];
 
 /// `(method, path)` of every `.route(...)` in the source of `api::app`.

@@ -24,7 +24,8 @@ pub mod dispatch;
 pub mod sinks;
 
 pub use crate::config::alerts::{
-    AlertsConfig, KINDS, MaintenanceWindow, RouteConfig, SEVERITIES, SinkConfig, SinkKind,
+    AlertsConfig, KINDS, MaintenanceWindow, PAP_TYPES, RouteConfig, SEVERITIES, SinkConfig,
+    SinkKind,
 };
 
 use serde_json::json;
@@ -46,6 +47,11 @@ fn alert(
     details: serde_json::Value,
     policy_digest: &str,
 ) -> AlertRow {
+    let mut details = details;
+    if let (Some(name), Some(object)) = (&server.display_name, details.as_object_mut()) {
+        // Receivers that name agents (a PAP station's `agent_name`) read it here.
+        object.insert("display_name".into(), name.clone().into());
+    }
     AlertRow {
         server_id: server.server_id.clone(),
         cluster_id: server.cluster_id.clone(),

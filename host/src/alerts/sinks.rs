@@ -21,6 +21,9 @@
 //!   "payload"}`; `server_online` sends `resolve` with the dedup key of that server's
 //!   `server_offline` trigger (`vigil/{server_id}/server_offline`), so the incident closes.
 //! - teams: `POST url` (a Teams workflow webhook) with a `message` holding one Adaptive Card.
+//! - pap: `POST url` (a PAP Station's cluster alert endpoint) with PAP's `ClusterAlert`
+//!   (`{type, agent_uuid, agent_name, cluster_id, severity, details, timestamp}`, see
+//!   [`pap_body`]) and `Authorization: Bearer token`.
 //!
 //! Every templated kind renders its text from the sink's `template` or the kind's default
 //! ([`default_template`]). Outbound TLS is rustls with the bundled Mozilla roots and the
@@ -105,7 +108,7 @@ fn alertmanager_body(alert: &OutboxAlert) -> Value {
 /// The default message template of a sink kind (see [`SinkConfig::template`]).
 pub fn default_template(kind: SinkKind) -> &'static str {
     match kind {
-        SinkKind::Webhook | SinkKind::Alertmanager => "",
+        SinkKind::Webhook | SinkKind::Alertmanager | SinkKind::Pap => "",
         SinkKind::Slack => "*{kind}* ({severity}) {summary} ({server_id}, {at})",
         SinkKind::Discord | SinkKind::Teams => {
             "**{kind}** ({severity}) {summary} ({server_id}, {at})"
@@ -257,6 +260,44 @@ fn teams_body(sink: &SinkConfig, alert: &OutboxAlert) -> Value {
     })
 }
 
+/// PAP's `ClusterAlert` for `alert`: `type` from [`super::PAP_TYPES`] (`server_offline` is
+/// `AGENT_DEATH`), `agent_uuid` the server id, `agent_name` its display name (else the id),
+/// `cluster_id` its cluster, `severity` Vigil's (`critical`, `warning`, `info`), `details`
+/// Vigil's details with the summary, kind, alert id and policy digest, `timestamp` the time of
+/// the cause. `None` for a kind PAP has no type for.
+pub fn pap_body(alert: &OutboxAlert) -> Option<Value> {
+    let (_, kind) = super::PAP_TYPES
+        .iter()
+        .find(|(kind, _)| *kind == alert.kind)?;
+    let mut details = match &alert.details {
+        Value::Object(map) => map.clone(),
+        other => {
+            let mut map = serde_json::Map::new();
+            map.insert("details".into(), other.clone());
+            map
+        }
+    };
+    details.insert("summary".into(), alert.summary.clone().into());
+    details.insert("vigil_kind".into(), alert.kind.clone().into());
+    details.insert("vigil_alert_id".into(), alert.id.into());
+    details.insert("policy_digest".into(), alert.policy_digest.clone().into());
+    let agent_name = alert
+        .details
+        .get("display_name")
+        .and_then(Value::as_str)
+        .unwrap_or(&alert.server_id)
+        .to_owned();
+    Some(json!({
+        "type": kind,
+        "agent_uuid": alert.server_id,
+        "agent_name": agent_name,
+        "cluster_id": alert.cluster_id.clone().unwrap_or_default(),
+        "severity": alert.severity,
+        "details": details,
+        "timestamp": format_rfc3339_ms(alert.at_ms),
+    }))
+}
+
 /// One HTTP request a sink makes.
 struct Outgoing {
     url: String,
@@ -331,6 +372,17 @@ fn http_request(sink: &SinkConfig, alert: &OutboxAlert) -> Result<Outgoing, Stri
             json_request(url, &pagerduty_body(sink, alert, &key))
         }
         SinkKind::Teams => json_request(url, &teams_body(sink, alert)),
+        SinkKind::Pap => {
+            let key = sink.credential().ok_or_else(missing_token)?;
+            let body = pap_body(alert).ok_or_else(|| {
+                format!("PAP has no alert type for {:?} (route only server_offline, emergency_mode, restart_detected to a pap sink)", alert.kind)
+            })?;
+            let mut request = json_request(url, &body);
+            request
+                .headers
+                .push(("Authorization", format!("Bearer {key}")));
+            request
+        }
         SinkKind::Ntfy => {
             let (priority, tag) = match alert.severity.as_str() {
                 "critical" => ("5", "rotating_light"),
@@ -612,6 +664,59 @@ mod tests {
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn pap_gets_cluster_alerts_for_its_three_types_only() {
+        let mut death = alert("server_offline");
+        death.cluster_id = Some("is.plugged.in".into());
+        death.details = json!({"cause": "tick", "display_name": "focus"});
+        let body = pap_body(&death).expect("a PAP type");
+        assert_eq!(body["type"], "AGENT_DEATH");
+        assert_eq!(body["agent_uuid"], "a");
+        assert_eq!(body["agent_name"], "focus");
+        assert_eq!(body["cluster_id"], "is.plugged.in");
+        assert_eq!(body["severity"], "critical");
+        assert_eq!(body["timestamp"], "1970-01-01T00:00:00Z");
+        assert_eq!(body["details"]["cause"], "tick");
+        assert_eq!(body["details"]["vigil_alert_id"], 7);
+        assert_eq!(
+            pap_body(&alert("restart_detected")).expect("type")["agent_name"],
+            "a"
+        );
+        assert!(pap_body(&alert("server_online")).is_none());
+        let sink = SinkConfig {
+            name: "station".into(),
+            kind: SinkKind::Pap,
+            url: "https://station.example/alerts".into(),
+            token: Some("k".into()),
+            ..SinkConfig::default()
+        };
+        let request = http_request(&sink, &death).expect("a request");
+        assert!(
+            request
+                .headers
+                .contains(&("Authorization", "Bearer k".to_owned()))
+        );
+        assert!(http_request(&sink, &alert("job_failed")).is_err());
+        // Routes to a pap sink must name only the kinds PAP has types for.
+        let config = |kinds: &[&str]| crate::config::alerts::AlertsConfig {
+            sinks: vec![sink.clone()],
+            routes: vec![crate::config::alerts::RouteConfig {
+                kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+                severities: vec![],
+                clusters: vec![],
+                sink: "station".into(),
+            }],
+            ..Default::default()
+        };
+        assert!(
+            config(&["server_offline", "emergency_mode", "restart_detected"])
+                .validate()
+                .is_ok()
+        );
+        assert!(config(&[]).validate().is_err());
+        assert!(config(&["server_online"]).validate().is_err());
     }
 
     #[test]

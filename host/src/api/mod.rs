@@ -195,6 +195,10 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/agents/heartbeat",
             post(compat::homelabcmd::heartbeat),
         )
+        .route("/heartbeat/{agent_id}", post(compat::pap::heartbeat))
+        .route("/agents", get(compat::pap::agents))
+        .route("/agents/{agent_id}", get(compat::pap::agent))
+        .route("/health", get(compat::pap::health))
         .fallback(|| async { ApiError::not_found("this route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

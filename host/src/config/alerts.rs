@@ -7,7 +7,7 @@
 //!
 //! [[alerts.sinks]]
 //! name = "ops"
-//! kind = "webhook"                # webhook | alertmanager | slack | ntfy | discord | telegram | email | pagerduty | teams
+//! kind = "webhook"                # webhook | alertmanager | slack | ntfy | discord | telegram | email | pagerduty | teams | pap
 //! url = "http://127.0.0.1:9000/hooks/vigil"
 //! hmac_secret_env = "VIGIL_OPS_HOOK_SECRET"   # optional: X-Vigil-Signature: sha256=<hex>
 //!
@@ -114,6 +114,10 @@ pub enum SinkKind {
     /// Microsoft Teams workflow ("When a Teams webhook request is received") URL: an
     /// Adaptive Card message.
     Teams,
+    /// A PAP Station's cluster alert endpoint: `POST url` with PAP's `ClusterAlert`
+    /// (`AGENT_DEATH` for `server_offline`, `EMERGENCY_MODE`, `RESTART_DETECTED`) and
+    /// `Authorization: Bearer token`. Routes to it must name only those three kinds.
+    Pap,
 }
 
 impl SinkKind {
@@ -128,12 +132,12 @@ impl SinkKind {
 
     /// Whether the kind's message text comes from a template (`template` may override it).
     pub fn templated(self) -> bool {
-        !matches!(self, Self::Webhook | Self::Alertmanager)
+        !matches!(self, Self::Webhook | Self::Alertmanager | Self::Pap)
     }
 
     /// Whether the kind needs a `token` (or `token_env`).
     pub fn needs_token(self) -> bool {
-        matches!(self, Self::Telegram | Self::Pagerduty)
+        matches!(self, Self::Telegram | Self::Pagerduty | Self::Pap)
     }
 }
 
@@ -147,6 +151,13 @@ pub const TEMPLATE_FIELDS: [&str; 8] = [
     "at",
     "policy_digest",
     "alert_id",
+];
+
+/// The alert kinds a `pap` sink delivers, with PAP's `ClusterAlert` type for each.
+pub const PAP_TYPES: [(&str, &str); 3] = [
+    ("server_offline", "AGENT_DEATH"),
+    ("emergency_mode", "EMERGENCY_MODE"),
+    ("restart_detected", "RESTART_DETECTED"),
 ];
 
 /// `[[alerts.sinks]]`
@@ -390,6 +401,22 @@ impl AlertsConfig {
                 "[[alerts.routes]] sink {:?} is not a configured [[alerts.sinks]] name",
                 route.sink
             );
+            let to_pap = self
+                .sinks
+                .iter()
+                .any(|s| s.name == route.sink && s.kind == SinkKind::Pap);
+            if to_pap {
+                anyhow::ensure!(
+                    !route.kinds.is_empty()
+                        && route
+                            .kinds
+                            .iter()
+                            .all(|k| PAP_TYPES.iter().any(|(kind, _)| kind == k)),
+                    "[[alerts.routes]] to the pap sink {:?} must name its kinds, each one of \
+                     server_offline, emergency_mode, restart_detected (PAP has no other alert type)",
+                    route.sink
+                );
+            }
             for kind in &route.kinds {
                 anyhow::ensure!(
                     KINDS.iter().any(|(k, _)| k == kind),

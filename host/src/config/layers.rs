@@ -281,7 +281,8 @@ pub fn check_file(path: &Path) -> Vec<String> {
 pub const REDACTED: &str = "<redacted>";
 
 /// The effective configuration as TOML, every secret replaced by [`REDACTED`]: `[admin]
-/// token`, sinks' `hmac_secret` and `token`, and the password of `[storage] url`.
+/// token`, sinks' `hmac_secret` and `token`, `[compat.pap] collector_key`, and the password
+/// of `[storage] url`.
 pub fn show(config: &Config) -> anyhow::Result<String> {
     let mut value = toml::Value::try_from(config)?;
     if let Some(admin) = value.get_mut("admin").and_then(toml::Value::as_table_mut)
@@ -293,6 +294,14 @@ pub fn show(config: &Config) -> anyhow::Result<String> {
         && let Some(toml::Value::String(url)) = storage.get_mut("url")
     {
         *url = redact_url_password(url);
+    }
+    if let Some(pap) = value
+        .get_mut("compat")
+        .and_then(|c| c.get_mut("pap"))
+        .and_then(toml::Value::as_table_mut)
+        && pap.contains_key("collector_key")
+    {
+        pap.insert("collector_key".into(), REDACTED.into());
     }
     if let Some(sinks) = value
         .get_mut("alerts")

@@ -258,7 +258,9 @@ pub fn changed_keys(old: &str, new: &str) -> Vec<(String, String)> {
         .map(|k| {
             let shown = match new.get(k) {
                 None => "<removed>".to_owned(),
-                Some(_) if k.contains("token") || k.contains("secret") => "<redacted>".to_owned(),
+                Some(_) if k.contains("token") || k.contains("secret") || k.ends_with("_key") => {
+                    "<redacted>".to_owned()
+                }
                 Some(v) => v.to_string(),
             };
             (k.clone(), shown)

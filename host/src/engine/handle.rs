@@ -32,6 +32,11 @@ pub struct Ack {
     /// How long after this heartbeat's arrival the policy next needs to look at the server
     /// (its `next-check-at-ms` minus the heartbeat's evaluation time), if it asked for one.
     pub next_check_in_ms: Option<i64>,
+    /// The snapshot's named scores after the fold (a compat answer reads the policy's
+    /// `grace_seconds` from them).
+    pub scores: crate::store::Scores,
+    /// The signals this fold raised (none for an exact repeat).
+    pub signals: Vec<String>,
 }
 
 /// Why the writer refused or failed a request.

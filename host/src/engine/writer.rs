@@ -308,9 +308,11 @@ impl Writer {
         let now = hb
             .received_at_ms
             .max(server.snapshot.evaluated_at_ms.unwrap_or(i64::MIN));
-        let ack = |s: &Snapshot, duplicate: bool| Ack {
+        let ack = |s: &Snapshot, duplicate: bool, signals: Vec<String>| Ack {
             duplicate,
             next_check_in_ms: s.next_check_at_ms.map(|at| at.saturating_sub(now)),
+            scores: s.scores.clone(),
+            signals,
             status: s.status.clone(),
             confidence: s.confidence.clone(),
             policy: format!(
@@ -324,7 +326,7 @@ impl Writer {
             && server.snapshot.last_signature == hb.decoded.signature
         {
             pending.duplicates += 1;
-            return Ok(ack(&server.snapshot, true));
+            return Ok(ack(&server.snapshot, true, Vec::new()));
         }
         if hb.signed && hb.decoded.key_version != server.key_version {
             // Verified against the key that was current when the gate looked, but a rotation
@@ -385,7 +387,7 @@ impl Writer {
             original_body: hb.original_body.clone(),
         });
         pending.accepted += 1;
-        let answer = ack(&server.snapshot, false);
+        let answer = ack(&server.snapshot, false, effects.signals.clone());
         if let Some(event) = self.observers.heartbeat_event(server, &hb.body_text, now) {
             pending.live.push(event);
         }

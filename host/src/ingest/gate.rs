@@ -147,6 +147,12 @@ impl Gate {
         self.source(request, 0).map(drop)
     }
 
+    /// [`Gate::charge_source`], answering the client address it charged (the TCP peer, or
+    /// what a trusted proxy vouches for; `None` without connection info).
+    pub fn charge_source_ip(&self, request: &Request) -> Result<Option<IpAddr>, Refusal> {
+        self.source(request, 0).map(|source| source.ip)
+    }
+
     /// Admits one `POST /v1/agent/heartbeat` request at the host clock's now.
     pub async fn admit(&self, request: Request) -> Result<Admitted, Refusal> {
         self.admit_at(request, now_ms()).await
@@ -393,38 +399,16 @@ impl Gate {
         let mut server_registered = false;
         let mut identity = self.servers.identity(&server_id).await;
         if identity.is_none() && auto_register {
-            let trust = &config.trust;
-            if let Err(wait) = self.registrations.check(
-                trust.registrations_per_ip_per_hour,
-                trust.registrations_per_hour,
-                source.ip,
-            ) {
-                return Err(Refusal {
-                    retry_after: Some(wait),
-                    ..Refusal::new(
-                        429,
-                        "registration_limited",
-                        "too many registrations from this address or this host in the last hour",
-                        Some(&server_id),
-                    )
-                });
-            }
-            let key = super::signature::public_key_of(&ed25519_dalek::SigningKey::generate(
-                &mut rand::rngs::OsRng,
-            ));
-            let server = NewServer {
-                server_id: server_id.clone(),
-                public_key: key.to_base64(),
-                fingerprint: key.fingerprint(),
-                display_name: None,
-                cluster_id: None,
-                registered_at_ms: received_at_ms,
-                added_by: format!("homelabcmd:key:{key_name}"),
-            };
-            server_registered = self.servers.register(server).await?;
-            if server_registered {
-                tracing::info!(target: "vigil::audit", server_id = ?server_id, key = %key_name, "server registered by an ingest key");
-            }
+            let registered = self
+                .register_unproven(
+                    &server_id,
+                    &source,
+                    None,
+                    None,
+                    format!("homelabcmd:key:{key_name}"),
+                )
+                .await?;
+            server_registered = registered;
             identity = self.servers.identity(&server_id).await;
         }
         let Some(identity) = identity else {
@@ -453,6 +437,155 @@ impl Gate {
             .await;
         }
         match v1_of(body, &identity, &bytes, &source, AuthKind::ApiKey) {
+            Ok(heartbeat) => Ok(Admitted {
+                heartbeat,
+                server_registered,
+            }),
+            Err(refusal) => refuse(refusal).await,
+        }
+    }
+
+    /// Registers an unknown server a compat credential (an ingest key, a trusted network)
+    /// vouches for: unverified, within `[trust]`'s hourly registration caps, with a fresh key
+    /// whose secret nobody keeps (the operator sets the agent's own key when it moves to
+    /// signatures). `Ok(true)` when it registered, `Ok(false)` when another request did first.
+    async fn register_unproven(
+        &self,
+        server_id: &str,
+        source: &Source,
+        cluster_id: Option<String>,
+        display_name: Option<String>,
+        added_by: String,
+    ) -> Result<bool, Refusal> {
+        let trust = &self.config.current().trust;
+        if let Err(wait) = self.registrations.check(
+            trust.registrations_per_ip_per_hour,
+            trust.registrations_per_hour,
+            source.ip,
+        ) {
+            return Err(Refusal {
+                retry_after: Some(wait),
+                ..Refusal::new(
+                    429,
+                    "registration_limited",
+                    "too many registrations from this address or this host in the last hour",
+                    Some(server_id),
+                )
+            });
+        }
+        let key = super::signature::public_key_of(&ed25519_dalek::SigningKey::generate(
+            &mut rand::rngs::OsRng,
+        ));
+        let server = NewServer {
+            server_id: server_id.to_owned(),
+            public_key: key.to_base64(),
+            fingerprint: key.fingerprint(),
+            display_name,
+            cluster_id,
+            registered_at_ms: source.received_at_ms,
+            added_by: added_by.clone(),
+        };
+        let registered = self.servers.register(server).await?;
+        if registered {
+            tracing::info!(target: "vigil::audit", server_id = ?server_id, by = %added_by, "server registered by a compat credential");
+        }
+        Ok(registered)
+    }
+
+    /// Admits one compat request whose only credential is where it comes from (a PAP agent,
+    /// `[compat.pap] allow_from`): the source's bucket, then its address against
+    /// `allow_from` (outside it: 403 `forbidden_source`, recorded without the body); then the
+    /// body (at most `cap` bytes) and `map`, which validates it into the v1 members; an
+    /// unknown `server_id` is registered unverified into `register_into` (cluster id and
+    /// display name), within `[trust]`'s hourly registration caps; then the server's bucket,
+    /// and the heartbeat as [`Gate::admit_token`] builds it (`auth: network`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn admit_network_at<F>(
+        &self,
+        request: Request,
+        server_id: &str,
+        allow_from: &[ipnet::IpNet],
+        register_into: Option<&str>,
+        cap: usize,
+        received_at_ms: i64,
+        map: F,
+    ) -> Result<Admitted, Refusal>
+    where
+        F: FnOnce(
+            &[u8],
+        )
+            -> Result<(Option<String>, serde_json::Map<String, serde_json::Value>), Refusal>,
+    {
+        let config = self.config.current();
+        let rules = TrustRules::from(&config.trust);
+        let source = self.source(&request, received_at_ms)?;
+        if !source
+            .ip
+            .is_some_and(|ip| allow_from.iter().any(|net| net.contains(&ip)))
+        {
+            let refusal = Refusal::new(
+                403,
+                "forbidden_source",
+                "this client address is not in the route's allowed networks",
+                None,
+            );
+            return Err(self.refused(refusal, &source, None).await);
+        }
+        if !super::decode::valid_server_id(server_id) {
+            let refusal = Refusal::new(
+                400,
+                "invalid_field",
+                "the agent id must match ^[a-z0-9][a-z0-9._-]{0,127}$ or be a lowercase UUID",
+                None,
+            );
+            return Err(self.refused(refusal, &source, None).await);
+        }
+        let bytes = self.body(request, cap, &source).await?;
+        let refuse =
+            |refusal: Refusal| async { Err(self.refused(refusal, &source, Some(&bytes)).await) };
+        let (display_name, body) = match map(&bytes) {
+            Ok(mapped) => mapped,
+            Err(mut refusal) => {
+                refusal.claimed_server_id = Some(server_id.to_owned());
+                return refuse(refusal).await;
+            }
+        };
+        let mut server_registered = false;
+        let mut identity = self.servers.identity(server_id).await;
+        if identity.is_none()
+            && let Some(cluster_id) = register_into
+        {
+            server_registered = self
+                .register_unproven(
+                    server_id,
+                    &source,
+                    Some(cluster_id.to_owned()),
+                    display_name,
+                    "pap:network".to_owned(),
+                )
+                .await?;
+            identity = self.servers.identity(server_id).await;
+        }
+        let Some(identity) = identity else {
+            let detail = format!("server `{server_id}` is not registered");
+            return refuse(Refusal::new(404, "unknown_server", detail, Some(server_id))).await;
+        };
+        if let Err(Step::Limited(refusal) | Step::Refused(refusal)) =
+            self.server_bucket(server_id, &source)
+        {
+            return Err(refusal);
+        }
+        if rules.require_verified && !identity.is_verified {
+            let detail = format!("server `{server_id}` is not verified by an operator yet");
+            return refuse(Refusal::new(
+                403,
+                "server_unverified",
+                detail,
+                Some(server_id),
+            ))
+            .await;
+        }
+        match v1_of(body, &identity, &bytes, &source, AuthKind::Network) {
             Ok(heartbeat) => Ok(Admitted {
                 heartbeat,
                 server_registered,

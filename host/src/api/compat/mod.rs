@@ -9,10 +9,13 @@
 //! - Uptime Kuma pushes, `/api/push/{token}`, in [`uptime_kuma`];
 //! - HomelabCmd agents, `POST /api/v1/agents/heartbeat`, in [`homelabcmd`];
 //! - the Sprint-4 agents' `POST /agent/heartbeat` (the v1 route at its old path), in
-//!   [`sprint4`].
+//!   [`sprint4`];
+//! - PAP agents, `POST /heartbeat/{agentId}`, and the collector's `GET /agents`,
+//!   `/agents/{id}`, `/health`, in [`pap`].
 
 pub mod healthchecks;
 pub mod homelabcmd;
+pub mod pap;
 pub mod sprint4;
 pub mod uptime_kuma;
 
