@@ -6,6 +6,9 @@
 //! route that is not served fails too. The compat routes (other tools' protocols, off by
 //! default, answered in those tools' own shapes) are documented in `docs/migrating.md`
 //! instead, and left out here.
+//!
+//! Then schemathesis fuzzes the document against a live host (skipped when it is not
+//! installed, unless `VIGIL_REQUIRE_SCHEMATHESIS=1`).
 
 use std::collections::BTreeSet;
 
@@ -86,9 +89,11 @@ async fn openapi_json_lists_every_route_of_the_router_with_problem_errors() {
                 continue;
             };
             documented.insert((method.to_owned(), path.clone()));
-            // Every error an operation declares is problem+json.
+            // Every error an API operation declares is problem+json (the dashboard's forms
+            // answer HTML pages, and axum's form refusals plain text).
             for (status, response) in operation["responses"].as_object().expect("responses") {
-                if status.starts_with('4') || status.starts_with('5') {
+                if path.starts_with("/v1/") && (status.starts_with('4') || status.starts_with('5'))
+                {
                     assert!(
                         response["content"]
                             .get("application/problem+json")
@@ -148,3 +153,68 @@ async fn openapi_json_lists_every_route_of_the_router_with_problem_errors() {
 }
 
 vigil_tests::on_both_backends!(openapi_json_lists_every_route_of_the_router_with_problem_errors,);
+
+/// The schemathesis command: `$VIGIL_SCHEMATHESIS`, else `st` or `schemathesis` on `PATH`.
+fn schemathesis() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("VIGIL_SCHEMATHESIS") {
+        return Some(path.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["st", "schemathesis"].map(|name| dir.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// A schema-driven fuzz of `/openapi.json` against a live `vigil serve` (schemathesis, every
+/// check, the allowances of tests/schemathesis/schemathesis.toml): no accepted invalid request,
+/// no rejected valid one, no 5xx, no undocumented status or content type, every answer
+/// matching its documented schema. A fixed seed and a few examples per operation keep it
+/// deterministic and short. Skipped with a notice when schemathesis is not installed, unless
+/// `VIGIL_REQUIRE_SCHEMATHESIS=1` (CI: `.ci/run` installs it) makes that a failure.
+#[test]
+fn schemathesis_finds_no_disagreement_between_the_document_and_the_host() {
+    let Some(st) = schemathesis() else {
+        assert!(
+            !std::env::var("VIGIL_REQUIRE_SCHEMATHESIS").is_ok_and(|v| v == "1"),
+            "VIGIL_REQUIRE_SCHEMATHESIS=1 but no schemathesis: set VIGIL_SCHEMATHESIS or put \
+             `st` on PATH (pip install schemathesis)"
+        );
+        eprintln!(
+            "\nNOTICE: the schemathesis fuzz is SKIPPED (no `st` on PATH, no \
+             VIGIL_SCHEMATHESIS); `pip install schemathesis` to run it.\n"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vigil =
+        vigil_tests::Cli::in_dir(dir.path()).env("VIGIL_ADMIN_TOKEN", vigil_tests::ADMIN_TOKEN);
+    // No rate limit: the fuzz sends hundreds of requests from one address.
+    let host = vigil_tests::ServeProcess::start(
+        &vigil,
+        "[storage]\nurl = \"sqlite://vigil.db\"\n\
+         [rate_limit]\nper_server_per_minute = 0\nper_ip_per_minute = 0\n",
+    );
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemathesis/schemathesis.toml"
+    );
+    let output = std::process::Command::new(&st)
+        .args(["--no-color", "--config-file", config, "run"])
+        .arg(format!("{}/openapi.json", host.url()))
+        .args(["--header"])
+        .arg(format!(
+            "Authorization: Bearer {}",
+            vigil_tests::ADMIN_TOKEN
+        ))
+        .args(["--max-examples", "3", "--seed", "1", "--workers", "2"])
+        .current_dir(dir.path())
+        .output()
+        .expect("schemathesis runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found disagreements:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    host.stop();
+}

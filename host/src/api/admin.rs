@@ -18,16 +18,20 @@ use crate::ingest::signature::PublicKey;
 use crate::store::NewServer;
 
 /// Body of `POST /v1/admin/servers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddServer {
     /// Identifier (`^[a-z0-9][a-z0-9._-]{0,127}$` or a UUID).
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{0,127}$")]
     pub server_id: String,
     /// Base64 raw ed25519 public key.
+    #[schema(pattern = r"^[A-Za-z0-9+/]{43}=$")]
     pub public_key: String,
     /// Optional human-friendly name.
+    #[schema(max_length = 256)]
     pub display_name: Option<String>,
     /// Optional cluster.
+    #[schema(max_length = 128)]
     pub cluster_id: Option<String>,
 }
 
@@ -153,7 +157,7 @@ pub async fn add_server(
 }
 
 /// Optional body of `POST /v1/admin/servers/{id}/verify`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Verify {
     /// `false` withdraws verification. Default `true`.
@@ -171,8 +175,10 @@ pub async fn verify_server(
     let verify: Verify = if body.is_empty() {
         Verify::default()
     } else {
-        serde_json::from_slice(&body)
+        // JSON `null` is no body too.
+        serde_json::from_slice::<Option<Verify>>(&body)
             .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
+            .unwrap_or_default()
     };
     state
         .engine

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::{ApiError, AppState};
 
 /// The 202 body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HeartbeatAccepted {
     /// Always true.
     pub accepted: bool,

@@ -36,16 +36,19 @@ impl From<CommandError> for ApiError {
 }
 
 /// Body of `POST /v1/admin/servers/{id}/commands`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueCommand {
     /// The command name (`^[a-z0-9][a-z0-9._-]{0,63}$`); its meaning is the agent's.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub command: String,
     /// Arguments (a JSON object). Default `{}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub args: Option<Value>,
     /// Seconds until the command expires undelivered. Default 3600, at most a week.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     pub ttl_seconds: Option<u64>,
 }
 

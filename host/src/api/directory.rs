@@ -27,7 +27,7 @@ const MAX_LIMIT: u32 = 500;
 const DEFAULT_LIMIT: u32 = 50;
 
 /// A server as the directory shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerView {
     /// Identifier.
     pub server_id: String,
@@ -84,6 +84,7 @@ pub struct ServerView {
     /// What its agent last said about the machine (a HomelabCmd agent's `hostname`,
     /// `os_info` and `metrics`, with `reported_at_ms`); shown on `GET /v1/servers/{id}` only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub host_info: Option<serde_json::Value>,
 }
 

@@ -23,13 +23,21 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem, as every error of this API is answered
+/// (`Content-Type: application/problem+json`); the access-log middleware adds `request_id`
+/// (the `X-Request-Id` of the answer).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// `https://vigil.dev/problems/<code>`.
     #[serde(rename = "type")]
     kind: String,
+    /// The HTTP reason phrase.
     title: &'a str,
+    /// The HTTP status.
     status: u16,
+    /// What went wrong this time.
     detail: &'a str,
+    /// The stable machine-readable code (`bad_signature`, `unknown_server`, ...).
     code: &'a str,
 }
 

@@ -31,11 +31,14 @@ const MAX_TEXT: usize = 256;
 /// Most windows `GET /v1/admin/maintenance` lists.
 const MAX_WINDOWS: u32 = 500;
 
+/// An optional body: none (or only whitespace) or JSON `null` is the default.
 fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid("invalid_body", e.to_string()))
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))
 }
 
 fn check_text(name: &str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
@@ -68,24 +71,50 @@ where
 }
 
 /// Body of `PATCH /v1/admin/servers/{id}`: only the members present change.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditServer {
     /// New display name (`null` clears it).
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, max_length = 256)]
     pub display_name: Option<Option<String>>,
     /// New cluster (`null` clears it).
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, max_length = 128)]
     pub cluster_id: Option<Option<String>>,
-    /// The whole new label set.
+    /// The whole new label set: at most 32, names `^[a-z0-9][a-z0-9._/-]{0,62}$`, values at
+    /// most 256 characters.
+    #[schema(schema_with = label_set)]
     pub labels: Option<BTreeMap<String, String>>,
 }
 
+/// The schema of [`EditServer::labels`] (utoipa has no attribute for `propertyNames`).
+fn label_set() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::schema::Type::Object,
+            utoipa::openapi::schema::Type::Null,
+        ]))
+        .additional_properties(Some(
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .max_length(Some(MAX_TEXT)),
+        ))
+        .property_names(Some(
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .pattern(Some(r"^[a-z0-9][a-z0-9._/-]{0,62}$")),
+        ))
+        .max_properties(Some(MAX_LABELS))
+        .build()
+}
+
 /// Optional body of pause and retire.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
     /// Why (audited).
+    #[schema(max_length = 256)]
     pub reason: Option<String>,
 }
 
@@ -309,18 +338,23 @@ pub async fn audit(
 }
 
 /// Body of `POST /v1/admin/maintenance`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWindow {
     /// The server to mute (exactly one of `server_id` and `cluster_id`).
+    #[schema(max_length = 128)]
     pub server_id: Option<String>,
     /// The cluster to mute.
+    #[schema(max_length = 128)]
     pub cluster_id: Option<String>,
     /// Start (inclusive), RFC 3339.
+    #[schema(format = DateTime)]
     pub start: String,
     /// End (exclusive), RFC 3339.
+    #[schema(format = DateTime)]
     pub end: String,
     /// Why.
+    #[schema(max_length = 256)]
     pub reason: Option<String>,
 }
 

@@ -74,8 +74,9 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 /// Query of `POST /v1/admin/policies`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// Activate the version once stored.
     #[serde(default)]
@@ -140,7 +141,7 @@ pub async fn upload(
 }
 
 /// Body of `POST /v1/admin/policies/activate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Activate {
     /// `sha256:<hex>` or `name@version` of a stored version.
@@ -166,7 +167,7 @@ pub async fn activate(
 }
 
 /// Optional body of `POST /v1/admin/policies/rollback`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
     /// Recorded in the activation log.
@@ -183,8 +184,10 @@ pub async fn rollback(
     let request: Rollback = if body.is_empty() {
         Rollback::default()
     } else {
-        serde_json::from_slice(&body)
+        // JSON `null` is no body too.
+        serde_json::from_slice::<Option<Rollback>>(&body)
             .map_err(|e| ApiError::invalid("invalid_body", e.to_string()))?
+            .unwrap_or_default()
     };
     let reason = request.reason.unwrap_or_else(|| "admin rollback".into());
     let outcome = state.policies.rollback(&who, &reason).await?;
@@ -192,7 +195,7 @@ pub async fn rollback(
 }
 
 /// Body of `POST /v1/admin/policies/shadow`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowRequest {
     /// `sha256:<hex>` or `name@version` of a stored version; `null` stops the shadow.

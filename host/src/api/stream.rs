@@ -60,8 +60,9 @@ fn too_many_subscribers(what: &str) -> ApiError {
 }
 
 /// Filters of `GET /v1/events`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventFilter {
     /// Only this server's events.
     pub server_id: Option<String>,

@@ -74,7 +74,7 @@ pub fn generate(kind: TokenKind) -> String {
 }
 
 /// Body of `POST /v1/admin/servers/{id}/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddToken {
     /// Which route family accepts the token.
@@ -82,7 +82,7 @@ pub struct AddToken {
 }
 
 /// One token as listed (never its secret).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     /// What revocation names.
     pub id: i64,

@@ -19,7 +19,7 @@ use crate::ingest::signature::PublicKey;
 use crate::store::{KeyRotation, RejectionQuery, ServerKeyRow, StoredRejection};
 
 /// The answer to a rotation (agent or operator).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Rotated {
     /// The server.
     pub server_id: String,
@@ -50,10 +50,11 @@ pub async fn rotate_key(State(state): State<AppState>, request: Request) -> Resp
 }
 
 /// Body of `POST /v1/admin/servers/{id}/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddKey {
     /// The new key (base64 raw ed25519).
+    #[schema(pattern = r"^[A-Za-z0-9+/]{43}=$")]
     pub public_key: String,
     /// The version the operator expects to replace (optional compare-and-swap).
     pub expected_key_version: Option<u32>,
@@ -101,7 +102,7 @@ pub async fn add_key(
 }
 
 /// One key of a server's history, as listed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     /// The version.
     pub key_version: u32,
@@ -148,16 +149,19 @@ pub async fn list_keys(
 }
 
 /// Query of `GET /v1/admin/rejections`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RejectionParams {
     /// Only rejections claiming this server.
     pub server: Option<String>,
     /// Only this problem code.
     pub code: Option<String>,
     /// Only rejections received at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<i64>,

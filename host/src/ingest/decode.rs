@@ -21,7 +21,7 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_NESTED_STRING_CHARS: usize = 4096;
 
 /// Top-level members a heartbeat may carry.
-const KNOWN_FIELDS: &[&str] = &[
+pub(crate) const KNOWN_FIELDS: &[&str] = &[
     "server_id",
     "key_version",
     "timestamp",
@@ -42,7 +42,7 @@ const KNOWN_FIELDS: &[&str] = &[
 ];
 
 /// Members a `run` object may carry.
-const RUN_FIELDS: &[&str] = &["phase", "exit_code", "duration_ms", "run_id"];
+pub(crate) const RUN_FIELDS: &[&str] = &["phase", "exit_code", "duration_ms", "run_id"];
 
 /// Longest `run.run_id`, in characters.
 pub const MAX_RUN_ID_CHARS: usize = 64;

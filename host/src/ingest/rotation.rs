@@ -27,7 +27,7 @@ pub const ROTATE_PREFIX: &[u8] = b"vigil-rotate-key-v1\n";
 /// Largest accepted rotation body, in bytes.
 pub const MAX_BODY_BYTES: usize = 4096;
 
-const FIELDS: &[&str] = &[
+pub(crate) const FIELDS: &[&str] = &[
     "server_id",
     "key_version",
     "timestamp",

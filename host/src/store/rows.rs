@@ -74,7 +74,7 @@ impl<'de> serde::Deserialize<'de> for Scores {
 }
 
 /// Which policy version computed a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 pub struct PolicyRef {
     /// The policy's name from `describe()`.
     pub name: String,
@@ -200,22 +200,26 @@ pub struct ServerAdmin {
 
 /// A server's schedule as stored and as the admin API takes and shows it: exactly one of
 /// `period_seconds` and `cron` (with `tz`), a grace, and optionally the longest run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoredSchedule {
     /// Every this many seconds (1 to 2,592,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2_592_000)]
     pub period_seconds: Option<u32>,
-    /// A five-field cron expression.
+    /// A five-field cron expression (minute hour day month weekday).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 128)]
     pub cron: Option<String>,
     /// The IANA time zone `cron` is read in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tz: Option<String>,
-    /// How late a report may be, seconds.
+    /// How late a report may be, seconds (at most 2,592,000).
+    #[schema(maximum = 2_592_000)]
     pub grace_seconds: u32,
-    /// The longest a run may take, seconds.
+    /// The longest a run may take, seconds (1 to 2,592,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2_592_000)]
     pub max_run_seconds: Option<u32>,
 }
 
@@ -906,7 +910,17 @@ pub struct NewAdminKey {
 // --- Per-server ingest tokens (compat clients that cannot sign). ---
 
 /// What an ingest token is for: which compat route family accepts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     /// A Healthchecks ping UUID (`/ping/{uuid}`).

@@ -255,7 +255,7 @@ pub async fn sign_in_page(headers: HeaderMap, State(state): State<AppState>) -> 
 }
 
 /// The sign-in form.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SignIn {
     key: String,
     csrf: String,
@@ -321,7 +321,7 @@ pub async fn sign_in(
 }
 
 /// A form that only carries the CSRF token (and maybe a reason).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ActionForm {
     csrf: String,
     #[serde(default)]
@@ -407,7 +407,7 @@ pub async fn policy_rollback(
 }
 
 /// The activate and shadow forms: a stored version (digest or `name@version`) and a reason.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PolicyForm {
     csrf: String,
     #[serde(default)]
