@@ -18,6 +18,7 @@ mod deadlines;
 mod determinism;
 mod directory;
 mod edge_limits;
+mod hermes;
 mod ingest;
 mod lifecycle;
 mod live;

@@ -16,6 +16,10 @@ pub struct CompatConfig {
     /// `[compat.sprint4]`: the Sprint-4 directory agents' `POST /agent/heartbeat` (the v1
     /// signed body at its old path).
     pub sprint4: Toggle,
+    /// `[compat.hermes]`: the Hermes agent marketplace's read surface
+    /// (`GET /api/v1/marketplace/agents/{id}/trust-score`, `…/reputation`,
+    /// `/api/v1/marketplace/leaderboard`), read from what the `reputation` policy scored.
+    pub hermes: Toggle,
 }
 
 /// A compat source with no option but whether it is on.

@@ -9,9 +9,12 @@
 //! - Uptime Kuma pushes, `/api/push/{token}`, in [`uptime_kuma`];
 //! - HomelabCmd agents, `POST /api/v1/agents/heartbeat`, in [`homelabcmd`];
 //! - the Sprint-4 agents' `POST /agent/heartbeat` (the v1 route at its old path), in
-//!   [`sprint4`].
+//!   [`sprint4`];
+//! - and one read surface rather than a way in: the Hermes agent marketplace's trust score,
+//!   reputation and leaderboard (`/api/v1/marketplace/…`), in [`hermes`].
 
 pub mod healthchecks;
+pub mod hermes;
 pub mod homelabcmd;
 pub mod sprint4;
 pub mod uptime_kuma;
