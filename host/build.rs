@@ -1,7 +1,13 @@
-//! Builds the bundled default policy (`policies/default`) for `wasm32-wasip2` from source and
-//! hands its path to `include_bytes!` through `VIGIL_DEFAULT_POLICY_WASM`.
+//! Builds the bundled policies for `wasm32-wasip2` from source and hands their paths to
+//! `include_bytes!`: the default policy (`policies/default`) through
+//! `VIGIL_DEFAULT_POLICY_WASM`, the reputation policy (`policies/reputation`) through
+//! `VIGIL_REPUTATION_POLICY_WASM`.
 //!
-//! The guest builds in its own target dir (`target/policies`) so it never waits on the outer
+//! Each is its own `cargo build` in its own target dir: built together, cargo would unify the
+//! default crate's features and the reputation policy (which uses it as a library without its
+//! exports) would export the default's functions too; built in one dir, the default crate
+//! rebuilt as the reputation's dependency would overwrite the bundled default component. The
+//! guests build under their own target dir (`target/policies`) so they never wait on the outer
 //! build's lock. If the wasm target is missing, it is installed with rustup (the project's own
 //! files install what a fresh machine lacks); if that is impossible the build fails with one line
 //! saying how to install it.
@@ -17,7 +23,13 @@ fn main() {
         .parent()
         .expect("host/ sits in the workspace root")
         .to_path_buf();
-    for watched in ["policies/default", "policies/sdk", "wit", "Cargo.lock"] {
+    for watched in [
+        "policies/default",
+        "policies/reputation",
+        "policies/sdk",
+        "wit",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
@@ -39,6 +51,18 @@ fn main() {
     println!(
         "cargo:rustc-env=VIGIL_DEFAULT_POLICY_WASM={}",
         wasm.display()
+    );
+    // Its own target dir too: as a dependency the default crate is built again without its
+    // exports, and that cdylib would overwrite the bundled default's in a shared dir.
+    let reputation = build_guest(
+        &root,
+        &target_dir.join("reputation"),
+        "vigil-policy-reputation",
+        "vigil_policy_reputation",
+    );
+    println!(
+        "cargo:rustc-env=VIGIL_REPUTATION_POLICY_WASM={}",
+        reputation.display()
     );
 }
 

@@ -21,6 +21,7 @@ mod determinism;
 mod directory;
 mod edge_limits;
 mod example_agents;
+mod hermes;
 mod ingest;
 mod lifecycle;
 mod live;

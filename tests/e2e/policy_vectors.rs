@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 
-use vigil_tests::{Cli, policy_variant, workspace_root};
+use vigil_tests::{Cli, workspace_root};
 
 fn policy_test(component: &std::path::Path, vectors: &std::path::Path) -> (bool, String) {
     let run = Cli::new().run([
@@ -27,16 +27,17 @@ fn shipped_vectors_pass_and_a_wrong_vector_fails() {
     assert!(ok, "{out}");
     assert!(out.contains("10 of 10 vectors passed"), "{out}");
 
-    // The second shipped policy, which reuses the default one as a library.
+    // The second bundled policy (Hermes's trust score), which reuses the default one as a
+    // library.
     let reputation = dir.path().join("reputation.wasm");
-    std::fs::write(&reputation, policy_variant("vigil-policy-reputation", &[])).expect("write");
+    std::fs::write(&reputation, vigil::policy::REPUTATION_POLICY).expect("write");
     let (ok, out) = policy_test(
         &reputation,
         &workspace_root().join("policies/reputation/vectors.json"),
     );
     assert!(ok, "{out}");
     assert!(
-        out.contains("reputation@1.0.0: 3 of 3 vectors passed"),
+        out.contains("reputation@2.0.0: 5 of 5 vectors passed"),
         "{out}"
     );
 

@@ -94,7 +94,7 @@ fn the_bundled_policies_are_1_3_components() {
         load(&runtime, DEFAULT_POLICY, &[]).abi(),
         PolicyAbi::Extended
     );
-    let reputation = policy_variant("vigil-policy-reputation", &[]);
+    let reputation = vigil::policy::REPUTATION_POLICY.to_vec();
     assert!(names(&reputation, "vigil:policy/types@1.3.0"));
     assert_eq!(load(&runtime, &reputation, &[]).abi(), PolicyAbi::Extended);
 }

@@ -102,6 +102,20 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/policies", get(policies::list))
         .route("/v1/rankings", get(rankings::rankings))
         .route("/v1/leaderboard", get(rankings::leaderboard))
+        // The Hermes marketplace's reads ([compat.hermes], off by default): directory reads in
+        // another client's shape, so behind the same guard.
+        .route(
+            "/api/v1/marketplace/agents/{id}/trust-score",
+            get(compat::hermes::trust_score),
+        )
+        .route(
+            "/api/v1/marketplace/agents/{id}/reputation",
+            get(compat::hermes::reputation),
+        )
+        .route(
+            "/api/v1/marketplace/leaderboard",
+            get(compat::hermes::leaderboard),
+        )
         .route("/v1/admin/policies", post(policies::upload))
         .route("/v1/admin/policies/activate", post(policies::activate))
         .route("/v1/admin/policies/rollback", post(policies::rollback))

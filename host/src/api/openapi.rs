@@ -109,6 +109,9 @@ use crate::web::session::{ActionForm, PolicyForm, SignIn};
         sign_in,
         sign_out,
         agent_heartbeats,
+        hermes_trust_score,
+        hermes_reputation,
+        hermes_leaderboard,
     ),
     components(schemas(
         Problem, HeartbeatAccepted, ServerView, PolicyRef, StoredSchedule, TokenKind, TokenView,
@@ -1349,6 +1352,32 @@ fn sign_out() {}
         (status = 429, description = "`rate_limited`: the source's budget is spent (before the body is read)", body = Problem, content_type = "application/problem+json"),
     ))]
 fn agent_heartbeats() {}
+
+/// Hermes marketplace (`[compat.hermes]`, off by default: 404 like any unknown route): an
+/// agent's trust score (0.0–1.0, 3 decimals) and letter grade, read from what the `reputation`
+/// policy scored. Errors are Hermes's `{"detail": …}`: 404 for an agent it did not score.
+#[utoipa::path(get, path = "/api/v1/marketplace/agents/{id}/trust-score", tag = "compat",
+    params(("id" = String, Path, description = "agent (server) id")),
+    responses((status = 200, description = "`{agent_id, trust_score, grade}`")))]
+fn hermes_trust_score() {}
+
+/// Hermes marketplace (`[compat.hermes]`): an agent's trust score, grade, the five components,
+/// badges and task statistics. 404 `{"detail": …}` for an agent the policy did not score.
+#[utoipa::path(get, path = "/api/v1/marketplace/agents/{id}/reputation", tag = "compat",
+    params(("id" = String, Path, description = "agent (server) id")),
+    responses((status = 200, description = "`{agent_id, trust_score, grade, breakdown: {success_rate, latency_score, rating_score, uptime_score, consistency_score}, badges, stats: {total_contracts, successful_contracts, failed_contracts, success_percentage, avg_execution_time}, last_updated}`")))]
+fn hermes_reputation() {}
+
+/// Hermes marketplace (`[compat.hermes]`): agents ranked by trust score or task count, times
+/// `[directory] unverified_weight` for unverified agents; paused and retired left out. 400
+/// `{"detail": "Invalid metric"}`, 422 `{"detail": …}` for a limit outside 1–50.
+#[utoipa::path(get, path = "/api/v1/marketplace/leaderboard", tag = "compat",
+    params(
+        ("metric" = Option<String>, Query, description = "`trust_score` (default) or `total_contracts`"),
+        ("limit" = Option<u32>, Query, description = "1–50, default 10"),
+    ),
+    responses((status = 200, description = "`{metric, leaderboard: [{rank, agent_id, agent_name, trust_score, grade, total_contracts, success_rate}]}`")))]
+fn hermes_leaderboard() {}
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,10 @@ pub struct CompatConfig {
     /// `[compat.pap]`: PAP agents (PAP-RFC-001 §8.1, `POST /heartbeat/{agentId}`) and the
     /// collector's query routes.
     pub pap: PapConfig,
+    /// `[compat.hermes]`: the Hermes agent marketplace's read surface
+    /// (`GET /api/v1/marketplace/agents/{id}/trust-score`, `…/reputation`,
+    /// `/api/v1/marketplace/leaderboard`), read from what the `reputation` policy scored.
+    pub hermes: Toggle,
 }
 
 /// A compat source with no option but whether it is on.

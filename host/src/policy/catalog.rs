@@ -27,6 +27,9 @@ use crate::store::{ActivationRow, PolicyRecord, Store, StoreError};
 pub const SMOKE_SERVER_ID: &str = "vigil-smoke-test";
 /// `uploaded_by` of the version the configuration names at start-up.
 pub const CONFIG_UPLOADER: &str = "config";
+/// `uploaded_by` of a policy bundled in this binary ([`super::BUNDLED_POLICIES`]), stored the
+/// first time an operator names it.
+pub const BUNDLED_UPLOADER: &str = "bundled";
 /// Compiled components kept in memory.
 const CACHE_ENTRIES: usize = 32;
 /// Refusals kept for `GET /v1/policies`.
@@ -336,18 +339,55 @@ impl PolicyCatalog {
                 None => None,
             }
         };
-        found.ok_or_else(|| RegistryError::NotFound(selector.to_owned()))
+        match found {
+            Some(record) => Ok(record),
+            None => self
+                .bundled(selector)
+                .await?
+                .ok_or_else(|| RegistryError::NotFound(selector.to_owned())),
+        }
+    }
+
+    /// The bundled policy `selector` names, validated and stored on first use (so that a
+    /// bundled policy costs nothing, not even a compile, until an operator asks for it).
+    async fn bundled(&self, selector: &str) -> Result<Option<PolicyRecord>, RegistryError> {
+        for bytes in super::BUNDLED_POLICIES {
+            let digest = digest_of(bytes);
+            if selector.starts_with("sha256:") && selector != digest {
+                continue;
+            }
+            let policy = self.load(Arc::from(*bytes), digest.clone()).await?;
+            let d = policy.description();
+            if !selector.starts_with("sha256:") && selector != format!("{}@{}", d.name, d.version) {
+                continue;
+            }
+            let record = PolicyRecord {
+                digest,
+                name: d.name.clone(),
+                version: d.version.clone(),
+                component: bytes.to_vec(),
+                uploaded_by: BUNDLED_UPLOADER.into(),
+                uploaded_at_ms: now_ms(),
+                signer: None,
+                signature: None,
+            };
+            self.inner.store.save_policy(&record, false).await?;
+            return Ok(Some(record));
+        }
+        Ok(None)
     }
 
     /// Loads a stored version (re-checking its signature when signatures are required). The
     /// version the configuration itself names (the bundled default or `[policy] component`,
-    /// stored by `config`) is trusted like the configuration: signatures guard what is shipped
+    /// stored by `config`) and the policies bundled in the binary are trusted like the
+    /// configuration: signatures guard what is shipped
     /// at run time, so rolling back to it is always possible.
     pub async fn load_stored(
         &self,
         record: &PolicyRecord,
     ) -> Result<Arc<LoadedPolicy>, RegistryError> {
-        if record.uploaded_by != CONFIG_UPLOADER {
+        // A bundled policy is part of the binary, trusted like the configuration.
+        if record.uploaded_by != CONFIG_UPLOADER && record.uploaded_by != BUNDLED_UPLOADER {
             self.check_signature(&record.digest, record.signature.as_deref())?;
         }
         self.load(record.component.clone().into(), record.digest.clone())

@@ -39,3 +39,11 @@ pub use types::{
 
 /// The bundled default policy component, built from `policies/default` by the build script.
 pub static DEFAULT_POLICY: &[u8] = include_bytes!(env!("VIGIL_DEFAULT_POLICY_WASM"));
+
+/// The bundled reputation policy component (the Hermes marketplace's trust score), built from
+/// `policies/reputation` by the build script. Not active unless an operator activates it
+/// (`vigil policy activate reputation@<version>`): the catalog stores it on first use.
+pub static REPUTATION_POLICY: &[u8] = include_bytes!(env!("VIGIL_REPUTATION_POLICY_WASM"));
+
+/// The components this binary ships besides the one it boots with by default.
+pub static BUNDLED_POLICIES: &[&[u8]] = &[REPUTATION_POLICY];

@@ -12,8 +12,11 @@
 //!   [`sprint4`];
 //! - PAP agents, `POST /heartbeat/{agentId}`, and the collector's `GET /agents`,
 //!   `/agents/{id}`, `/health`, in [`pap`].
+//! - and one read surface rather than a way in: the Hermes agent marketplace's trust score,
+//!   reputation and leaderboard (`/api/v1/marketplace/…`), in [`hermes`].
 
 pub mod healthchecks;
+pub mod hermes;
 pub mod homelabcmd;
 pub mod pap;
 pub mod sprint4;
