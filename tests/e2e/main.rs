@@ -17,6 +17,7 @@ mod dashboard;
 mod deadlines;
 mod determinism;
 mod directory;
+mod downtime;
 mod edge_limits;
 mod ingest;
 mod lifecycle;
