@@ -210,7 +210,7 @@ fn policy_fuel() -> u64 {
 fn failures_inside_a_run_are_reported_as_single_evaluations_report_them() {
     let bytes = std::fs::read(misbehaving_policy()).expect("built");
     let policy = load(&bytes, &[("behaviour", "flaky")]);
-    assert_eq!(policy.abi(), PolicyAbi::Extended);
+    assert_eq!(policy.abi(), PolicyAbi::Resuming);
     let history = history(&Agent::new("runs"), 600);
     let (one_by_one, effects, evaluations) = replayed(&policy, &history, 1);
     for kind in ["Guest", "Trap", "InvalidOutput"] {
