@@ -301,7 +301,7 @@ fn replay_rate(c: &mut Criterion) {
                     HistoryEvent::Heartbeat(row) => {
                         decode_stored(&row.body).expect("decodes").sent_at_ms
                     }
-                    HistoryEvent::Rejected { .. } => 0,
+                    HistoryEvent::Rejected { .. } | HistoryEvent::HostResumed { .. } => 0,
                 })
                 .sum::<i64>()
         })

@@ -18,7 +18,7 @@ async fn signed_heartbeat_is_accepted_and_server_shows_online_with_policy_digest
     assert_eq!(answer.body["duplicate"], false);
     assert_eq!(answer.body["server_registered"], false);
     assert_eq!(answer.body["status"], "online");
-    assert_eq!(answer.body["policy"], "default@1.2.0");
+    assert_eq!(answer.body["policy"], "default@1.3.0");
     assert_eq!(answer.body["pending_commands"], json!([]));
     assert!(answer.body["next_heartbeat_seconds"].as_u64().is_some());
 

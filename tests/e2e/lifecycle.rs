@@ -243,7 +243,7 @@ async fn a_version_that_traps_on_every_heartbeat_is_rolled_back_and_the_log_says
     assert_eq!(app.state.engine.stats().policy_rollbacks, 1);
     // The answers and snapshots are the good version's again.
     let answer = app.post_heartbeat(&agent.heartbeat(json!({}))).await;
-    assert_eq!(answer.body["policy"], "default@1.2.0");
+    assert_eq!(answer.body["policy"], "default@1.3.0");
     let server = app
         .store
         .get_server("probation")
@@ -503,7 +503,7 @@ async fn shadow_evaluation_never_changes_a_live_answer_or_snapshot() {
                 .post_heartbeat(&agent.heartbeat(json!({"players_current": i})))
                 .await;
             assert_eq!(answer.status, 202, "{:?}", answer.body);
-            assert_eq!(answer.body["policy"], "default@1.2.0");
+            assert_eq!(answer.body["policy"], "default@1.3.0");
             assert_eq!(
                 answer.body["confidence"], "yellow",
                 "a new unverified server"

@@ -19,6 +19,7 @@ mod deadlines;
 mod deploy_units;
 mod determinism;
 mod directory;
+mod downtime;
 mod edge_limits;
 mod example_agents;
 mod hermes;

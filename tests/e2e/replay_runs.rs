@@ -119,8 +119,8 @@ fn the_default_policy_folds_in_runs_exactly_as_one_event_at_a_time() {
     let policy = load(DEFAULT_POLICY, &[]);
     assert_eq!(
         policy.abi(),
-        PolicyAbi::Extended,
-        "a vigil:policy@1.3 component"
+        PolicyAbi::Resuming,
+        "a vigil:policy@1.4 component"
     );
     let history = history(&Agent::new("runs"), 1_500);
     let (one_by_one, effects, evaluations) = replayed(&policy, &history, 1);
@@ -151,7 +151,7 @@ fn a_run_folds_up_to_the_next_due_tick_and_matches_single_evaluations() {
                 row.received_at_ms,
                 decode(row.body.as_bytes()).expect("decodes"),
             )),
-            HistoryEvent::Rejected { .. } => None,
+            HistoryEvent::Rejected { .. } | HistoryEvent::HostResumed { .. } => None,
         })
         .collect();
     let events: Vec<TimedEvent<'_>> = decoded
@@ -210,7 +210,7 @@ fn policy_fuel() -> u64 {
 fn failures_inside_a_run_are_reported_as_single_evaluations_report_them() {
     let bytes = std::fs::read(misbehaving_policy()).expect("built");
     let policy = load(&bytes, &[("behaviour", "flaky")]);
-    assert_eq!(policy.abi(), PolicyAbi::Extended);
+    assert_eq!(policy.abi(), PolicyAbi::Resuming);
     let history = history(&Agent::new("runs"), 600);
     let (one_by_one, effects, evaluations) = replayed(&policy, &history, 1);
     for kind in ["Guest", "Trap", "InvalidOutput"] {

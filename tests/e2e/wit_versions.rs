@@ -87,16 +87,16 @@ fn a_component_built_against_1_0_0_loads_and_gets_its_params_on_every_call() {
 }
 
 #[test]
-fn the_bundled_policies_are_1_3_components() {
-    assert!(names(DEFAULT_POLICY, "vigil:policy/types@1.3.0"));
+fn the_bundled_policies_are_1_4_components() {
+    assert!(names(DEFAULT_POLICY, "vigil:policy/types@1.4.0"));
     let runtime = runtime(256);
     assert_eq!(
         load(&runtime, DEFAULT_POLICY, &[]).abi(),
-        PolicyAbi::Extended
+        PolicyAbi::Resuming
     );
     let reputation = vigil::policy::REPUTATION_POLICY.to_vec();
-    assert!(names(&reputation, "vigil:policy/types@1.3.0"));
-    assert_eq!(load(&runtime, &reputation, &[]).abi(), PolicyAbi::Extended);
+    assert!(names(&reputation, "vigil:policy/types@1.4.0"));
+    assert_eq!(load(&runtime, &reputation, &[]).abi(), PolicyAbi::Resuming);
 }
 
 #[test]
@@ -202,7 +202,7 @@ fn a_fresh_1_1_instance_is_configured_before_it_evaluates() {
         &bytes,
         &[("behaviour", toml::Value::String("trap-live".into()))],
     );
-    assert_eq!(policy.abi(), PolicyAbi::Extended);
+    assert_eq!(policy.abi(), PolicyAbi::Resuming);
     for round in 0..3 {
         let outcome = policy
             .evaluate(&facts("vigil-smoke-test"), None, 1_000, PolicyEvent::Tick)

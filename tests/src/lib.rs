@@ -616,10 +616,10 @@ pub fn default_policy_version(version: &str) -> Vec<u8> {
 }
 
 /// The same component claiming another major of the `vigil:policy` package: every
-/// `vigil:policy/…@1.3.0` name (what the bundled policies are built against) becomes `@2.0.0`
+/// `vigil:policy/…@1.4.0` name (what the bundled policies are built against) becomes `@2.0.0`
 /// (same length, so the binary stays well formed).
 pub fn with_world_major_2(component: &[u8]) -> Vec<u8> {
-    let (from, to) = (b"vigil:policy/".as_slice(), b"@1.3.0".as_slice());
+    let (from, to) = (b"vigil:policy/".as_slice(), b"@1.4.0".as_slice());
     let mut out = component.to_vec();
     let mut i = 0;
     let mut replaced = 0;
@@ -633,7 +633,7 @@ pub fn with_world_major_2(component: &[u8]) -> Vec<u8> {
         }
         i = start;
     }
-    assert!(replaced > 0, "the component names vigil:policy@1.3.0");
+    assert!(replaced > 0, "the component names vigil:policy@1.4.0");
     out
 }
 

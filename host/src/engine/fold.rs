@@ -2,7 +2,9 @@
 //!
 //! Shared by the live writer and by replay, so both compute byte-for-byte the same snapshot from
 //! the same history. Ticks are derived, not stored: before any event at `now`, every deadline the
-//! policy asked for that is `<= now` is folded first as a tick at exactly that deadline.
+//! policy asked for that is `<= now` is folded first as a tick at exactly that deadline — except
+//! before the host's own restart ([`fold_host_resumed`]), where the deadlines that fell while
+//! no host ran are not ticked.
 
 use std::sync::Arc;
 
@@ -129,7 +131,7 @@ pub fn fold(
             // The last good assessment stands: the time until now counts at it.
             count(policy, snapshot, &server.server_id, now_ms, event, effects);
             snapshot.policy_errors += 1;
-            if matches!(event, PolicyEvent::Tick) {
+            if matches!(event, PolicyEvent::Tick | PolicyEvent::HostResumed { .. }) {
                 snapshot.next_check_at_ms = Some(now_ms + TICK_RETRY_MS);
             }
             tracing::warn!(
@@ -221,6 +223,26 @@ fn count(
         PolicyEvent::Heartbeat { .. } => Counted::Beat,
         PolicyEvent::Rejected { .. } => Counted::Rejection,
         PolicyEvent::Tick => Counted::Tick,
+        PolicyEvent::HostResumed { down_at_ms, .. } => {
+            // Up to the host's last sign of life at the standing assessment; the gap itself
+            // is counted as nobody's time.
+            rollup::advance(
+                snapshot,
+                server_id,
+                policy.digest(),
+                down_at_ms.min(now_ms),
+                Counted::Tick,
+                &mut effects.rollups,
+            );
+            rollup::unobserved(
+                snapshot,
+                server_id,
+                policy.digest(),
+                now_ms,
+                &mut effects.rollups,
+            );
+            return;
+        }
     };
     rollup::advance(
         snapshot,
@@ -291,6 +313,31 @@ pub(super) fn note_heartbeat(
     s.players_capacity = heartbeat.players_capacity;
     s.map_name.clone_from(&heartbeat.map_name);
     s.agent_version.clone_from(&heartbeat.agent_version);
+}
+
+/// Folds the host's own downtime `[down_at_ms, up_at_ms)` into a server that had an event
+/// before it: the ticks due up to `down_at_ms` first (they were due while the host ran), none
+/// of those inside the gap, then [`PolicyEvent::HostResumed`] at `up_at_ms`. Live at start-up
+/// and in replay alike.
+pub fn fold_host_resumed(
+    policy: &LoadedPolicy,
+    server: &mut ServerRecord,
+    down_at_ms: i64,
+    up_at_ms: i64,
+    effects: &mut FoldEffects,
+) {
+    catch_up(policy, server, down_at_ms, effects);
+    let now_ms = up_at_ms.max(server.snapshot.evaluated_at_ms.unwrap_or(i64::MIN));
+    fold(
+        policy,
+        server,
+        now_ms,
+        PolicyEvent::HostResumed {
+            down_at_ms,
+            up_at_ms: now_ms,
+        },
+        effects,
+    );
 }
 
 /// Folds a refused request that named this server: due ticks first, then the rejection.

@@ -13,7 +13,7 @@
 //! `handle.rs` (the protocol: handle, commands, answers), `stats.rs` (counters), `writer.rs`
 //! (the loop, ticks, the fold of each event), `commit.rs` (group commit and its outcome),
 //! `servers.rs` (registration, verification, key rotation), `shared.rs` (several hosts on one
-//! database), `swap.rs` (policy activation, rebuild, probation), `shadow.rs`, [`fold`],
+//! database), `host_periods.rs` (the host's own up-periods; a restart is not the servers' fault), `swap.rs` (policy activation, rebuild, probation), `shadow.rs`, [`fold`],
 //! [`rollup`], [`replay`], [`backtest`] and [`observe`].
 
 mod activator;
@@ -21,6 +21,7 @@ pub mod backtest;
 mod commit;
 pub mod fold;
 mod handle;
+mod host_periods;
 pub mod observe;
 pub mod replay;
 pub mod rollup;
@@ -57,6 +58,7 @@ pub async fn start(
     queue_capacity: usize,
     observers: Observers,
 ) -> Result<(EngineHandle, JoinHandle<()>), StoreError> {
+    let host_run = store.begin_host_run(crate::clock::now_ms()).await?;
     let records = store.load_servers().await?;
     let mut servers = HashMap::with_capacity(records.len());
     let mut identities = HashMap::with_capacity(records.len());
@@ -88,6 +90,7 @@ pub async fn start(
     let stats = Arc::new(EngineStats::default());
     let shared_policy: SharedPolicy = Arc::new(RwLock::new(policy.clone()));
     let shadow_slot: ShadowSlot = Arc::default();
+    let store_for_marks = store.clone();
     let mut writer = Writer {
         shadow: None,
         shadow_slot: shadow_slot.clone(),
@@ -105,6 +108,8 @@ pub async fn start(
         inflight: None,
         last_policy_error: None,
         observers,
+        alive_marks: Some(host_periods::spawn_alive_marks(store_for_marks, host_run)),
+        host_run,
     };
     // Snapshots computed by another version (the configured policy changed while the host was
     // down) are rebuilt like after a swap.

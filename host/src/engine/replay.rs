@@ -5,8 +5,8 @@
 //! byte. Replay never writes anything; callers decide what to do with the result.
 
 use super::fold::{
-    FoldEffects, apply_verdict, catch_up, facts_of, fold_heartbeat, fold_rejection, note_heartbeat,
-    policy_auth, set_state, state_for,
+    FoldEffects, apply_verdict, catch_up, facts_of, fold_heartbeat, fold_host_resumed,
+    fold_rejection, note_heartbeat, policy_auth, set_state, state_for,
 };
 use crate::ingest::decode::{DecodedHeartbeat, decode_stored};
 use crate::policy::{LoadedPolicy, PolicyEvent, TimedEvent};
@@ -93,8 +93,13 @@ pub fn replay_onto_in_runs(
         }
         let mut at = 0;
         while at < steps.len() {
-            at += if runs && steps.len() - at > 1 {
-                fold_run(policy, server, &steps[at..], effects)
+            // A host gap is folded alone (`resume`): runs end before it.
+            let run_len = steps[at..]
+                .iter()
+                .position(Step::is_host_gap)
+                .unwrap_or(steps.len() - at);
+            at += if runs && run_len > 1 {
+                fold_run(policy, server, &steps[at..at + run_len], effects)
             } else {
                 steps[at].fold(policy, server, effects);
                 1
@@ -122,9 +127,17 @@ enum Step<'h> {
         received_at_ms: i64,
         code: &'h str,
     },
+    HostResumed {
+        down_at_ms: i64,
+        up_at_ms: i64,
+    },
 }
 
 impl<'h> Step<'h> {
+    fn is_host_gap(&self) -> bool {
+        matches!(self, Step::HostResumed { .. })
+    }
+
     fn decode(event: &'h HistoryEvent) -> Result<Self, ReplayError> {
         Ok(match event {
             HistoryEvent::Heartbeat(row) => {
@@ -149,6 +162,14 @@ impl<'h> Step<'h> {
                 received_at_ms: *received_at_ms,
                 code,
             },
+            HistoryEvent::HostResumed {
+                down_at_ms,
+                up_at_ms,
+                ..
+            } => Step::HostResumed {
+                down_at_ms: *down_at_ms,
+                up_at_ms: *up_at_ms,
+            },
         })
     }
 
@@ -157,6 +178,7 @@ impl<'h> Step<'h> {
             Step::Heartbeat { received_at_ms, .. } | Step::Rejected { received_at_ms, .. } => {
                 *received_at_ms
             }
+            Step::HostResumed { up_at_ms, .. } => *up_at_ms,
         }
     }
 
@@ -179,6 +201,13 @@ impl<'h> Step<'h> {
             } => PolicyEvent::Rejected {
                 received_at_ms: *received_at_ms,
                 code,
+            },
+            Step::HostResumed {
+                down_at_ms,
+                up_at_ms,
+            } => PolicyEvent::HostResumed {
+                down_at_ms: *down_at_ms,
+                up_at_ms: *up_at_ms,
             },
         }
     }
@@ -205,6 +234,10 @@ impl<'h> Step<'h> {
                 server.snapshot.event_seq = seq - 1;
                 fold_rejection(policy, server, *received_at_ms, code, effects);
             }
+            Step::HostResumed {
+                down_at_ms,
+                up_at_ms,
+            } => fold_host_resumed(policy, server, *down_at_ms, *up_at_ms, effects),
         }
     }
 
@@ -223,6 +256,7 @@ impl<'h> Step<'h> {
                 note_heartbeat(&mut server.snapshot, *received_at_ms, heartbeat, signed);
             }
             Step::Rejected { seq, .. } => server.snapshot.event_seq = *seq,
+            Step::HostResumed { .. } => {}
         }
     }
 }

@@ -73,6 +73,30 @@ pub fn advance(
     }
 }
 
+/// Carries the open buckets to `to_ms` without counting the time as observed: the host's own
+/// downtime ([`crate::policy::PolicyEvent::HostResumed`]) is nobody's uptime or downtime.
+/// Buckets this closes are pushed onto `closed`, as [`advance`] does.
+pub fn unobserved(
+    snapshot: &mut Snapshot,
+    server_id: &str,
+    policy_digest: &str,
+    to_ms: i64,
+    closed: &mut Vec<RollupRow>,
+) {
+    let Some(open) = snapshot.rollup.as_mut() else {
+        return;
+    };
+    carry(open, to_ms, "unknown", 0.0, &mut |span, start_ms, sums| {
+        closed.push(RollupRow {
+            server_id: server_id.to_owned(),
+            span,
+            start_ms,
+            sums,
+            policy_digest: policy_digest.to_owned(),
+        });
+    });
+}
+
 /// Adds the time from `open.at_ms` to `to_ms` at `status`/`quality`, closing every bucket that
 /// ends at or before `to_ms` (through `close`, oldest first; empty buckets are skipped).
 fn carry(

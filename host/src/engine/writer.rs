@@ -53,11 +53,16 @@ pub(super) struct Writer {
     pub(super) shadow: Option<shadow::Shadow>,
     pub(super) shadow_slot: ShadowSlot,
     pub(super) observers: Observers,
+    /// This host's run (and the gap its start closed: `host_periods.rs`).
+    pub(super) host_run: crate::store::HostRun,
+    /// The task appending this run's alive marks (aborted at the stop).
+    pub(super) alive_marks: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Writer {
     /// Runs until every handle is dropped, then settles the batch in flight.
     pub(super) async fn run(mut self) {
+        self.resume_after_downtime().await;
         let mut commands = Vec::with_capacity(self.max_batch);
         loop {
             if self.swap.has_work() {
@@ -125,6 +130,7 @@ impl Writer {
             self.check_probation().await;
         }
         self.settle().await;
+        self.mark_stopped().await;
         tracing::info!("engine writer stopped");
     }
 
@@ -236,7 +242,12 @@ impl Writer {
         }
     }
 
-    fn record_effects(&mut self, server_id: &str, effects: FoldEffects, pending: &mut Pending) {
+    pub(super) fn record_effects(
+        &mut self,
+        server_id: &str,
+        effects: FoldEffects,
+        pending: &mut Pending,
+    ) {
         if let Some(error) = effects.errors.last() {
             self.last_policy_error = Some(error.to_string());
         }

@@ -1,8 +1,9 @@
 //! The generated bindings for `vigil:policy@1.x` — the only `bindgen!`s in the host.
 //!
-//! Four worlds of the one `@1.3.0` package, sharing one set of types: `policy` (what a 1.3
+//! Five worlds of the one `@1.4.0` package, sharing one set of types: `policy` (what a 1.4
 //! component exports: `describe`, `evaluate`, `configure`, `evaluate-configured`,
-//! `evaluate-run`, `evaluate-ext` and `evaluate-run-ext`), [`runs`] (what a 1.2.x component
+//! `evaluate-run`, `evaluate-ext`, `evaluate-run-ext` and `resume`), [`ext`] (what a 1.3.x
+//! component exports: all but `resume`), [`runs`] (what a 1.2.x component
 //! exports: all but the two `-ext` calls), [`configured`] (what a 1.1.x component exports:
 //! `describe`, `evaluate`, `configure` and `evaluate-configured`) and
 //! [`base`] (what a 1.0.x component exports: `describe` and `evaluate`). A host built from these
@@ -14,6 +15,17 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "policy",
 });
+
+/// The `ext-policy` world: the exports of a component built against `vigil:policy@1.3.x`.
+pub mod ext {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "ext-policy",
+        with: {
+            "vigil:policy/types": crate::policy::bindings::vigil::policy::types,
+        },
+    });
+}
 
 /// The `runs-policy` world: the exports of a component built against `vigil:policy@1.2.x`.
 pub mod runs {

@@ -103,7 +103,8 @@ pub(super) fn wit_event_ext(event: PolicyEvent<'_>) -> wit::EventExt {
             received_at_ms,
             code: code.to_owned(),
         }),
-        PolicyEvent::Tick => wit::EventExt::Tick,
+        // A 1.3 guest is not told about the host's downtime: a tick at the restart.
+        PolicyEvent::Tick | PolicyEvent::HostResumed { .. } => wit::EventExt::Tick,
     }
 }
 
@@ -141,7 +142,8 @@ pub(super) fn wit_event(event: PolicyEvent<'_>) -> wit::Event {
             received_at_ms,
             code: code.to_owned(),
         }),
-        PolicyEvent::Tick => wit::Event::Tick,
+        // An older guest is not told about the host's downtime: a tick at the restart.
+        PolicyEvent::Tick | PolicyEvent::HostResumed { .. } => wit::Event::Tick,
     }
 }
 

@@ -9,7 +9,9 @@
 //! parameters with every `evaluate` call; a 1.1 guest once per instance (`configure`) and is then
 //! called with `evaluate-configured`; a 1.2 guest can also fold a run of events about one server
 //! in one call ([`LoadedPolicy::evaluate_run`]); a 1.3 guest is called with `evaluate-ext` and
-//! `evaluate-run-ext`, which add the schedule, the kind of authentication and the job run.
+//! `evaluate-run-ext`, which add the schedule, the kind of authentication and the job run; a
+//! 1.4 guest is told about the host's own downtime with `resume` (an older one gets a `tick`
+//! at the restart instead: [`PolicyEvent::HostResumed`]).
 //!
 //! This module never builds the wasmtime engine or compiles bytes (`runtime.rs`), and never
 //! touches storage or HTTP.
@@ -22,6 +24,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::base::BasePolicyPre;
 use super::bindings::configured::ConfiguredPolicyPre;
+use super::bindings::ext::ExtPolicyPre;
 use super::bindings::runs::RunsPolicyPre;
 use super::bindings::{self, PolicyPre, vigil::policy::types as wit};
 use super::convert::{
@@ -43,11 +46,13 @@ pub(super) enum Pre {
     ParamsPerCall(BasePolicyPre<GuestCtx>),
     Configured(ConfiguredPolicyPre<GuestCtx>),
     Runs(RunsPolicyPre<GuestCtx>),
-    Extended(PolicyPre<GuestCtx>),
+    Extended(ExtPolicyPre<GuestCtx>),
+    Resuming(PolicyPre<GuestCtx>),
 }
 
 impl Pre {
-    /// Looks the exports up: a component that exports `evaluate-ext` is a 1.3 guest and must
+    /// Looks the exports up: a component that exports `resume` is a 1.4 guest and must have
+    /// all of the 1.4 world; one that exports `evaluate-ext` is a 1.3 guest and must
     /// have all of the 1.3 world; one that exports `evaluate-run` is held to the 1.2 world; one that exports `evaluate-configured` is held to the 1.1
     /// world, anything else to the 1.0 exports.
     pub(super) fn of(
@@ -55,8 +60,14 @@ impl Pre {
         instance_pre: InstancePre<GuestCtx>,
     ) -> Result<Self, PolicyError> {
         let exports = |name: &str| component.get_export_index(None, name).is_some();
-        Ok(if exports("evaluate-ext") {
-            Pre::Extended(PolicyPre::new(instance_pre).map_err(|e| {
+        Ok(if exports("resume") {
+            Pre::Resuming(PolicyPre::new(instance_pre).map_err(|e| {
+                PolicyError::Load(format!(
+                    "component exports resume but does not implement vigil:policy@1.4: {e:#}"
+                ))
+            })?)
+        } else if exports("evaluate-ext") {
+            Pre::Extended(ExtPolicyPre::new(instance_pre).map_err(|e| {
                 PolicyError::Load(format!(
                     "component exports evaluate-ext but does not implement \
                      vigil:policy@1.3: {e:#}"
@@ -91,6 +102,7 @@ impl Pre {
             Pre::Configured(pre) => pre.engine(),
             Pre::Runs(pre) => pre.engine(),
             Pre::Extended(pre) => pre.engine(),
+            Pre::Resuming(pre) => pre.engine(),
         }
     }
 }
@@ -101,7 +113,8 @@ enum Instance {
     ParamsPerCall(bindings::base::BasePolicy),
     Configured(bindings::configured::ConfiguredPolicy),
     Runs(bindings::runs::RunsPolicy),
-    Extended(bindings::Policy),
+    Extended(bindings::ext::ExtPolicy),
+    Resuming(bindings::Policy),
 }
 
 /// An instance kept between calls, with its store.
@@ -201,6 +214,7 @@ impl LoadedPolicy {
             Pre::Configured(_) => PolicyAbi::Configured,
             Pre::Runs(_) => PolicyAbi::Runs,
             Pre::Extended(_) => PolicyAbi::Extended,
+            Pre::Resuming(_) => PolicyAbi::Resuming,
         }
     }
 
@@ -233,6 +247,9 @@ impl LoadedPolicy {
                 .instantiate(&mut store)
                 .and_then(|instance| instance.call_describe(&mut store)),
             Pre::Extended(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|instance| instance.call_describe(&mut store)),
+            Pre::Resuming(pre) => pre
                 .instantiate(&mut store)
                 .and_then(|instance| instance.call_describe(&mut store)),
         }
@@ -271,6 +288,14 @@ impl LoadedPolicy {
                     .map_err(classify)?
                     .map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
                 Instance::Extended(instance)
+            }
+            Pre::Resuming(pre) => {
+                let instance = pre.instantiate(&mut store).map_err(classify)?;
+                instance
+                    .call_configure(&mut store, &self.params)
+                    .map_err(classify)?
+                    .map_err(|msg| PolicyError::Guest(truncate(&msg, 512)))?;
+                Instance::Resuming(instance)
             }
         };
         Ok(WarmInstance {
@@ -321,6 +346,27 @@ impl LoadedPolicy {
     ) -> Result<Outcome, PolicyError> {
         let (mut outcome, fuel_used) = self.with_instance(|warm| {
             let result = match &warm.instance {
+                Instance::Resuming(instance) => match event {
+                    PolicyEvent::HostResumed {
+                        down_at_ms,
+                        up_at_ms,
+                    } => instance.call_resume(
+                        &mut warm.store,
+                        &wit_facts_ext(facts),
+                        state,
+                        wit::HostGap {
+                            down_at_ms,
+                            up_at_ms,
+                        },
+                    ),
+                    event => instance.call_evaluate_ext(
+                        &mut warm.store,
+                        &wit_facts_ext(facts),
+                        state,
+                        now_ms,
+                        &wit_event_ext(event),
+                    ),
+                },
                 Instance::Extended(instance) => instance.call_evaluate_ext(
                     &mut warm.store,
                     &wit_facts_ext(facts),
@@ -380,6 +426,21 @@ impl LoadedPolicy {
         }
         let (mut outcome, fuel_used) = self.with_instance(|warm| {
             let run = match &warm.instance {
+                Instance::Resuming(instance) => {
+                    let wit_events: Vec<wit::TimedEventExt> = events
+                        .iter()
+                        .map(|e| wit::TimedEventExt {
+                            now_ms: e.now_ms,
+                            event: wit_event_ext(e.event),
+                        })
+                        .collect();
+                    instance.call_evaluate_run_ext(
+                        &mut warm.store,
+                        &wit_facts_ext(facts),
+                        state,
+                        &wit_events,
+                    )
+                }
                 Instance::Extended(instance) => {
                     let wit_events: Vec<wit::TimedEventExt> = events
                         .iter()

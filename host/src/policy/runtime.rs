@@ -193,7 +193,7 @@ mod tests {
             .load(DEFAULT_POLICY, &BTreeMap::new())
             .expect("default loads");
         assert_eq!(policy.description().name, "default");
-        assert_eq!(policy.abi(), PolicyAbi::Extended);
+        assert_eq!(policy.abi(), PolicyAbi::Resuming);
         let mut bad = BTreeMap::new();
         bad.insert("no_such_param".to_owned(), toml::Value::Integer(1));
         assert_eq!(

@@ -194,15 +194,24 @@ pub enum PolicyEvent<'a> {
     },
     /// A deadline the policy asked for passed.
     Tick,
+    /// The host was down from `down_at_ms` and came back at `up_at_ms` (the evaluation's
+    /// `now_ms`). A 1.4 guest is called with `resume`; an older one sees a `tick`.
+    HostResumed {
+        /// When the host was last known alive.
+        down_at_ms: i64,
+        /// When it came back.
+        up_at_ms: i64,
+    },
 }
 
 impl PolicyEvent<'_> {
-    /// `heartbeat`, `rejected` or `tick`.
+    /// `heartbeat`, `rejected`, `tick` or `host_resumed`.
     pub fn cause(&self) -> &'static str {
         match self {
             PolicyEvent::Heartbeat { .. } => "heartbeat",
             PolicyEvent::Rejected { .. } => "rejected",
             PolicyEvent::Tick => "tick",
+            PolicyEvent::HostResumed { .. } => "host_resumed",
         }
     }
 }
@@ -276,16 +285,22 @@ pub enum PolicyAbi {
     /// events about one server folds in one call
     /// ([`LoadedPolicy::evaluate_run`](super::LoadedPolicy::evaluate_run)).
     Runs,
-    /// Built against `vigil:policy@1.3` or later: as [`PolicyAbi::Runs`], with the 1.3 facts
+    /// Built against `vigil:policy@1.3`: as [`PolicyAbi::Runs`], with the 1.3 facts
     /// and events (`evaluate-ext`, `evaluate-run-ext`): the schedule, the kind of
     /// authentication and the job run reach the policy.
     Extended,
+    /// Built against `vigil:policy@1.4` or later: as [`PolicyAbi::Extended`], and told about
+    /// the host's own downtime (`resume`, [`PolicyEvent::HostResumed`]).
+    Resuming,
 }
 
 impl PolicyAbi {
     /// Whether a run of events folds in one call (1.2 or later).
     pub fn folds_runs(self) -> bool {
-        matches!(self, PolicyAbi::Runs | PolicyAbi::Extended)
+        matches!(
+            self,
+            PolicyAbi::Runs | PolicyAbi::Extended | PolicyAbi::Resuming
+        )
     }
 }
 

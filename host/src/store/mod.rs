@@ -9,6 +9,7 @@
 //! - [`rows`]: the row types (plain data, no SQL).
 //! - `reads.rs`: every read, written once for both backends.
 //! - `rankings.rs`: rankings and leaderboards (a snapshot value times the unverified weight).
+//! - `periods.rs`: the host's own up-periods and the gaps between them (append-only).
 //! - `admin.rs`: operator changes to servers (labels, pause, retirement, their audit trail)
 //!   and maintenance windows, written once for both backends.
 //! - `ops/`: the operations tables — admin API keys, the host key, pending commands, the alert
@@ -20,6 +21,7 @@
 
 mod admin;
 mod ops;
+mod periods;
 mod postgres;
 mod rankings;
 mod reads;
@@ -30,6 +32,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use periods::{ALIVE_STALE_MS, HostRun};
 pub use rankings::{RankValue, Ranked, RankingQuery};
 pub use rows::*;
 

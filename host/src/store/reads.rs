@@ -213,7 +213,46 @@ impl Store {
             }
         });
         events.sort_by_key(HistoryEvent::seq);
+        self.merge_host_gaps(&mut events).await?;
         Ok(events)
+    }
+
+    /// Inserts the host gaps that ended after the first of `events` (the server had an event
+    /// before them), each before the first event received at or after its end.
+    async fn merge_host_gaps(&self, events: &mut Vec<HistoryEvent>) -> Result<(), StoreError> {
+        let Some(first) = events.first().map(HistoryEvent::at_ms) else {
+            return Ok(());
+        };
+        let gaps = self.host_gaps(first).await?;
+        if gaps.is_empty() {
+            return Ok(());
+        }
+        let mut merged = Vec::with_capacity(events.len() + gaps.len());
+        let mut gaps = gaps.into_iter().peekable();
+        for event in events.drain(..) {
+            while let Some(&(down_at_ms, up_at_ms)) = gaps.peek() {
+                if up_at_ms > event.at_ms() {
+                    break;
+                }
+                merged.push(HistoryEvent::HostResumed {
+                    after_seq: merged.last().map_or(event.seq() - 1, HistoryEvent::seq),
+                    down_at_ms,
+                    up_at_ms,
+                });
+                gaps.next();
+            }
+            merged.push(event);
+        }
+        let after_seq = merged.last().map_or(0, HistoryEvent::seq);
+        merged.extend(
+            gaps.map(|(down_at_ms, up_at_ms)| HistoryEvent::HostResumed {
+                after_seq,
+                down_at_ms,
+                up_at_ms,
+            }),
+        );
+        *events = merged;
+        Ok(())
     }
 
     /// The events a rebuild replays: every folded event with `received_at_ms` in

@@ -634,14 +634,34 @@ pub enum HistoryEvent {
         /// Stable problem code.
         code: String,
     },
+    /// No host ran from `down_at_ms` to `up_at_ms` (`host_runs`): folded as the host's
+    /// restart, after every event received before `up_at_ms`.
+    HostResumed {
+        /// The sequence number of the server's event before the gap (it takes none itself).
+        after_seq: i64,
+        /// When a host was last known alive.
+        down_at_ms: i64,
+        /// When a host came back.
+        up_at_ms: i64,
+    },
 }
 
 impl HistoryEvent {
-    /// The event's sequence number.
+    /// The event's sequence number (a host gap's is that of the event before it).
     pub fn seq(&self) -> i64 {
         match self {
             HistoryEvent::Heartbeat(h) => h.seq,
             HistoryEvent::Rejected { seq, .. } => *seq,
+            HistoryEvent::HostResumed { after_seq, .. } => *after_seq,
+        }
+    }
+
+    /// When the host received it (a host gap: when a host came back).
+    pub fn at_ms(&self) -> i64 {
+        match self {
+            HistoryEvent::Heartbeat(h) => h.received_at_ms,
+            HistoryEvent::Rejected { received_at_ms, .. } => *received_at_ms,
+            HistoryEvent::HostResumed { up_at_ms, .. } => *up_at_ms,
         }
     }
 }

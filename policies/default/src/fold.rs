@@ -134,6 +134,7 @@ pub fn evaluate(
         now_ms.saturating_sub(config.spoof_window_ms),
         MAX_SPOOFS,
     );
+    crate::downtime::forget_before(&mut state, now_ms.saturating_sub(config.uptime_window_ms()));
     if is_established(config, facts, now_ms) {
         state.first_seen_ms = None;
     }
@@ -352,8 +353,15 @@ fn assess(
             (filled, counted) => (filled as f64 * 100.0 / counted as f64).clamp(0.0, 100.0),
         },
         (Some(_), None) => {
-            let online_minutes = state.ring.count_online(window_start, window_end);
-            (f64::from(online_minutes) * 100.0 / window_minutes as f64).clamp(0.0, 100.0)
+            // The host's own downtime is nobody's uptime: out of both counts.
+            let (gap_minutes, gap_online) =
+                crate::downtime::excluded_minutes(state, &state.ring, window_start, window_end);
+            let online_minutes = state
+                .ring
+                .count_online(window_start, window_end)
+                .saturating_sub(gap_online);
+            let counted = window_minutes.saturating_sub(gap_minutes).max(1);
+            (f64::from(online_minutes) * 100.0 / counted as f64).clamp(0.0, 100.0)
         }
     };
 

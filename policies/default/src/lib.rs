@@ -15,12 +15,14 @@
 //! - `state`: the per-server state and its versioned, hand-written binary encoding.
 //! - `ring`: one bit per minute over the uptime window.
 //! - `schedule`: a scheduled server's slots (cron in its zone, or a period).
+//! - `downtime`: the host's own downtime (`resume`): a fresh grace window, and out of uptime.
 //!
 //! The code is panic-free by construction (checked or saturating arithmetic, no indexing that
 //! can fail), deterministic (no clock, randomness or hash-map iteration: only `now_ms` and the
 //! inputs) and treats the state bytes as hostile input.
 
 mod config;
+mod downtime;
 mod fold;
 mod ring;
 mod schedule;
@@ -33,6 +35,7 @@ pub use config::{
     Config, DEFAULT_SPOOF_CODES, MAX_GRACE_SECONDS, MAX_INTERVAL_GRACE_SECONDS,
     MAX_UPTIME_WINDOW_SECONDS, param_specs,
 };
+pub use downtime::resume;
 pub use fold::{
     SIGNAL_CAME_ONLINE, SIGNAL_EMERGENCY, SIGNAL_INCONSISTENT, SIGNAL_JOB_FAILED, SIGNAL_RESTART,
     SIGNAL_RUN_OVERDUE, SIGNAL_SPOOF, SIGNAL_WENT_OFFLINE, evaluate,
@@ -40,10 +43,11 @@ pub use fold::{
 pub use ring::{MinuteRing, minute_of};
 pub use schedule::{Expected, MAX_WINDOWS, SlotState, WINDOW_HORIZON_MS};
 pub use state::{
-    LastHeartbeat, MAX_FLIPS, MAX_SPOOFS, STATE_VERSION, STATE_VERSION_SCHEDULED, State,
+    HOST_GAPS_FLAG, LastHeartbeat, MAX_FLIPS, MAX_HOST_GAPS, MAX_SPOOFS, STATE_VERSION,
+    STATE_VERSION_SCHEDULED, State,
 };
 
-use vigil_policy_sdk::{Evaluation, Event, Facts, Params, Policy, PolicyInfo};
+use vigil_policy_sdk::{Evaluation, Event, Facts, HostGap, Params, Policy, PolicyInfo};
 
 /// The policy's name.
 pub const NAME: &str = "default";
@@ -51,7 +55,7 @@ pub const NAME: &str = "default";
 /// build distinct versions of the same policy to swap between; the bundled build never sets it).
 pub const VERSION: &str = match option_env!("VIGIL_POLICY_VERSION") {
     Some(v) => v,
-    None => "1.2.0",
+    None => "1.3.0",
 };
 /// How much history a replay needs: the longest uptime window plus the longest grace (a
 /// declared interval's), since a heartbeat up to one grace before the window still covers
@@ -88,6 +92,15 @@ impl Policy for DefaultPolicy {
         Config::with_cached(params, |config| {
             fold::evaluate(config, facts, state, now_ms, event)
         })?
+    }
+
+    fn resume(
+        params: &Params,
+        facts: &Facts,
+        state: Option<&[u8]>,
+        gap: &HostGap,
+    ) -> Result<Evaluation, String> {
+        Config::with_cached(params, |config| downtime::resume(config, facts, state, gap))?
     }
 }
 

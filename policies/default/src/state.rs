@@ -20,10 +20,14 @@
 //!    i64 slot_ms, u8 flags     bit 0 filled_at present, bit 1 run_started present
 //!    [i64 filled_at] [i64 run_started_ms]
 //!    u16 window count (<= 64), each i64 at + u8 filled (0 or 1), ascending]
+//! [version byte bit 7 set only, the host's own downtime inside the uptime window:
+//!    u8 gap count (1..=16), each i64 down_at + i64 up_at, down < up, ascending, disjoint]
 //! ```
 //!
 //! An unscheduled server's state is written as version 1, byte for byte what `default@1.1.0`
-//! wrote; a scheduled one's as version 2. Both are read.
+//! wrote; a scheduled one's as version 2. Both are read. Bit 7 of the version byte
+//! ([`HOST_GAPS_FLAG`], `default@1.3.0`) adds the host gaps; a state without any is written
+//! exactly as before.
 //!
 //! Decoding is strict: an unknown version, an unknown flag bit, a truncated or over-long
 //! input, a non-canonical ring or an unsorted list is an `Err`, never a panic. Encoding the
@@ -36,6 +40,10 @@ use crate::schedule::{MAX_WINDOWS, SlotState};
 pub const STATE_VERSION: u8 = 1;
 /// The state format of a scheduled server: version 1 plus its slots.
 pub const STATE_VERSION_SCHEDULED: u8 = 2;
+/// Set in the version byte when the host-gaps section follows.
+pub const HOST_GAPS_FLAG: u8 = 0x80;
+/// The most host gaps kept (the newest ones within the uptime window).
+pub const MAX_HOST_GAPS: usize = 16;
 /// The most flips kept (the newest ones); the flap penalty saturates long before.
 pub const MAX_FLIPS: usize = 512;
 /// The most spoof-like rejections kept (the newest ones); `spoof_threshold` is at most 64.
@@ -59,6 +67,9 @@ pub struct State {
     pub spoofs: Vec<i64>,
     /// A scheduled server's slots (`None` while unscheduled).
     pub slots: Option<SlotState>,
+    /// The host's own downtime `(down_at_ms, up_at_ms)` within the uptime window, ascending:
+    /// left out of uptime (`downtime.rs`).
+    pub host_gaps: Vec<(i64, i64)>,
 }
 
 /// What the policy keeps of the newest heartbeat.
@@ -97,6 +108,7 @@ impl State {
             flips: Vec::new(),
             spoofs: Vec::new(),
             slots: None,
+            host_gaps: Vec::new(),
         }
     }
 
@@ -105,10 +117,16 @@ impl State {
         let mut out = Vec::with_capacity(
             64 + self.ring.bits().len() + 8 * (self.flips.len() + self.spoofs.len()),
         );
-        out.push(if self.slots.is_some() {
+        let version = if self.slots.is_some() {
             STATE_VERSION_SCHEDULED
         } else {
             STATE_VERSION
+        };
+        let gaps = self.host_gaps.len().min(MAX_HOST_GAPS);
+        out.push(if gaps > 0 {
+            version | HOST_GAPS_FLAG
+        } else {
+            version
         });
         out.extend_from_slice(&self.last_eval_ms.to_le_bytes());
         let flags = u8::from(self.first_seen_ms.is_some()) | u8::from(self.last.is_some()) << 1;
@@ -168,13 +186,22 @@ impl State {
                 out.push(u8::from(*filled));
             }
         }
+        if gaps > 0 {
+            out.push(u8::try_from(gaps).unwrap_or(u8::MAX));
+            for (down, up) in self.host_gaps.iter().take(gaps) {
+                out.extend_from_slice(&down.to_le_bytes());
+                out.extend_from_slice(&up.to_le_bytes());
+            }
+        }
         out
     }
 
     /// Decodes a state written by [`State::encode`]; anything else is an `Err`.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let mut r = Reader { rest: bytes };
-        let version = r.u8()?;
+        let version_byte = r.u8()?;
+        let has_gaps = version_byte & HOST_GAPS_FLAG != 0;
+        let version = version_byte & !HOST_GAPS_FLAG;
         if version != STATE_VERSION && version != STATE_VERSION_SCHEDULED {
             return Err(format!(
                 "state format version {version} is not supported (expected {STATE_VERSION} or {STATE_VERSION_SCHEDULED})"
@@ -221,6 +248,7 @@ impl State {
         } else {
             None
         };
+        let host_gaps = if has_gaps { r.host_gaps()? } else { Vec::new() };
         if !r.rest.is_empty() {
             return Err("state: trailing bytes".to_string());
         }
@@ -232,6 +260,7 @@ impl State {
             flips,
             spoofs,
             slots,
+            host_gaps,
         })
     }
 }
@@ -275,6 +304,22 @@ impl<'a> Reader<'a> {
 
     fn i64(&mut self) -> Result<i64, String> {
         Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    fn host_gaps(&mut self) -> Result<Vec<(i64, i64)>, String> {
+        let count = usize::from(self.u8()?);
+        if count == 0 || count > MAX_HOST_GAPS {
+            return Err(format!("state: {count} host gaps (1 to {MAX_HOST_GAPS})"));
+        }
+        let mut gaps: Vec<(i64, i64)> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (down, up) = (self.i64()?, self.i64()?);
+            if down >= up || gaps.last().is_some_and(|(_, prev_up)| *prev_up > down) {
+                return Err("state: host gaps out of order".to_string());
+            }
+            gaps.push((down, up));
+        }
+        Ok(gaps)
     }
 
     fn slots(&mut self) -> Result<SlotState, String> {
@@ -360,6 +405,28 @@ mod tests {
         state.flips = vec![1, 2, 3];
         state.spoofs = vec![-5, 7];
         state
+    }
+
+    #[test]
+    fn host_gaps_round_trip_and_a_state_without_any_is_unchanged() {
+        let plain = sample().encode();
+        assert_eq!(plain[0], STATE_VERSION);
+        let mut state = sample();
+        state.host_gaps = vec![(10, 20), (20, 35)];
+        let bytes = state.encode();
+        assert_eq!(bytes[0], STATE_VERSION | HOST_GAPS_FLAG);
+        assert_eq!(bytes.len(), plain.len() + 1 + 32);
+        assert_eq!(State::decode(&bytes), Ok(state.clone()));
+        let mut unsorted = state.clone();
+        unsorted.host_gaps = vec![(30, 40), (10, 20)];
+        assert!(State::decode(&unsorted.encode()).is_err());
+        let mut empty_gap = state;
+        empty_gap.host_gaps = vec![(5, 5)];
+        assert!(State::decode(&empty_gap.encode()).is_err());
+        let mut no_gaps = plain.clone();
+        no_gaps[0] |= HOST_GAPS_FLAG;
+        no_gaps.push(0);
+        assert!(State::decode(&no_gaps).is_err(), "a gaps section of none");
     }
 
     fn scheduled() -> State {

@@ -111,7 +111,7 @@ fn close(a: f64, b: f64) -> bool {
 fn describe_declares_every_param_with_a_valid_default() {
     let info = DefaultPolicy::describe();
     assert_eq!(info.name, "default");
-    assert_eq!(info.version, "1.2.0");
+    assert_eq!(info.version, "1.3.0");
     assert_eq!(info.history_window_seconds, 86_400 + 1_209_600);
     assert_eq!(HISTORY_WINDOW_SECONDS, info.history_window_seconds);
     assert_eq!(info.params.len(), 18);
@@ -839,4 +839,98 @@ fn scheduled_folds_do_not_depend_on_ticks_and_clearing_the_schedule_returns_to_g
         server.state.as_ref().and_then(|s| s.first()),
         Some(&STATE_VERSION)
     );
+}
+
+/// `resume` as the host calls it after its own downtime.
+fn resume(server: &mut Server, down_at_ms: i64, up_at_ms: i64) -> Assessment {
+    let evaluation = DefaultPolicy::resume(
+        &server.params,
+        &server.facts,
+        server.state.as_deref(),
+        &vigil_policy_sdk::HostGap {
+            down_at_ms,
+            up_at_ms,
+        },
+    )
+    .expect("resume succeeds");
+    assert_finite(&evaluation.assessment);
+    server.state = Some(evaluation.state);
+    evaluation.assessment
+}
+
+#[test]
+fn a_deadline_that_fell_while_the_host_was_down_gets_one_fresh_grace_window() {
+    let mut server = Server::established();
+    // 5 min grace; the host goes down a minute later and is back an hour after that.
+    assert_eq!(server.heartbeat(T0).status, Status::Online);
+    let (down, up) = (T0 + MIN, T0 + HOUR);
+    let resumed = resume(&mut server, down, up);
+    assert_eq!(resumed.status, Status::Online, "no flip at the restart");
+    assert!(!has_signal(&resumed, "went-offline"));
+    assert_eq!(
+        resumed.next_check_at_ms,
+        Some(up + 5 * MIN),
+        "one fresh grace"
+    );
+    // Still silent after it: offline at the fresh deadline, as usual.
+    let late = server.tick(up + 5 * MIN);
+    assert_eq!(late.status, Status::Offline);
+    assert!(has_signal(&late, "went-offline"));
+
+    // A server that beats within the fresh window stays online with no flip at all.
+    let mut beating = Server::established();
+    beating.heartbeat(T0);
+    resume(&mut beating, down, up);
+    let back = beating.heartbeat(up + MIN);
+    assert_eq!(back.status, Status::Online);
+    assert_eq!(score(&back, "flaps_24h"), 0.0);
+}
+
+#[test]
+fn a_server_offline_before_the_host_went_down_stays_offline_and_the_gap_is_out_of_uptime() {
+    let mut server = Server::established();
+    server.heartbeat(T0);
+    // Offline at T0 + 5 min (ticked while the host ran), host down from T0 + 10 min to + 40.
+    assert_eq!(server.tick(T0 + 5 * MIN).status, Status::Offline);
+    let resumed = resume(&mut server, T0 + 10 * MIN, T0 + 40 * MIN);
+    assert_eq!(resumed.status, Status::Offline);
+    assert!(!has_signal(&resumed, "went-offline"), "no second flip");
+
+    // Uptime: 24 h online, then the host is down for 6 h while the server keeps its grace
+    // alive (heartbeats every 4 min before and after). The 6 h are out of both counts.
+    let mut steady = Server::established();
+    let mut t = T0;
+    while t < T0 + DAY {
+        steady.heartbeat(t);
+        t += 4 * MIN;
+    }
+    let down = t - 4 * MIN + SEC;
+    let up = down + 6 * HOUR;
+    resume(&mut steady, down, up);
+    let mut last = steady.heartbeat(up + SEC);
+    t = up + SEC;
+    while t < up + 2 * HOUR {
+        t += 4 * MIN;
+        last = steady.heartbeat(t);
+    }
+    assert!(
+        close(last.uptime_percent, 100.0),
+        "the gap counts as neither online nor offline: {}",
+        last.uptime_percent
+    );
+    // Without the gap's exclusion the same silence would have cost a quarter of the day.
+    let mut silent = Server::established();
+    let mut t = T0;
+    while t < T0 + DAY {
+        silent.heartbeat(t);
+        t += 4 * MIN;
+    }
+    silent.heartbeat(up + SEC);
+    t = up + SEC;
+    let mut last = silent.heartbeat(t + 4 * MIN);
+    while t < up + 2 * HOUR {
+        t += 4 * MIN;
+        last = silent.heartbeat(t);
+    }
+    assert!(last.uptime_percent < 80.0, "{}", last.uptime_percent);
 }

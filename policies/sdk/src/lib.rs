@@ -45,7 +45,7 @@
 //!
 //! # Layout
 //!
-//! The plain types in this file mirror the WIT package `vigil:policy@1.3.0` (`wit/policy.wit`
+//! The plain types in this file mirror the WIT package `vigil:policy@1.4.0` (`wit/policy.wit`
 //! at the repository root) one to one (the 1.3 records: [`Facts`] is `facts-ext`,
 //! [`Heartbeat`] is `heartbeat-ext`), so policy logic can be unit-tested natively with
 //! `cargo test`. The raw bindings (`wit_bindgen::generate!`) live only in a hidden module that
@@ -451,6 +451,16 @@ pub enum Event {
     Tick,
 }
 
+/// A stretch of time no host was running (WIT `host-gap`, 1.4): the host's own downtime,
+/// handed to [`Policy::resume`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostGap {
+    /// When the host was last known to be alive, milliseconds since the Unix epoch (UTC).
+    pub down_at_ms: i64,
+    /// When a host came back (the `now_ms` of the resume), always later than `down_at_ms`.
+    pub up_at_ms: i64,
+}
+
 /// The server's derived status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -608,10 +618,26 @@ pub trait Policy {
         now_ms: i64,
         event: &Event,
     ) -> Result<Evaluation, String>;
+
+    /// The host was down for `gap` and is back (WIT `resume`, 1.4): folded once per server
+    /// that had an event before the gap, at `now_ms` = `gap.up_at_ms`, before anything that
+    /// arrives after the restart. The deadlines that fell inside the gap were not sent as
+    /// ticks.
+    ///
+    /// Optional: the default folds a [`Event::Tick`] at `gap.up_at_ms`, i.e. the silence
+    /// counts as the server's (what a host that knows nothing of its downtime would do).
+    fn resume(
+        params: &Params,
+        facts: &Facts,
+        state: Option<&[u8]>,
+        gap: &HostGap,
+    ) -> Result<Evaluation, String> {
+        Self::evaluate(params, facts, state, gap.up_at_ms, &Event::Tick)
+    }
 }
 
-/// Exports a type implementing [`Policy`] as a `vigil:policy@1.3.0` component: `describe`,
-/// `configure`, `evaluate-ext`, `evaluate-run-ext`, and for older hosts `evaluate-configured`,
+/// Exports a type implementing [`Policy`] as a `vigil:policy@1.4.0` component: `describe`,
+/// `configure`, `evaluate-ext`, `evaluate-run-ext`, `resume` ([`Policy::resume`]), and for older hosts `evaluate-configured`,
 /// `evaluate-run` and the 1.0 `evaluate` (given the older records, [`Policy::evaluate`] sees
 /// no schedule and no run).
 ///
@@ -689,6 +715,15 @@ macro_rules! export_policy {
                     events: ::std::vec::Vec<$crate::__bindings::raw::TimedEventExt>,
                 ) -> $crate::__bindings::raw::RunResult {
                     $crate::__bindings::evaluate_run_ext::<$policy>(facts, state, events)
+                }
+
+                fn resume(
+                    facts: $crate::__bindings::raw::FactsExt,
+                    state: ::std::option::Option<::std::vec::Vec<u8>>,
+                    gap: $crate::__bindings::raw::HostGap,
+                ) -> ::std::result::Result<$crate::__bindings::raw::Evaluation, ::std::string::String>
+                {
+                    $crate::__bindings::resume::<$policy>(facts, state, gap)
                 }
             }
 

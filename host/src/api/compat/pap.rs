@@ -496,7 +496,7 @@ mod tests {
             duplicate: false,
             status: "online".into(),
             confidence: "yellow".into(),
-            policy: "default@1.2.0".into(),
+            policy: "default@1.3.0".into(),
             next_check_in_ms: check,
             scores: grace
                 .map(|g| std::collections::BTreeMap::from([("grace_seconds".to_owned(), g)]))
