@@ -68,8 +68,12 @@ async fn rollups_equal_a_replay_of_history_over_the_same_window() {
         .expect("registered");
 
     let now = vigil_tests::now_ms();
-    // 30 minutes past a UTC midnight nine days ago, so buckets close mid-history.
-    let start = now.div_euclid(DAY) * DAY - 9 * DAY + 30 * MINUTE;
+    // 30 minutes past a UTC midnight nine days before the last one at least two hours ago, so
+    // buckets close mid-history; the history is caught up to 30 minutes past that last
+    // midnight, which closes exactly nine days whatever the time of day the test runs at.
+    let start = (now - 2 * HOUR).div_euclid(DAY) * DAY - 9 * DAY + 30 * MINUTE;
+    let caught_up_to = start + 9 * DAY;
+    assert!(caught_up_to < now - HOUR);
     let events = schedule(start);
     let (mut beats, mut rejections) = (0, 0);
     let mut batch = WriteBatch::default();
@@ -125,7 +129,7 @@ async fn rollups_equal_a_replay_of_history_over_the_same_window() {
         if i % 7 == 6 || i + 1 == events.len() {
             if i + 1 == events.len() {
                 let mut effects = FoldEffects::default();
-                catch_up(&policy, &mut server, now - HOUR, &mut effects);
+                catch_up(&policy, &mut server, caught_up_to, &mut effects);
                 batch.transitions.extend(effects.transitions);
                 batch.rollups.extend(effects.rollups);
             }
