@@ -269,35 +269,35 @@ fn vigil_run_pings_a_healthchecks_url_without_a_key() {
 
 /// What each of `id`'s stored heartbeats' clients sent (the compat routes keep it), oldest first.
 fn original_bodies(dir: &std::path::Path, id: &str) -> Vec<String> {
-    use sqlx::Connection;
-    let url = format!("sqlite://{}", dir.join("agents.db").display());
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(async {
-            let mut db = sqlx::SqliteConnection::connect(&url).await.expect("open");
-            sqlx::query_scalar(
-                "SELECT COALESCE(original_body, '') FROM heartbeats WHERE server_id = ? ORDER BY seq",
-            )
-            .bind(id)
-            .fetch_all(&mut db)
-            .await
-            .expect("heartbeats")
-        })
+    texts_of(
+        dir,
+        "SELECT COALESCE(original_body, '') FROM heartbeats WHERE server_id = ? ORDER BY seq",
+        id,
+    )
 }
 
 /// The kinds of the alerts raised for `id`, oldest first, from the host's SQLite file.
 fn alert_kinds(dir: &std::path::Path, id: &str) -> Vec<String> {
+    texts_of(
+        dir,
+        "SELECT kind FROM alert_outbox WHERE server_id = ? ORDER BY id",
+        id,
+    )
+}
+
+/// One text column of `sql` (with `id` bound) over the host's SQLite file in `dir`.
+fn texts_of(dir: &std::path::Path, sql: &'static str, id: &str) -> Vec<String> {
     use sqlx::Connection;
     let url = format!("sqlite://{}", dir.join("agents.db").display());
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(async {
             let mut db = sqlx::SqliteConnection::connect(&url).await.expect("open");
-            sqlx::query_scalar("SELECT kind FROM alert_outbox WHERE server_id = ? ORDER BY id")
+            sqlx::query_scalar(sql)
                 .bind(id)
                 .fetch_all(&mut db)
                 .await
-                .expect("alerts")
+                .expect("reads")
         })
 }
 
